@@ -1,0 +1,110 @@
+//! `redis-k8s-election`: Kubernetes-native leader/follower replication for Redis.
+//!
+//! Subcommands: `apiserver` runs kubesim's API server (the local stand-in for Kubernetes).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "redis-k8s-election", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run kubesim's Kubernetes API server stand-in until SIGINT or SIGTERM.
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ApiserverArgs {
+    /// Address to listen on, e.g. 127.0.0.1:6443 (port 0 picks a free one).
+    #[arg(long, env = "KUBESIM_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// An administrator bearer token with full access (repeatable). Without one, a random
+    /// token is generated and written to the kubeconfig.
+    #[arg(long = "token", env = "KUBESIM_TOKEN", value_delimiter = ',')]
+    tokens: Vec<String>,
+    /// Write a kubeconfig (server URL, the first token, namespace `default`) to this path.
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// How many changes watches can resume from before they get 410 Expired.
+    #[arg(long, default_value_t = kubesim::store::DEFAULT_HISTORY)]
+    watch_history: usize,
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn apiserver(args: ApiserverArgs) -> Result<()> {
+    let mut tokens = args.tokens;
+    tokens.retain(|t| !t.trim().is_empty());
+    if tokens.is_empty() {
+        tokens.push(kubesim::util::random_token("kubesim-admin-"));
+    }
+    let config = kubesim::Config {
+        listen: args.listen,
+        admin_tokens: tokens.clone(),
+        history: args.watch_history.max(1),
+    };
+    let server = kubesim::ApiServer::start(config)
+        .await
+        .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+    if let Some(path) = &args.write_kubeconfig {
+        server
+            .write_kubeconfig(path, &tokens[0], "default")
+            .with_context(|| format!("--write-kubeconfig {}: cannot write", path.display()))?;
+    }
+    // Printed once the listener accepts connections, so scripts can wait for this line.
+    println!("kubesim API server listening on {}", server.url());
+    wait_for_signal().await?;
+    server.shutdown().await;
+    tracing::info!("kubesim API server stopped");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Apiserver(args) => apiserver(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
