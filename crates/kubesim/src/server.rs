@@ -63,6 +63,9 @@ struct Shared {
     faults: Faults,
     /// True while the server refuses connections.
     outage: watch::Sender<bool>,
+    /// Bumped each time an outage starts: every open connection is dropped on a change, even
+    /// when the outage has already ended by the time the connection task looks.
+    cuts: watch::Sender<u64>,
     server_address: String,
 }
 
@@ -109,6 +112,7 @@ impl ApiServer {
             admin_tokens: config.admin_tokens.into_iter().collect(),
             faults: Faults::default(),
             outage: watch::channel(false).0,
+            cuts: watch::channel(0).0,
             server_address: addr.to_string(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -148,7 +152,7 @@ impl ApiServer {
 
     /// Starts or ends a full outage: connections refused, open ones dropped.
     pub fn set_outage(&self, on: bool) {
-        self.shared.outage.send_replace(on);
+        set_outage(&self.shared, on);
     }
 
     /// Forgets the watch history: watches from any earlier resourceVersion get 410.
@@ -201,6 +205,14 @@ pub fn kubeconfig(server: &str, ca_data: &str, token: &str, namespace: &str) -> 
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kubesim\n  cluster:\n    server: \"{server}\"\n    certificate-authority-data: \"{ca_data}\"\nusers:\n- name: kubesim\n  user:\n    token: \"{token}\"\ncontexts:\n- name: kubesim\n  context:\n    cluster: kubesim\n    user: kubesim\n    namespace: \"{namespace}\"\ncurrent-context: kubesim\npreferences: {{}}\n"
     )
+}
+
+/// Starts or ends an outage; starting one also cuts every open connection.
+fn set_outage(shared: &Shared, on: bool) {
+    if on && !*shared.outage.borrow() {
+        shared.cuts.send_modify(|c| *c += 1);
+    }
+    shared.outage.send_replace(on);
 }
 
 fn issue_token(
@@ -288,7 +300,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut outage = shared.outage.subscribe();
+    let mut cuts = shared.cuts.subscribe();
     let serve = async {
         let mut first = [0u8; 1];
         let is_tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
@@ -306,7 +318,7 @@ async fn serve_connection(
     };
     tokio::select! {
         _ = serve => {}
-        _ = async { while outage.changed().await.is_ok() { if *outage.borrow() { return; } } } => {}
+        _ = cuts.changed() => {}
         _ = shutdown.changed() => {}
     }
 }
@@ -568,9 +580,9 @@ async fn admin(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             let shared2 = shared.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                shared2.outage.send_replace(true);
+                set_outage(&shared2, true);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                shared2.outage.send_replace(false);
+                set_outage(&shared2, false);
             });
             Ok((202, json!({"startsInMs": 50, "durationMs": ms})))
         }
