@@ -875,13 +875,16 @@ async fn c39_recorder_event_and_series_patch() {
     assert_eq!(g.body["series"]["count"], 2);
 }
 
+/// A change to a valid body that makes one field invalid.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 #[tokio::test]
 async fn c40_events_v1_validation() {
     let s = Sim::new().await;
     let base = json!({"metadata":{"name":"e1"},"eventTime":"2026-01-01T00:00:00.000000Z","action":"a","reason":"r","type":"Normal",
         "regarding":{"kind":"Pod","name":"p1","namespace":"ns"},"reportingController":"c","reportingInstance":"i"});
     let path = "/apis/events.k8s.io/v1/namespaces/ns/events";
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "eventTime",
             Box::new(|v: &mut Value| {
