@@ -209,6 +209,8 @@ pub enum Next {
     End,
     /// Nothing arrived before the deadline.
     Timeout,
+    /// The connection broke (not a clean end).
+    Failed,
 }
 
 impl Watch {
@@ -230,7 +232,7 @@ impl Watch {
                     assert!(self.buf.is_empty(), "stream ended mid-line");
                     return Next::End;
                 }
-                Ok(Err(e)) => panic!("watch stream failed: {e}"),
+                Ok(Err(_)) => return Next::Failed,
             }
         }
     }

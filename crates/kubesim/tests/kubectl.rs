@@ -1,0 +1,115 @@
+//! kubectl against kubesim, with the oldest and the newest kubectl the machine ships
+//! (`kubectl.1.27` … `kubectl.1.33` beside the `kubectl` dispatcher).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The versioned kubectl binaries next to the `kubectl` on PATH, oldest and newest.
+fn kubectl_versions() -> Vec<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|k| k.exists()))
+        .expect("kubectl on PATH (the machine image ships it)");
+    let dir = std::fs::canonicalize(&on_path).unwrap().parent().unwrap().to_path_buf();
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let minor = name.strip_prefix("kubectl.1.")?.parse().ok()?;
+            Some((minor, dir.join(name)))
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no kubectl.1.* binaries in {}", dir.display());
+    let oldest = found.first().unwrap().1.clone();
+    let newest = found.last().unwrap().1.clone();
+    if oldest == newest { vec![oldest] } else { vec![oldest, newest] }
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    async fn run(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(&self.bin)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("kubectl finished")
+        .expect("kubectl ran");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{} {args:?} failed:\n{stdout}\n{stderr}", self.bin.display());
+        stdout
+    }
+}
+
+#[tokio::test]
+async fn kubectl_oldest_and_newest() {
+    for bin in kubectl_versions() {
+        let s = Sim::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
+        let k = Kubectl { bin: bin.clone(), kubeconfig };
+        let v = bin.display().to_string();
+
+        s.lease("l1", "a").await;
+        s.pod("p1", json!({"app":"web"})).await;
+        s.pod_status("p1", "10.0.0.5", true).await;
+        let r = s.post(SVCS, json!({"metadata":{"name":"s1"},"spec":{"selector":{"app":"web"},"ports":[{"port":80,"targetPort":"http"}]}})).await;
+        assert_eq!(r.code, 201);
+        let r = s.post("/api/v1/namespaces/ns/events", json!({"metadata":{"name":"p1.ev"},"involvedObject":{"kind":"Pod","name":"p1","namespace":"ns"},
+            "reason":"Started","message":"hi","type":"Normal","firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:00:00Z","count":1})).await;
+        assert_eq!(r.code, 201);
+
+        let out = k.run(&["get", "leases,pods,services,endpoints,events"]).await;
+        for name in ["l1", "p1", "s1", "10.0.0.5:8080"] {
+            assert!(out.contains(name), "{v}: {name} missing in\n{out}");
+        }
+        let out = k.run(&["get", "lease", "l1", "-o", "yaml"]).await;
+        assert!(out.contains("holderIdentity: a") && out.contains("kind: Lease"), "{v}:\n{out}");
+        let out = k.run(&["get", "pods", "-o", "yaml"]).await;
+        assert!(out.contains("podIP: 10.0.0.5"), "{v}:\n{out}");
+        let out = k.run(&["get", "endpoints", "s1", "-o", "yaml"]).await;
+        assert!(out.contains("ip: 10.0.0.5"), "{v}:\n{out}");
+        let out = k.run(&["get", "events", "-o", "yaml"]).await;
+        assert!(out.contains("reason: Started"), "{v}:\n{out}");
+        k.run(&["get", "services", "-o", "yaml"]).await;
+
+        k.run(&["label", "lease", "l1", "role=leader"]).await;
+        k.run(&["annotate", "lease", "l1", "note=x"]).await;
+        k.run(&["patch", "lease", "l1", "-p", r#"{"spec":{"holderIdentity":"b"}}"#]).await;
+        let l = s.get(&format!("{L}/l1")).await.body;
+        assert_eq!(l["metadata"]["labels"]["role"], "leader", "{v}");
+        assert_eq!(l["metadata"]["annotations"]["note"], "x", "{v}");
+        assert_eq!(l["spec"]["holderIdentity"], "b", "{v}");
+        k.run(&["patch", "lease", "l1", "--type=merge", "-p", r#"{"spec":{"holderIdentity":"c"}}"#]).await;
+        k.run(&["patch", "lease", "l1", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/holderIdentity","value":"d"}]"#]).await;
+        assert_eq!(s.get(&format!("{L}/l1")).await.body["spec"]["holderIdentity"], "d", "{v}");
+        k.run(&["label", "pod", "p1", "app-"]).await;
+        assert!(s.get(&format!("{PODS}/p1")).await.body["metadata"]["labels"].get("app").is_none(), "{v}");
+
+        k.run(&["delete", "lease", "l1"]).await;
+        assert_eq!(s.get(&format!("{L}/l1")).await.code, 404, "{v}");
+
+        // Typed-client commands send protobuf bodies.
+        k.run(&["create", "namespace", "kns"]).await;
+        k.run(&["create", "serviceaccount", "sa1"]).await;
+        let token = k.run(&["create", "token", "sa1"]).await;
+        let r = s.req_as(Some(token.trim()), "GET", "/version", None, "").await;
+        assert_eq!(r.code, 200, "{v}: the issued token authenticates");
+        assert_eq!(s.get("/api/v1/namespaces/kns").await.code, 200);
+    }
+}
