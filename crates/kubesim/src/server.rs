@@ -889,6 +889,12 @@ async fn route(
             },
         )?;
     }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let as_table = crate::table::wants_table(accept);
     let part = if target.subresource == "status" {
         Part::Status
     } else {
@@ -897,11 +903,16 @@ async fn route(
     match verb {
         "get" => {
             let store = shared.store.read().expect("store lock");
-            Ok(json_response(
-                200,
-                &api::get(&store, rt, &ns, &target.name)?,
-                &[],
-            ))
+            let obj = api::get(&store, rt, &ns, &target.name)?;
+            if as_table {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"].clone()});
+                return Ok(json_response(
+                    200,
+                    &crate::table::table(rt, &[obj], meta, true),
+                    &[],
+                ));
+            }
+            Ok(json_response(200, &obj, &[]))
         }
         "list" => {
             let opts = list_opts.expect("parsed for list");
@@ -912,11 +923,13 @@ async fn route(
                 .namespaced
                 .then_some(ns.as_str())
                 .filter(|n| !n.is_empty());
-            Ok(json_response(
-                200,
-                &api::list(&store, rt, ns_filter, &opts)?,
-                &[],
-            ))
+            let list = api::list(&store, rt, ns_filter, &opts)?;
+            if as_table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let t = crate::table::table(rt, &items, list["metadata"].clone(), true);
+                return Ok(json_response(200, &t, &[]));
+            }
+            Ok(json_response(200, &list, &[]))
         }
         "watch" => {
             let opts = list_opts.expect("parsed for watch");
@@ -937,7 +950,19 @@ async fn route(
                     })?),
                 };
             let ns_filter = (rt.namespaced && !ns.is_empty()).then(|| ns.clone());
-            start_watch(shared, rt, ns_filter, opts, sie, bookmarks, timeout, token)
+            start_watch(
+                shared,
+                WatchSpec {
+                    rt,
+                    ns: ns_filter,
+                    opts,
+                    send_initial_events: sie,
+                    bookmarks,
+                    timeout,
+                    token,
+                    as_table,
+                },
+            )
         }
         "create" if target.subresource == "token" => {
             let (headers, body) = read_body(req).await?;
@@ -1046,25 +1071,63 @@ fn event_line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if initial_end {
-        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+/// Turns watch events into lines: plain objects, or one-row Tables for `kubectl get -w`
+/// (column definitions in the first Table only, as the real server sends them).
+struct Encoder {
+    rt: &'static ResourceType,
+    as_table: bool,
+    columns_sent: bool,
+}
+
+impl Encoder {
+    fn object(&mut self, ty: &str, view: &Value) -> Bytes {
+        if !self.as_table {
+            return event_line(ty, view);
+        }
+        let meta = json!({"resourceVersion": view["metadata"]["resourceVersion"].clone()});
+        let t = crate::table::table(
+            self.rt,
+            std::slice::from_ref(view),
+            meta,
+            !self.columns_sent,
+        );
+        self.columns_sent = true;
+        event_line(ty, &t)
     }
-    event_line(
-        "BOOKMARK",
-        &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta}),
-    )
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        event_line(
+            "BOOKMARK",
+            &json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": meta}),
+        )
+    }
+}
+
+/// What one watch asks for.
+struct WatchSpec {
+    rt: &'static ResourceType,
+    ns: Option<String>,
+    opts: ListOptions,
+    send_initial_events: Option<bool>,
+    bookmarks: bool,
+    timeout: Duration,
+    token: Option<String>,
+    as_table: bool,
 }
 
 /// The watch event (if any) a change produces for one watcher, with selector transitions
 /// turned into ADDED/DELETED as the cacher does.
-fn event_for(rt: &ResourceType, ns: Option<&str>, opts: &ListOptions, c: &Change) -> Option<Bytes> {
-    if c.storage != rt.storage || ns.is_some_and(|n| n != c.key.0) {
+fn event_for(spec: &WatchSpec, enc: &mut Encoder, c: &Change) -> Option<Bytes> {
+    let rt = spec.rt;
+    if c.storage != rt.storage || spec.ns.as_deref().is_some_and(|n| n != c.key.0) {
         return None;
     }
-    let new_matches = c.kind != ChangeKind::Deleted && api::matches(&c.new, opts);
-    let old_matches = c.old.as_ref().is_some_and(|o| api::matches(o, opts));
+    let new_matches = c.kind != ChangeKind::Deleted && api::matches(&c.new, &spec.opts);
+    let old_matches = c.old.as_ref().is_some_and(|o| api::matches(o, &spec.opts));
     let (ty, obj) = match (c.kind, old_matches, new_matches) {
         (ChangeKind::Deleted, true, _) => ("DELETED", (*c.new).clone()),
         (ChangeKind::Deleted, false, _) => return None,
@@ -1078,42 +1141,46 @@ fn event_for(rt: &ResourceType, ns: Option<&str>, opts: &ListOptions, c: &Change
         }
         (_, false, false) => return None,
     };
-    Some(event_line(ty, &api::to_view(rt, &obj)))
+    Some(enc.object(ty, &api::to_view(rt, &obj)))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_watch(
-    shared: Arc<Shared>,
-    rt: &'static ResourceType,
-    ns: Option<String>,
-    opts: ListOptions,
-    send_initial_events: Option<bool>,
-    bookmarks: bool,
-    timeout: Duration,
-    token: Option<String>,
-) -> Result<Response<Body>, ApiError> {
-    let rv_param = opts.resource_version.clone().unwrap_or_default();
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(256);
+fn too_large_rv(n: u64, current: u64) -> ApiError {
+    ApiError {
+        code: 504,
+        reason: "Timeout",
+        message: format!("Too large resource version: {n}, current: {current}"),
+        details: Some(
+            json!({"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}],"retryAfterSeconds":1}),
+        ),
+        retry_after_seconds: None,
+    }
+}
+
+fn start_watch(shared: Arc<Shared>, spec: WatchSpec) -> Result<Response<Body>, ApiError> {
+    let rt = spec.rt;
+    let rv_param = spec.opts.resource_version.clone().unwrap_or_default();
+    let mut enc = Encoder {
+        rt,
+        as_table: spec.as_table,
+        columns_sent: false,
+    };
     let mut prelude: Vec<Bytes> = Vec::new();
     let sub: broadcast::Receiver<Arc<Change>>;
     let start_rv: u64;
     {
         let store = shared.store.read().expect("store lock");
         let from_now = rv_param.is_empty() || rv_param == "0";
-        let initial = match send_initial_events {
-            Some(b) => b,
-            None => from_now,
-        };
+        let initial = spec.send_initial_events.unwrap_or(from_now);
         if initial || from_now {
             start_rv = store.rv();
             if initial {
-                for obj in store.list(rt.storage, ns.as_deref()) {
-                    if api::matches(&obj, &opts) {
-                        prelude.push(event_line("ADDED", &api::to_view(rt, &obj)));
+                for obj in store.list(rt.storage, spec.ns.as_deref()) {
+                    if api::matches(&obj, &spec.opts) {
+                        prelude.push(enc.object("ADDED", &api::to_view(rt, &obj)));
                     }
                 }
-                if send_initial_events == Some(true) && bookmarks {
-                    prelude.push(bookmark(rt, start_rv, true));
+                if spec.send_initial_events == Some(true) && spec.bookmarks {
+                    prelude.push(enc.bookmark(start_rv, true));
                 }
             }
             sub = store
@@ -1125,20 +1192,12 @@ fn start_watch(
                 ApiError::bad_request(format!("invalid resource version: {rv_param}"))
             })?;
             if n > store.rv() {
-                return Err(ApiError {
-                    code: 504,
-                    reason: "Timeout",
-                    message: format!("Too large resource version: {n}, current: {}", store.rv()),
-                    details: Some(
-                        json!({"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}],"retryAfterSeconds":1}),
-                    ),
-                    retry_after_seconds: None,
-                });
+                return Err(too_large_rv(n, store.rv()));
             }
             match store.watch_from(n) {
                 Ok((replay, s)) => {
                     for c in replay {
-                        if let Some(line) = event_for(rt, ns.as_deref(), &opts, &c) {
+                        if let Some(line) = event_for(&spec, &mut enc, &c) {
                             prelude.push(line);
                         }
                     }
@@ -1146,6 +1205,7 @@ fn start_watch(
                     sub = s;
                 }
                 Err(floor) => {
+                    // In-band 410: HTTP 200, one ERROR line, then the end of the stream.
                     let err = ApiError::expired(format!("too old resource version: {n} ({floor})"));
                     prelude.push(event_line("ERROR", &err.to_status()));
                     let body = StreamBody::new(futures::stream::iter(
@@ -1156,9 +1216,8 @@ fn start_watch(
             }
         }
     }
-    tokio::spawn(run_watch(
-        shared, rt, ns, opts, bookmarks, timeout, token, prelude, sub, start_rv, tx,
-    ));
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(256);
+    tokio::spawn(run_watch(shared, spec, enc, prelude, sub, start_rv, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -1174,39 +1233,38 @@ fn stream_response(body: Body) -> Response<Body> {
         .expect("valid response")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Sends one line, first passing the client's network-level faults. False: stop the watch.
+async fn send_line(
+    shared: &Shared,
+    token: Option<&str>,
+    tx: &mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+    line: Bytes,
+) -> bool {
+    if !shared.faults.stream_gate(token).await {
+        let _ = tx
+            .send(Err(std::io::Error::other(
+                "connection dropped by fault injection",
+            )))
+            .await;
+        return false;
+    }
+    tx.send(Ok(Frame::data(line))).await.is_ok()
+}
+
 async fn run_watch(
     shared: Arc<Shared>,
-    rt: &'static ResourceType,
-    ns: Option<String>,
-    opts: ListOptions,
-    bookmarks: bool,
-    timeout: Duration,
-    token: Option<String>,
+    spec: WatchSpec,
+    mut enc: Encoder,
     prelude: Vec<Bytes>,
     mut sub: broadcast::Receiver<Arc<Change>>,
     mut progress_rv: u64,
     tx: mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
 ) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let send = |line: Bytes| {
-        let tx = tx.clone();
-        let shared = shared.clone();
-        let token = token.clone();
-        async move {
-            if !shared.faults.stream_gate(token.as_deref()).await {
-                let _ = tx
-                    .send(Err(std::io::Error::other(
-                        "connection dropped by fault injection",
-                    )))
-                    .await;
-                return false;
-            }
-            tx.send(Ok(Frame::data(line))).await.is_ok()
-        }
-    };
+    let token = spec.token.clone();
+    let token = token.as_deref();
+    let deadline = tokio::time::Instant::now() + spec.timeout;
     for line in prelude {
-        if !send(line).await {
+        if !send_line(&shared, token, &tx, line).await {
             return;
         }
     }
@@ -1214,9 +1272,10 @@ async fn run_watch(
         tokio::time::Instant::now() + Duration::from_secs(60),
         Duration::from_secs(60),
     );
+    // Like the cacher, one bookmark shortly before the timeout, so a client can resume exactly.
     let pre_deadline = deadline
         .checked_sub(Duration::from_secs(2))
-        .filter(|_| timeout > Duration::from_secs(3));
+        .filter(|_| spec.timeout > Duration::from_secs(3));
     let mut pre_deadline_sent = pre_deadline.is_none();
     loop {
         let pre = async {
@@ -1228,18 +1287,18 @@ async fn run_watch(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return,
             _ = tx.closed() => return,
-            _ = bookmark_tick.tick(), if bookmarks => {
-                if !send(bookmark(rt, progress_rv, false)).await { return; }
+            _ = bookmark_tick.tick(), if spec.bookmarks => {
+                if !send_line(&shared, token, &tx, enc.bookmark(progress_rv, false)).await { return; }
             }
-            _ = pre, if bookmarks => {
+            _ = pre, if spec.bookmarks => {
                 pre_deadline_sent = true;
-                if !send(bookmark(rt, progress_rv, false)).await { return; }
+                if !send_line(&shared, token, &tx, enc.bookmark(progress_rv, false)).await { return; }
             }
             msg = sub.recv() => match msg {
                 Ok(c) => {
                     progress_rv = c.rv;
-                    if let Some(line) = event_for(rt, ns.as_deref(), &opts, &c)
-                        && !send(line).await
+                    if let Some(line) = event_for(&spec, &mut enc, &c)
+                        && !send_line(&shared, token, &tx, line).await
                     {
                         return;
                     }
@@ -1252,8 +1311,8 @@ async fn run_watch(
                             sub = s;
                             for c in replay {
                                 progress_rv = c.rv;
-                                if let Some(line) = event_for(rt, ns.as_deref(), &opts, &c)
-                                    && !send(line).await
+                                if let Some(line) = event_for(&spec, &mut enc, &c)
+                                    && !send_line(&shared, token, &tx, line).await
                                 {
                                     return;
                                 }
@@ -1261,7 +1320,7 @@ async fn run_watch(
                         }
                         Err(floor) => {
                             let err = ApiError::expired(format!("too old resource version: {progress_rv} ({floor})"));
-                            let _ = send(event_line("ERROR", &err.to_status())).await;
+                            let _ = send_line(&shared, token, &tx, event_line("ERROR", &err.to_status())).await;
                             return;
                         }
                     }

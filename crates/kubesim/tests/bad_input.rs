@@ -26,60 +26,144 @@ async fn raw(s: &Sim, method: &str, path: &str, body: Vec<u8>, ct: &str) -> Resp
     let code = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap();
-    Resp { code, headers, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    Resp {
+        code,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    }
 }
 
 #[tokio::test]
 async fn malformed_bodies() {
     let s = Sim::new().await;
-    assert_status(&raw(&s, "POST", L, b"{not json".to_vec(), "application/json").await, 400, "BadRequest");
-    assert_status(&raw(&s, "POST", L, b"".to_vec(), "application/json").await, 400, "BadRequest");
+    assert_status(
+        &raw(&s, "POST", L, b"{not json".to_vec(), "application/json").await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &raw(&s, "POST", L, b"".to_vec(), "application/json").await,
+        400,
+        "BadRequest",
+    );
     assert_status(&s.post(L, json!([1, 2])).await, 400, "BadRequest");
-    assert_status(&s.post(L, json!({"metadata":{"name":"x"},"spec":{"leaseDurationSeconds":"ten"}})).await, 400, "BadRequest");
+    assert_status(
+        &s.post(
+            L,
+            json!({"metadata":{"name":"x"},"spec":{"leaseDurationSeconds":"ten"}}),
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
     assert_status(&s.post(L, json!({"metadata":"x"})).await, 400, "BadRequest");
-    assert_status(&raw(&s, "POST", L, b"{}".to_vec(), "application/xml").await, 415, "UnsupportedMediaType");
-    assert_status(&raw(&s, "POST", L, b"k8s\0garbage".to_vec(), "application/vnd.kubernetes.protobuf").await, 400, "BadRequest");
+    assert_status(
+        &raw(&s, "POST", L, b"{}".to_vec(), "application/xml").await,
+        415,
+        "UnsupportedMediaType",
+    );
+    assert_status(
+        &raw(
+            &s,
+            "POST",
+            L,
+            b"k8s\0garbage".to_vec(),
+            "application/vnd.kubernetes.protobuf",
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
 }
 
 #[tokio::test]
 async fn wrong_kind_and_version() {
     let s = Sim::new().await;
-    let r = s.post(L, json!({"apiVersion":"v1","kind":"Lease","metadata":{"name":"x"}})).await;
+    let r = s
+        .post(
+            L,
+            json!({"apiVersion":"v1","kind":"Lease","metadata":{"name":"x"}}),
+        )
+        .await;
     assert_status(&r, 400, "BadRequest");
-    assert_eq!(r.body["message"], "the API version in the data (v1) does not match the expected API version (coordination.k8s.io/v1)");
-    let r = s.post(L, json!({"apiVersion":"coordination.k8s.io/v1","kind":"Pod","metadata":{"name":"x"}})).await;
+    assert_eq!(
+        r.body["message"],
+        "the API version in the data (v1) does not match the expected API version (coordination.k8s.io/v1)"
+    );
+    let r = s
+        .post(
+            L,
+            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Pod","metadata":{"name":"x"}}),
+        )
+        .await;
     assert_status(&r, 400, "BadRequest");
-    assert!(r.body["message"].as_str().unwrap().starts_with("Pod in version \"v1\" cannot be handled as a Lease"));
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pod in version \"v1\" cannot be handled as a Lease")
+    );
 }
 
 #[tokio::test]
 async fn invalid_names_and_labels() {
     let s = Sim::new().await;
-    let r = s.post(SVCS, json!({"metadata":{"name":"a.b"},"spec":{"ports":[{"port":80}]}})).await;
+    let r = s
+        .post(
+            SVCS,
+            json!({"metadata":{"name":"a.b"},"spec":{"ports":[{"port":80}]}}),
+        )
+        .await;
     assert_status(&r, 422, "Invalid");
-    let r = s.post(L, json!({"metadata":{"name":"ok","labels":{"bad key":"v"}}})).await;
+    let r = s
+        .post(
+            L,
+            json!({"metadata":{"name":"ok","labels":{"bad key":"v"}}}),
+        )
+        .await;
     assert_status(&r, 422, "Invalid");
-    let r = s.post(L, json!({"metadata":{"name":"ok","labels":{"k":"bad value!"}}})).await;
+    let r = s
+        .post(
+            L,
+            json!({"metadata":{"name":"ok","labels":{"k":"bad value!"}}}),
+        )
+        .await;
     assert_status(&r, 422, "Invalid");
     let r = s.post(L, json!({"metadata":{}})).await;
     assert_status(&r, 422, "Invalid");
-    assert!(r.body["message"].as_str().unwrap().contains("name or generateName is required"));
-    let r = s.post("/api/v1/namespaces", json!({"metadata":{"name":"a.b"}})).await;
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("name or generateName is required")
+    );
+    let r = s
+        .post("/api/v1/namespaces", json!({"metadata":{"name":"a.b"}}))
+        .await;
     assert_status(&r, 422, "Invalid");
 }
 
 #[tokio::test]
 async fn oversized_body_is_413_and_server_lives_on() {
     let s = Sim::new().await;
-    let big = format!("{{\"metadata\":{{\"name\":\"x\"}},\"pad\":\"{}\"}}", "a".repeat(3 * 1024 * 1024 + 10));
+    let big = format!(
+        "{{\"metadata\":{{\"name\":\"x\"}},\"pad\":\"{}\"}}",
+        "a".repeat(3 * 1024 * 1024 + 10)
+    );
     let r = raw(&s, "POST", L, big.into_bytes(), "application/json").await;
     assert_status(&r, 413, "RequestEntityTooLarge");
     assert_eq!(s.get(L).await.code, 200);
     // Just under the limit is decoded (and the unknown field reported, not fatal).
-    let ok = format!("{{\"metadata\":{{\"name\":\"x\"}},\"pad\":\"{}\"}}", "a".repeat(1024 * 1024));
+    let ok = format!(
+        "{{\"metadata\":{{\"name\":\"x\"}},\"pad\":\"{}\"}}",
+        "a".repeat(1024 * 1024)
+    );
     let r = raw(&s, "POST", L, ok.into_bytes(), "application/json").await;
     assert_eq!(r.code, 201);
-    assert_eq!(r.headers.get("warning").unwrap(), "299 - \"unknown field \\\"pad\\\"\"");
+    assert_eq!(
+        r.headers.get("warning").unwrap(),
+        "299 - \"unknown field \\\"pad\\\"\""
+    );
 }
 
 #[tokio::test]
@@ -87,17 +171,43 @@ async fn unknown_resources_paths_and_methods() {
     let s = Sim::new().await;
     let r = s.get("/api/v1/namespaces/ns/widgets").await;
     assert_status(&r, 404, "NotFound");
-    assert_eq!(r.body["message"], "the server could not find the requested resource");
+    assert_eq!(
+        r.body["message"],
+        "the server could not find the requested resource"
+    );
     let r = s.get("/api/v1/namespaces/ns/pods/p/log").await;
     assert_status(&r, 404, "NotFound");
     let r = s.get("/nothing/here").await;
     assert_eq!(r.code, 404);
     assert_eq!(r.body, Value::String("404 page not found\n".into()));
     assert_eq!(s.get("/apis/example.com/v1/things").await.code, 404);
-    assert_status(&s.req("PUT", L, Some(json!({})), "application/json").await, 405, "MethodNotAllowed");
-    assert_status(&s.req("POST", &format!("{L}/x"), Some(json!({})), "application/json").await, 405, "MethodNotAllowed");
-    assert_status(&s.req("DELETE", "/api/v1/namespaces", None, "").await, 405, "MethodNotAllowed");
-    let r = s.post("/api/v1/namespaces/missing/pods", json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}})).await;
+    assert_status(
+        &s.req("PUT", L, Some(json!({})), "application/json").await,
+        405,
+        "MethodNotAllowed",
+    );
+    assert_status(
+        &s.req(
+            "POST",
+            &format!("{L}/x"),
+            Some(json!({})),
+            "application/json",
+        )
+        .await,
+        405,
+        "MethodNotAllowed",
+    );
+    assert_status(
+        &s.req("DELETE", "/api/v1/namespaces", None, "").await,
+        405,
+        "MethodNotAllowed",
+    );
+    let r = s
+        .post(
+            "/api/v1/namespaces/missing/pods",
+            json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i"}]}}),
+        )
+        .await;
     assert_status(&r, 404, "NotFound");
     assert_eq!(r.body["message"], "namespaces \"missing\" not found");
     // A list in a missing namespace is empty, not 404.
@@ -107,38 +217,113 @@ async fn unknown_resources_paths_and_methods() {
 #[tokio::test]
 async fn bad_selectors_and_resource_versions() {
     let s = Sim::new().await;
-    assert_status(&s.get(&format!("{PODS}?labelSelector=a%20in%20(b")).await, 400, "BadRequest");
-    assert_status(&s.get(&format!("{PODS}?fieldSelector=nonsense")).await, 400, "BadRequest");
-    assert_status(&s.get(&format!("{L}?fieldSelector=spec.holderIdentity%3Dx")).await, 400, "BadRequest");
-    assert_status(&s.get(&format!("{L}?resourceVersion=abc")).await, 400, "BadRequest");
-    assert_status(&s.get(&format!("{L}?watch=true&resourceVersion=abc")).await, 400, "BadRequest");
+    assert_status(
+        &s.get(&format!("{PODS}?labelSelector=a%20in%20(b")).await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &s.get(&format!("{PODS}?fieldSelector=nonsense")).await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &s.get(&format!("{L}?fieldSelector=spec.holderIdentity%3Dx"))
+            .await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &s.get(&format!("{L}?resourceVersion=abc")).await,
+        400,
+        "BadRequest",
+    );
+    assert_status(
+        &s.get(&format!("{L}?watch=true&resourceVersion=abc")).await,
+        400,
+        "BadRequest",
+    );
     assert_status(&s.get(&format!("{L}?limit=x")).await, 400, "BadRequest");
     assert_status(&s.get(&format!("{L}?continue=zz")).await, 400, "BadRequest");
-    assert_status(&s.get(&format!("{L}?resourceVersion=0&resourceVersionMatch=Exact")).await, 422, "Invalid");
-    assert_status(&s.get(&format!("{L}?resourceVersion=1&resourceVersionMatch=Sometimes")).await, 422, "Invalid");
+    assert_status(
+        &s.get(&format!("{L}?resourceVersion=0&resourceVersionMatch=Exact"))
+            .await,
+        422,
+        "Invalid",
+    );
+    assert_status(
+        &s.get(&format!(
+            "{L}?resourceVersion=1&resourceVersionMatch=Sometimes"
+        ))
+        .await,
+        422,
+        "Invalid",
+    );
     let l = s.lease("l1", "a").await;
     let mut body = l;
     body["metadata"]["resourceVersion"] = json!("abc");
     assert_status(&s.put(&format!("{L}/l1"), body).await, 400, "BadRequest");
-    assert_status(&s.post(&format!("{L}?dryRun=Some"), json!({"metadata":{"name":"d"}})).await, 422, "Invalid");
-    assert_status(&s.post(&format!("{L}?fieldValidation=Loose"), json!({"metadata":{"name":"d"}})).await, 400, "BadRequest");
-    let r = s.post(&format!("{L}?fieldValidation=Strict"), json!({"metadata":{"name":"d"},"spec":{"nope":1}})).await;
+    assert_status(
+        &s.post(
+            &format!("{L}?dryRun=Some"),
+            json!({"metadata":{"name":"d"}}),
+        )
+        .await,
+        422,
+        "Invalid",
+    );
+    assert_status(
+        &s.post(
+            &format!("{L}?fieldValidation=Loose"),
+            json!({"metadata":{"name":"d"}}),
+        )
+        .await,
+        400,
+        "BadRequest",
+    );
+    let r = s
+        .post(
+            &format!("{L}?fieldValidation=Strict"),
+            json!({"metadata":{"name":"d"},"spec":{"nope":1}}),
+        )
+        .await;
     assert_status(&r, 400, "BadRequest");
-    assert!(r.body["message"].as_str().unwrap().contains("unknown field \"spec.nope\""));
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field \"spec.nope\"")
+    );
     // A too-new resourceVersion on a list answers at once rather than hanging.
-    let r = s.get(&format!("{L}?resourceVersion=99999999&resourceVersionMatch=Exact")).await;
+    let r = s
+        .get(&format!(
+            "{L}?resourceVersion=99999999&resourceVersionMatch=Exact"
+        ))
+        .await;
     assert_eq!(r.code, 504);
 }
 
 #[tokio::test]
 async fn namespace_mismatch_and_pod_spec_immutability() {
     let s = Sim::new().await;
-    let r = s.post(L, json!({"metadata":{"name":"x","namespace":"other"}})).await;
+    let r = s
+        .post(L, json!({"metadata":{"name":"x","namespace":"other"}}))
+        .await;
     assert_status(&r, 400, "BadRequest");
     s.pod("p1", json!({})).await;
-    let r = s.strategic(&format!("{PODS}/p1"), json!({"spec":{"restartPolicy":"Never"}})).await;
+    let r = s
+        .strategic(
+            &format!("{PODS}/p1"),
+            json!({"spec":{"restartPolicy":"Never"}}),
+        )
+        .await;
     assert_status(&r, 422, "Invalid");
-    let r = s.strategic(&format!("{PODS}/p1"), json!({"spec":{"containers":[{"name":"c","image":"redis:8"}]}})).await;
+    let r = s
+        .strategic(
+            &format!("{PODS}/p1"),
+            json!({"spec":{"containers":[{"name":"c","image":"redis:8"}]}}),
+        )
+        .await;
     assert_eq!(r.code, 200, "{}", r.body);
     assert_eq!(r.body["metadata"]["generation"], 2);
 }
@@ -148,7 +333,9 @@ fn random_requests_always_get_an_answer() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s = rt.block_on(Sim::new());
     rt.block_on(s.lease("l1", "a"));
-    let methods = prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]);
+    let methods = prop::sample::select(vec![
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS",
+    ]);
     let prefixes = prop::sample::select(vec![
         "/api/v1/namespaces/ns/pods",
         "/apis/coordination.k8s.io/v1/namespaces/ns/leases",
@@ -168,7 +355,11 @@ fn random_requests_always_get_an_answer() {
         "application/vnd.kubernetes.protobuf",
         "text/plain",
     ]);
-    let config = ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() };
+    let config = ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
     proptest!(config, |(method in methods, prefix in prefixes, suffix in "[a-z0-9/%.?&=_-]{0,24}",
                         ct in content_types, body in proptest::collection::vec(any::<u8>(), 0..64),
                         json_body in prop::option::of(prop::sample::select(vec![

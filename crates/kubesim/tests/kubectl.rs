@@ -11,9 +11,17 @@ use std::time::Duration;
 /// The versioned kubectl binaries next to the `kubectl` on PATH, oldest and newest.
 fn kubectl_versions() -> Vec<PathBuf> {
     let on_path = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("kubectl")).find(|k| k.exists()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .find(|k| k.exists())
+        })
         .expect("kubectl on PATH (the machine image ships it)");
-    let dir = std::fs::canonicalize(&on_path).unwrap().parent().unwrap().to_path_buf();
+    let dir = std::fs::canonicalize(&on_path)
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| {
@@ -23,10 +31,18 @@ fn kubectl_versions() -> Vec<PathBuf> {
         })
         .collect();
     found.sort();
-    assert!(!found.is_empty(), "no kubectl.1.* binaries in {}", dir.display());
+    assert!(
+        !found.is_empty(),
+        "no kubectl.1.* binaries in {}",
+        dir.display()
+    );
     let oldest = found.first().unwrap().1.clone();
     let newest = found.last().unwrap().1.clone();
-    if oldest == newest { vec![oldest] } else { vec![oldest, newest] }
+    if oldest == newest {
+        vec![oldest]
+    } else {
+        vec![oldest, newest]
+    }
 }
 
 struct Kubectl {
@@ -50,7 +66,11 @@ impl Kubectl {
         .expect("kubectl ran");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(out.status.success(), "{} {args:?} failed:\n{stdout}\n{stderr}", self.bin.display());
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed:\n{stdout}\n{stderr}",
+            self.bin.display()
+        );
         stdout
     }
 }
@@ -62,7 +82,10 @@ async fn kubectl_oldest_and_newest() {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
-        let k = Kubectl { bin: bin.clone(), kubeconfig };
+        let k = Kubectl {
+            bin: bin.clone(),
+            kubeconfig,
+        };
         let v = bin.display().to_string();
 
         s.lease("l1", "a").await;
@@ -74,12 +97,38 @@ async fn kubectl_oldest_and_newest() {
             "reason":"Started","message":"hi","type":"Normal","firstTimestamp":"2026-01-01T00:00:00Z","lastTimestamp":"2026-01-01T00:00:00Z","count":1})).await;
         assert_eq!(r.code, 201);
 
-        let out = k.run(&["get", "leases,pods,services,endpoints,events"]).await;
-        for name in ["l1", "p1", "s1", "10.0.0.5:8080"] {
-            assert!(out.contains(name), "{v}: {name} missing in\n{out}");
+        // Server-side Tables give kubectl the columns a cluster shows.
+        let out = k
+            .run(&["get", "leases,pods,services,endpoints,events"])
+            .await;
+        for needle in [
+            "HOLDER",
+            "l1   a",
+            "READY",
+            "STATUS",
+            "0/1",
+            "Running",
+            "p1",
+            "CLUSTER-IP",
+            "80/TCP",
+            "s1",
+            "10.0.0.5:8080",
+            "REASON",
+            "Started",
+            "pod/p1",
+        ] {
+            assert!(out.contains(needle), "{v}: {needle} missing in\n{out}");
         }
+        let wide = k.run(&["get", "pods", "-o", "wide"]).await;
+        assert!(
+            wide.contains("10.0.0.5") && wide.contains("NODE"),
+            "{v}:\n{wide}"
+        );
         let out = k.run(&["get", "lease", "l1", "-o", "yaml"]).await;
-        assert!(out.contains("holderIdentity: a") && out.contains("kind: Lease"), "{v}:\n{out}");
+        assert!(
+            out.contains("holderIdentity: a") && out.contains("kind: Lease"),
+            "{v}:\n{out}"
+        );
         let out = k.run(&["get", "pods", "-o", "yaml"]).await;
         assert!(out.contains("podIP: 10.0.0.5"), "{v}:\n{out}");
         let out = k.run(&["get", "endpoints", "s1", "-o", "yaml"]).await;
@@ -90,16 +139,48 @@ async fn kubectl_oldest_and_newest() {
 
         k.run(&["label", "lease", "l1", "role=leader"]).await;
         k.run(&["annotate", "lease", "l1", "note=x"]).await;
-        k.run(&["patch", "lease", "l1", "-p", r#"{"spec":{"holderIdentity":"b"}}"#]).await;
+        k.run(&[
+            "patch",
+            "lease",
+            "l1",
+            "-p",
+            r#"{"spec":{"holderIdentity":"b"}}"#,
+        ])
+        .await;
         let l = s.get(&format!("{L}/l1")).await.body;
         assert_eq!(l["metadata"]["labels"]["role"], "leader", "{v}");
         assert_eq!(l["metadata"]["annotations"]["note"], "x", "{v}");
         assert_eq!(l["spec"]["holderIdentity"], "b", "{v}");
-        k.run(&["patch", "lease", "l1", "--type=merge", "-p", r#"{"spec":{"holderIdentity":"c"}}"#]).await;
-        k.run(&["patch", "lease", "l1", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/holderIdentity","value":"d"}]"#]).await;
-        assert_eq!(s.get(&format!("{L}/l1")).await.body["spec"]["holderIdentity"], "d", "{v}");
+        k.run(&[
+            "patch",
+            "lease",
+            "l1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":"c"}}"#,
+        ])
+        .await;
+        k.run(&[
+            "patch",
+            "lease",
+            "l1",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/holderIdentity","value":"d"}]"#,
+        ])
+        .await;
+        assert_eq!(
+            s.get(&format!("{L}/l1")).await.body["spec"]["holderIdentity"],
+            "d",
+            "{v}"
+        );
         k.run(&["label", "pod", "p1", "app-"]).await;
-        assert!(s.get(&format!("{PODS}/p1")).await.body["metadata"]["labels"].get("app").is_none(), "{v}");
+        assert!(
+            s.get(&format!("{PODS}/p1")).await.body["metadata"]["labels"]
+                .get("app")
+                .is_none(),
+            "{v}"
+        );
 
         k.run(&["delete", "lease", "l1"]).await;
         assert_eq!(s.get(&format!("{L}/l1")).await.code, 404, "{v}");
@@ -108,7 +189,9 @@ async fn kubectl_oldest_and_newest() {
         k.run(&["create", "namespace", "kns"]).await;
         k.run(&["create", "serviceaccount", "sa1"]).await;
         let token = k.run(&["create", "token", "sa1"]).await;
-        let r = s.req_as(Some(token.trim()), "GET", "/version", None, "").await;
+        let r = s
+            .req_as(Some(token.trim()), "GET", "/version", None, "")
+            .await;
         assert_eq!(r.code, 200, "{v}: the issued token authenticates");
         assert_eq!(s.get("/api/v1/namespaces/kns").await.code, 200);
     }

@@ -32,7 +32,9 @@ fn start(args: &[&str]) -> (Guard, String) {
             let _ = tx.send(line);
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("the URL line");
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the URL line");
     let url = line.rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("https://127.0.0.1:"), "{line}");
     (Guard(child), url)
@@ -42,7 +44,14 @@ fn start(args: &[&str]) -> (Guard, String) {
 async fn serves_writes_kubeconfig_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");
-    let (mut guard, url) = start(&["--listen", "127.0.0.1:0", "--token", "T", "--write-kubeconfig", kc.to_str().unwrap()]);
+    let (mut guard, url) = start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        "T",
+        "--write-kubeconfig",
+        kc.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&kc).unwrap();
     assert!(text.contains(&url) && text.contains("token: \"T\""));
 
@@ -54,12 +63,30 @@ async fn serves_writes_kubeconfig_and_stops_on_sigterm() {
     .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     let api: kube::Api<Lease> = kube::Api::default_namespaced(client);
-    let lease: Lease = serde_json::from_value(serde_json::json!({"metadata":{"name":"x"},"spec":{"holderIdentity":"a"}})).unwrap();
+    let lease: Lease = serde_json::from_value(
+        serde_json::json!({"metadata":{"name":"x"},"spec":{"holderIdentity":"a"}}),
+    )
+    .unwrap();
     api.create(&Default::default(), &lease).await.unwrap();
-    assert_eq!(api.get("x").await.unwrap().spec.unwrap().holder_identity.as_deref(), Some("a"));
+    assert_eq!(
+        api.get("x")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("a")
+    );
 
     let pid = guard.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(st) = guard.0.try_wait().unwrap() {
@@ -73,14 +100,20 @@ async fn serves_writes_kubeconfig_and_stops_on_sigterm() {
 
 #[test]
 fn configuration_errors_name_the_flag() {
-    let out = Command::new(BIN).args(["apiserver", "--listen", "not-an-address"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["apiserver", "--listen", "not-an-address"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 
     // A port in use: a clear error naming --listen, not a panic.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["apiserver", "--listen", &addr, "--token", "T"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["apiserver", "--listen", &addr, "--token", "T"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--listen") && err.contains(&addr), "{err}");
