@@ -40,13 +40,18 @@ fn rss_kib(pid: u32) -> u64 {
 fn serve() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let server = kubesim::ApiServer::start(kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN))
-            .await
-            .unwrap();
+        let server =
+            kubesim::ApiServer::start(kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN))
+                .await
+                .unwrap();
         println!("{} {}", server.addr(), server.ca_pem().replace('\n', "|"));
         tokio::task::spawn_blocking(|| {
             let mut s = String::new();
-            while std::io::stdin().read_line(&mut s).map(|n| n > 0).unwrap_or(false) {}
+            while std::io::stdin()
+                .read_line(&mut s)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
         })
         .await
         .unwrap();
@@ -75,9 +80,15 @@ fn spawn_server() -> ServerProc {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let (addr, ca) = line.trim().split_once(' ').unwrap();
-    ServerProc { addr: addr.to_string(), ca_pem: ca.replace('|', "\n"), child }
+    ServerProc {
+        addr: addr.to_string(),
+        ca_pem: ca.replace('|', "\n"),
+        child,
+    }
 }
 
 async fn client(url: &str, ca_pem: Option<&str>) -> kube::Client {
@@ -90,14 +101,20 @@ async fn client(url: &str, ca_pem: Option<&str>) -> kube::Client {
             .filter(|l| !l.starts_with("-----"))
             .collect::<String>();
         use base64::Engine;
-        config.root_cert = Some(vec![base64::engine::general_purpose::STANDARD.decode(der).unwrap()]);
+        config.root_cert = Some(vec![
+            base64::engine::general_purpose::STANDARD
+                .decode(der)
+                .unwrap(),
+        ]);
     }
     kube::Client::try_from(config).unwrap()
 }
 
 fn lease(name: &str) -> Lease {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"bench": "yes"}},
-        "spec": {"holderIdentity": "bench", "leaseDurationSeconds": 10}}))
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"bench": "yes"}},
+        "spec": {"holderIdentity": "bench", "leaseDurationSeconds": 10}}),
+    )
     .unwrap()
 }
 
@@ -128,16 +145,24 @@ where
     }
     let secs = start.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (all.len() as f64 / secs, percentile(&all, 0.5), percentile(&all, 0.99))
+    (
+        all.len() as f64 / secs,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
 }
 
 async fn bench_requests(url: &str, ca: Option<&str>, label: &str, rows: &mut Vec<String>) {
     const CLIENTS: usize = 4;
     const TASKS: usize = 32;
-    let clients: Vec<kube::Client> = futures::future::join_all((0..CLIENTS).map(|_| client(url, ca))).await;
-    let apis: Arc<Vec<Api<Lease>>> = Arc::new(clients.into_iter().map(Api::default_namespaced).collect());
+    let clients: Vec<kube::Client> =
+        futures::future::join_all((0..CLIENTS).map(|_| client(url, ca))).await;
+    let apis: Arc<Vec<Api<Lease>>> =
+        Arc::new(clients.into_iter().map(Api::default_namespaced).collect());
     for t in 0..TASKS {
-        let _ = apis[0].create(&PostParams::default(), &lease(&format!("{label}-{t}"))).await;
+        let _ = apis[0]
+            .create(&PostParams::default(), &lease(&format!("{label}-{t}")))
+            .await;
     }
     let dur = Duration::from_secs(5);
     let a = apis.clone();
@@ -150,10 +175,13 @@ async fn bench_requests(url: &str, ca: Option<&str>, label: &str, rows: &mut Vec
         }
     })
     .await;
-    rows.push(format!("| Lease GET ({label}) | {rps:.0} req/s | {p50:.2} ms | {p99:.2} ms |"));
+    rows.push(format!(
+        "| Lease GET ({label}) | {rps:.0} req/s | {p50:.2} ms | {p99:.2} ms |"
+    ));
     let a = apis.clone();
     let l = label.to_string();
-    let current: Arc<Vec<tokio::sync::Mutex<Option<Lease>>>> = Arc::new((0..TASKS).map(|_| tokio::sync::Mutex::new(None)).collect());
+    let current: Arc<Vec<tokio::sync::Mutex<Option<Lease>>>> =
+        Arc::new((0..TASKS).map(|_| tokio::sync::Mutex::new(None)).collect());
     let (rps, p50, p99) = load(TASKS, dur, move |t| {
         let a = a.clone();
         let current = current.clone();
@@ -167,23 +195,33 @@ async fn bench_requests(url: &str, ca: Option<&str>, label: &str, rows: &mut Vec
             };
             let spec = obj.spec.as_mut().unwrap();
             spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-            *slot = Some(api.replace(&name, &PostParams::default(), &obj).await.unwrap());
+            *slot = Some(
+                api.replace(&name, &PostParams::default(), &obj)
+                    .await
+                    .unwrap(),
+            );
         }
     })
     .await;
-    rows.push(format!("| Lease PUT ({label}) | {rps:.0} req/s | {p50:.2} ms | {p99:.2} ms |"));
+    rows.push(format!(
+        "| Lease PUT ({label}) | {rps:.0} req/s | {p50:.2} ms | {p99:.2} ms |"
+    ));
 }
 
 async fn bench_watch(url: &str, rows: &mut Vec<String>) {
     const WATCHERS: usize = 100;
     const UPDATES: usize = 300;
     let writer = Api::<Lease>::default_namespaced(client(url, None).await);
-    let created = writer.create(&PostParams::default(), &lease("watched")).await.unwrap();
+    let created = writer
+        .create(&PostParams::default(), &lease("watched"))
+        .await
+        .unwrap();
     let rv = created.metadata.resource_version.clone().unwrap();
     let sends: Arc<std::sync::Mutex<Vec<(String, Instant)>>> = Arc::default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let mut ready = Vec::new();
-    let wclients: Vec<kube::Client> = futures::future::join_all((0..10).map(|_| client(url, None))).await;
+    let wclients: Vec<kube::Client> =
+        futures::future::join_all((0..10).map(|_| client(url, None))).await;
     for w in 0..WATCHERS {
         let api = Api::<Lease>::default_namespaced(wclients[w % 10].clone());
         let tx = tx.clone();
@@ -191,7 +229,9 @@ async fn bench_watch(url: &str, rows: &mut Vec<String>) {
         let (rtx, rrx) = tokio::sync::oneshot::channel();
         ready.push(rrx);
         tokio::spawn(async move {
-            let wp = WatchParams::default().fields("metadata.name=watched").timeout(280);
+            let wp = WatchParams::default()
+                .fields("metadata.name=watched")
+                .timeout(280);
             let mut stream = api.watch(&wp, &rv).await.unwrap().boxed();
             let _ = rtx.send(());
             let mut seen = 0;
@@ -216,13 +256,20 @@ async fn bench_watch(url: &str, rows: &mut Vec<String>) {
     for i in 0..UPDATES {
         cur.spec.as_mut().unwrap().lease_transitions = Some(i as i32 + 1);
         let t0 = Instant::now();
-        cur = writer.replace("watched", &PostParams::default(), &cur).await.unwrap();
-        sends.lock().unwrap().push((cur.metadata.resource_version.clone().unwrap(), t0));
+        cur = writer
+            .replace("watched", &PostParams::default(), &cur)
+            .await
+            .unwrap();
+        sends
+            .lock()
+            .unwrap()
+            .push((cur.metadata.resource_version.clone().unwrap(), t0));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut lat = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let sent: std::collections::HashMap<String, Instant> = sends.lock().unwrap().iter().cloned().collect();
+    let sent: std::collections::HashMap<String, Instant> =
+        sends.lock().unwrap().iter().cloned().collect();
     while let Ok(Some((rv, at))) = tokio::time::timeout_at(deadline, rx.recv()).await {
         if let Some(t0) = sent.get(&rv) {
             lat.push(at.duration_since(*t0).as_secs_f64() * 1000.0);
@@ -247,7 +294,9 @@ async fn bench_memory(url: &str, pid: u32, rows: &mut Vec<String>) {
         let api = api.clone();
         handles.push(tokio::spawn(async move {
             for i in (t..10_000).step_by(16) {
-                api.create(&PostParams::default(), &lease(&format!("mem-{i:05}"))).await.unwrap();
+                api.create(&PostParams::default(), &lease(&format!("mem-{i:05}")))
+                    .await
+                    .unwrap();
             }
         }));
     }

@@ -51,6 +51,17 @@ pub struct WriteOutcome {
     pub warnings: Vec<String>,
 }
 
+impl WriteOutcome {
+    /// A 201 Created with the stored object.
+    fn created(body: Value, warnings: Vec<String>) -> Self {
+        Self {
+            code: 201,
+            body,
+            warnings,
+        }
+    }
+}
+
 /// List parameters.
 #[derive(Clone, Debug, Default)]
 pub struct ListOptions {
@@ -684,11 +695,7 @@ pub fn update(
             let mut obj = obj;
             meta_mut(&mut obj).remove("resourceVersion");
             let out = create_decoded(store, rt, ns, obj, opts)?;
-            return Ok(WriteOutcome {
-                code: 201,
-                body: out,
-                warnings,
-            });
+            return Ok(WriteOutcome::created(out, warnings));
         }
         return Err(ApiError::not_found(rt.gr(), name));
     };
@@ -789,11 +796,7 @@ pub fn patch(
                 )));
             }
             let out = create_decoded(store, rt, ns, obj, opts)?;
-            return Ok(WriteOutcome {
-                code: 201,
-                body: out,
-                warnings,
-            });
+            return Ok(WriteOutcome::created(out, warnings));
         }
         return Err(ApiError::not_found(rt.gr(), name));
     };

@@ -77,9 +77,20 @@ struct PodEndpoint {
     terminating: bool,
 }
 
-fn hostname_for(pod: &Value, svc_name: &str) -> Option<String> {
-    let host = s(pod, "/spec/hostname");
-    (!host.is_empty() && s(pod, "/spec/subdomain") == svc_name).then(|| host.to_string())
+impl PodEndpoint {
+    /// The fields an Endpoints address and an EndpointSlice endpoint share: the hostname (for a
+    /// pod whose subdomain is this Service), the node, and the reference to the pod.
+    fn add_pod_fields(&self, svc_name: &str, m: &mut Map<String, Value>) {
+        let host = s(&self.pod, "/spec/hostname");
+        if !host.is_empty() && s(&self.pod, "/spec/subdomain") == svc_name {
+            m.insert("hostname".into(), json!(host));
+        }
+        let node = s(&self.pod, "/spec/nodeName");
+        if !node.is_empty() {
+            m.insert("nodeName".into(), json!(node));
+        }
+        m.insert("targetRef".into(), target_ref(&self.pod));
+    }
 }
 
 /// Recomputes the Endpoints and EndpointSlices of every Service in `ns`.
@@ -185,7 +196,7 @@ fn reconcile_service(store: &mut Store, svc: &Value) {
     if headless {
         labels.insert(HEADLESS.into(), json!(""));
     }
-    write_endpoints(store, svc, &ns, &name, &labels, &eps, publish_not_ready);
+    write_endpoints(store, &ns, &name, &labels, &eps, publish_not_ready);
     write_slices(store, svc, &ns, &name, &labels, &eps, publish_not_ready);
 }
 
@@ -194,7 +205,6 @@ type SubsetParts = (Vec<Value>, Vec<Value>, Vec<Value>);
 
 fn write_endpoints(
     store: &mut Store,
-    svc: &Value,
     ns: &str,
     name: &str,
     labels: &Map<String, Value>,
@@ -209,14 +219,7 @@ fn write_endpoints(
         }
         let mut addr = Map::new();
         addr.insert("ip".into(), json!(e.ip));
-        if let Some(h) = hostname_for(&e.pod, name) {
-            addr.insert("hostname".into(), json!(h));
-        }
-        let node = s(&e.pod, "/spec/nodeName");
-        if !node.is_empty() {
-            addr.insert("nodeName".into(), json!(node));
-        }
-        addr.insert("targetRef".into(), target_ref(&e.pod));
+        e.add_pod_fields(name, &mut addr);
         let g = groups
             .entry(serde_json::to_string(&e.ports).unwrap_or_default())
             .or_insert_with(|| (e.ports.clone(), Vec::new(), Vec::new()));
@@ -270,7 +273,6 @@ fn write_endpoints(
             obj["metadata"]["creationTimestamp"] = json!(util::now_time());
         }
     }
-    let _ = svc;
     store.put("endpoints", (ns.to_string(), name.to_string()), obj);
 }
 
@@ -291,14 +293,7 @@ fn write_slices(
             "conditions".into(),
             json!({"ready": publish_not_ready || (e.ready && !e.terminating), "serving": e.ready, "terminating": e.terminating}),
         );
-        if let Some(h) = hostname_for(&e.pod, name) {
-            ep.insert("hostname".into(), json!(h));
-        }
-        ep.insert("targetRef".into(), target_ref(&e.pod));
-        let node = s(&e.pod, "/spec/nodeName");
-        if !node.is_empty() {
-            ep.insert("nodeName".into(), json!(node));
-        }
+        e.add_pod_fields(name, &mut ep);
         groups
             .entry(serde_json::to_string(&e.ports).unwrap_or_default())
             .or_insert_with(|| (e.ports.clone(), Vec::new()))

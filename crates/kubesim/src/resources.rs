@@ -811,6 +811,32 @@ fn check_len(
     }
 }
 
+/// The new-style event fields both Event APIs require: the reporting controller (a qualified
+/// name, called `controller_field` in that API), instance, action and reason.
+fn validate_reporting(obj: &Value, controller_field: &str, causes: &mut Vec<Cause>) {
+    let rc = obj
+        .get(controller_field)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if rc.is_empty() {
+        causes.push(Cause::required(controller_field, ""));
+    } else {
+        for e in validation::qualified_name(rc) {
+            causes.push(Cause::invalid(controller_field, &json!(rc), &e));
+        }
+    }
+    check_len(
+        obj,
+        "reportingInstance",
+        "reportingInstance",
+        128,
+        true,
+        causes,
+    );
+    check_len(obj, "action", "action", 128, true, causes);
+    check_len(obj, "reason", "reason", 128, true, causes);
+}
+
 /// `ValidateEventCreate`/`Update` for events.k8s.io/v1, applied to the events.k8s.io form.
 fn validate_events_v1(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     if obj.get("eventTime").is_none_or(Value::is_null) {
@@ -837,27 +863,7 @@ fn validate_events_v1(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>)
         }
     }
     validate_series(obj, causes);
-    let rc = obj
-        .get("reportingController")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if rc.is_empty() {
-        causes.push(Cause::required("reportingController", ""));
-    } else {
-        for e in validation::qualified_name(rc) {
-            causes.push(Cause::invalid("reportingController", &json!(rc), &e));
-        }
-    }
-    check_len(
-        obj,
-        "reportingInstance",
-        "reportingInstance",
-        128,
-        true,
-        causes,
-    );
-    check_len(obj, "action", "action", 128, true, causes);
-    check_len(obj, "reason", "reason", 128, true, causes);
+    validate_reporting(obj, "reportingController", causes);
     check_len(obj, "note", "note", 1024, false, causes);
     let regarding_ns = obj
         .pointer("/regarding/namespace")
@@ -935,27 +941,7 @@ fn validate_core_event(obj: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     } else {
-        let rc = obj
-            .get("reportingComponent")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if rc.is_empty() {
-            causes.push(Cause::required("reportingComponent", ""));
-        } else {
-            for e in validation::qualified_name(rc) {
-                causes.push(Cause::invalid("reportingComponent", &json!(rc), &e));
-            }
-        }
-        check_len(
-            obj,
-            "reportingInstance",
-            "reportingInstance",
-            128,
-            true,
-            causes,
-        );
-        check_len(obj, "action", "action", 128, true, causes);
-        check_len(obj, "reason", "reason", 128, true, causes);
+        validate_reporting(obj, "reportingComponent", causes);
         validate_series(obj, causes);
     }
     for e in validation::dns1123_subdomain(ns) {
