@@ -1,0 +1,809 @@
+//! The lease elector: client-go's `tryAcquireOrRenew` as a state machine, with the fencing the
+//! Go original lacks.
+//!
+//! The caller feeds [`Input`]s (time passing, what the API showed, how its own writes ended,
+//! Redis health) to [`Elector::step`] and carries out the returned [`Action`]s in order, each
+//! finished before the next (a fence completes before a release is sent, a remote fence before
+//! a promotion). It then calls `step` again no later than [`Step::wake_at`].
+//!
+//! Safety rests on two clocks never being compared. A follower counts a lease valid until
+//! `LD` after it *observed* the record change, on its own monotonic clock. A leader counts
+//! from the moment it *sent* its last successful renewal (the commit, and so every follower's
+//! observation, came later) and fences its Redis once `RD` has passed without another success.
+//! With `LD > RD + fence time + request timeout` the fence completes before any follower may
+//! take over, for clock rates within [`crate::timing::Timing::tolerated_clock_rate`].
+
+use crate::Mono;
+use crate::timing::Timing;
+use std::time::Duration;
+
+/// The election-relevant content of a Lease (spec plus the holder's announce address).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LeaseRecord {
+    /// `holderIdentity`; empty when free.
+    pub holder: String,
+    /// The holder's announce address (`host:port`), recorded by the holder.
+    pub holder_address: String,
+    /// `leaseDurationSeconds`.
+    pub lease_duration: Duration,
+    /// `leaseTransitions`: the epoch.
+    pub transitions: u32,
+    /// `acquireTime` as stored (opaque here).
+    pub acquire_stamp: String,
+    /// `renewTime` as stored (opaque here): it changes with every renewal, so a record that
+    /// did not change means a holder that did not renew.
+    pub renew_stamp: String,
+}
+
+/// A Lease as read from the API: its record and resourceVersion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedLease {
+    /// The record.
+    pub record: LeaseRecord,
+    /// `metadata.resourceVersion`, for compare-and-set.
+    pub version: String,
+}
+
+/// How the acquire stamp of a write is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// Set it to the wall-clock time of the write.
+    Now,
+    /// Keep this stored value.
+    Keep(String),
+}
+
+/// Why a write is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Take a free or expired lease.
+    Acquire,
+    /// Renew our own lease.
+    Renew,
+    /// Give our lease up (holder emptied).
+    Release,
+}
+
+/// A Lease write for the caller to send. `renewTime` is always the wall-clock time of the
+/// write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteIntent {
+    /// Why.
+    pub purpose: Purpose,
+    /// `None`: create the Lease (it does not exist). `Some(v)`: replace it if its
+    /// resourceVersion is still `v`.
+    pub version: Option<String>,
+    /// New `holderIdentity`.
+    pub holder: String,
+    /// New holder address.
+    pub holder_address: String,
+    /// New `leaseDurationSeconds`.
+    pub lease_duration: Duration,
+    /// New `leaseTransitions`.
+    pub transitions: u32,
+    /// New `acquireTime`.
+    pub acquire: Stamp,
+}
+
+/// What happened, as the caller saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed (a timer fired).
+    Tick,
+    /// The Lease as a watch event or a read showed it; `None` when it does not exist.
+    Observed(Option<ObservedLease>),
+    /// Our write committed; `sent_at` is when the request was sent.
+    WriteSucceeded {
+        /// When the request was sent, on the local monotonic clock.
+        sent_at: Mono,
+        /// The Lease as the write stored it.
+        lease: ObservedLease,
+    },
+    /// Our write lost a compare-and-set race (409 Conflict or AlreadyExists).
+    WriteConflict,
+    /// Our write failed or timed out: it may or may not have committed.
+    WriteFailed,
+    /// The local Redis is healthy (reachable, answering in time, not loading) or not.
+    RedisHealth(bool),
+    /// Whether this sidecar may run for leader now (priority, ranking back-off).
+    Eligible(bool),
+    /// Stop: release the lease if we hold it.
+    Shutdown,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this write and report how it ended.
+    Write(WriteIntent),
+    /// Read the Lease again and report it as [`Input::Observed`].
+    Refresh,
+    /// Make the local Redis refuse writes and drop its clients, now.
+    Fence {
+        /// Why, for logs and Events.
+        reason: &'static str,
+    },
+    /// Fence the previous holder's Redis if it can be reached, before promoting.
+    FencePrevious {
+        /// Its pod name.
+        holder: String,
+        /// Its announce address.
+        address: String,
+    },
+    /// We lead at this epoch: make the local Redis the writable master and route to it.
+    Promote {
+        /// `leaseTransitions` of our lease.
+        epoch: u32,
+    },
+    /// Another sidecar leads: replicate from its Redis.
+    Follow {
+        /// Its pod name.
+        leader: String,
+        /// Its announce address.
+        address: String,
+        /// Its epoch.
+        epoch: u32,
+    },
+    /// We no longer lead (after a fence or a release).
+    SteppedDown {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The actions, in order.
+    pub actions: Vec<Action>,
+    /// Call `step` again (with [`Input::Tick`]) no later than this.
+    pub wake_at: Mono,
+}
+
+/// This sidecar's role as the elector sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not known yet: the local Redis stays fenced.
+    Undecided,
+    /// Leading at `epoch`; `base` is when the last successful write was sent.
+    Leader {
+        /// Our epoch.
+        epoch: u32,
+        /// Send time of the last successful acquire or renew.
+        base: Mono,
+    },
+    /// Following `leader`.
+    Follower {
+        /// Its name.
+        leader: String,
+        /// Its address.
+        address: String,
+        /// Its epoch.
+        epoch: u32,
+    },
+    /// No valid leader is known (free or expired lease); the local Redis is fenced.
+    Candidate,
+}
+
+/// The elector.
+#[derive(Debug)]
+pub struct Elector {
+    id: String,
+    address: String,
+    timing: Timing,
+    role: Role,
+    /// The last record seen, when it was first seen (local time), or `None` if never read.
+    observed: Option<(ObservedLease, Mono)>,
+    /// The Lease is known not to exist.
+    absent: bool,
+    /// A write is in flight (its purpose).
+    pending: Option<Purpose>,
+    /// When the last write was sent.
+    last_attempt: Option<Mono>,
+    /// The local Redis is fenced by us.
+    fenced: bool,
+    healthy: bool,
+    eligible: bool,
+    stopping: bool,
+    /// Set when a read is needed before the next write (after a conflict or failure).
+    stale: bool,
+}
+
+impl Elector {
+    /// A new elector for identity `id` announcing `address`. Until it knows its role it asks
+    /// for the local Redis to be fenced (invariant 5).
+    pub fn new(id: impl Into<String>, address: impl Into<String>, timing: Timing) -> Self {
+        Self {
+            id: id.into(),
+            address: address.into(),
+            timing,
+            role: Role::Undecided,
+            observed: None,
+            absent: false,
+            pending: None,
+            last_attempt: None,
+            fenced: false,
+            healthy: false,
+            eligible: false,
+            stopping: false,
+            stale: true,
+        }
+    }
+
+    /// The current role.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// Whether the local Redis is fenced by this elector's decisions.
+    pub fn fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// The last observed Lease.
+    pub fn observed(&self) -> Option<&ObservedLease> {
+        self.observed.as_ref().map(|(l, _)| l)
+    }
+
+    fn fence(&mut self, reason: &'static str, out: &mut Vec<Action>) {
+        if !self.fenced {
+            self.fenced = true;
+            out.push(Action::Fence { reason });
+        }
+    }
+
+    fn step_down(&mut self, reason: &'static str, out: &mut Vec<Action>) {
+        self.fence(reason, out);
+        if matches!(self.role, Role::Leader { .. }) {
+            out.push(Action::SteppedDown { reason });
+        }
+        self.role = Role::Candidate;
+    }
+
+    /// Records an observation, resetting the observed time only when the record changed.
+    fn observe(&mut self, now: Mono, lease: ObservedLease) {
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|(old, _)| old.record != lease.record);
+        let at = if changed {
+            now
+        } else {
+            self.observed.as_ref().map_or(now, |(_, at)| *at)
+        };
+        self.observed = Some((lease, at));
+        self.absent = false;
+    }
+
+    /// Is the observed lease held by someone else and still valid in our view?
+    fn held_by_other(&self, now: Mono) -> Option<&LeaseRecord> {
+        let (lease, at) = self.observed.as_ref()?;
+        let r = &lease.record;
+        (!r.holder.is_empty() && r.holder != self.id && now < *at + r.lease_duration).then_some(r)
+    }
+
+    fn write(&mut self, now: Mono, purpose: Purpose, out: &mut Vec<Action>) {
+        let (version, prev) = match &self.observed {
+            Some((l, _)) if !self.absent => (Some(l.version.clone()), Some(&l.record)),
+            _ => (None, None),
+        };
+        let (holder, address, duration, transitions, acquire) = match purpose {
+            Purpose::Acquire => {
+                let transitions = match prev {
+                    None => 0,
+                    Some(p) if p.holder == self.id => p.transitions,
+                    Some(p) => p.transitions.saturating_add(1),
+                };
+                let acquire = match prev {
+                    Some(p) if p.holder == self.id => Stamp::Keep(p.acquire_stamp.clone()),
+                    _ => Stamp::Now,
+                };
+                (
+                    self.id.clone(),
+                    self.address.clone(),
+                    self.timing.lease_duration,
+                    transitions,
+                    acquire,
+                )
+            }
+            Purpose::Renew => {
+                let p = prev.cloned().unwrap_or_default();
+                (
+                    self.id.clone(),
+                    self.address.clone(),
+                    self.timing.lease_duration,
+                    p.transitions,
+                    Stamp::Keep(p.acquire_stamp),
+                )
+            }
+            Purpose::Release => {
+                let p = prev.cloned().unwrap_or_default();
+                // client-go's release: holder emptied, a 1 s duration, transitions kept.
+                (
+                    String::new(),
+                    String::new(),
+                    Duration::from_secs(1),
+                    p.transitions,
+                    Stamp::Now,
+                )
+            }
+        };
+        self.pending = Some(purpose);
+        self.last_attempt = Some(now);
+        out.push(Action::Write(WriteIntent {
+            purpose,
+            version,
+            holder,
+            holder_address: address,
+            lease_duration: duration,
+            transitions,
+            acquire,
+        }));
+    }
+
+    fn retry_due(&self, now: Mono) -> bool {
+        self.last_attempt
+            .is_none_or(|t| now >= t + self.timing.retry_period)
+    }
+
+    /// Advances the machine by one input at local time `now`.
+    pub fn step(&mut self, now: Mono, input: Input) -> Step {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => {}
+            Input::Observed(Some(lease)) => {
+                self.observe(now, lease);
+                self.stale = false;
+            }
+            Input::Observed(None) => {
+                self.observed = None;
+                self.absent = true;
+                self.stale = false;
+            }
+            Input::WriteSucceeded { sent_at, lease } => {
+                let purpose = self.pending.take();
+                let previous = self.observed.as_ref().map(|(l, _)| l.record.clone());
+                self.observe(now, lease.clone());
+                self.stale = false;
+                let ours = lease.record.holder == self.id;
+                match (purpose, ours) {
+                    (Some(Purpose::Release), _) | (_, false) => {
+                        if matches!(self.role, Role::Leader { .. }) {
+                            self.step_down("released", &mut out);
+                        }
+                    }
+                    (Some(_), true) if self.stopping || !self.healthy => {
+                        // Won while shutting down or unhealthy: give it straight back.
+                        self.write(now, Purpose::Release, &mut out);
+                    }
+                    (Some(_), true) => {
+                        let epoch = lease.record.transitions;
+                        if !matches!(self.role, Role::Leader { .. }) {
+                            if let Some(p) = previous.filter(|p| {
+                                !p.holder.is_empty()
+                                    && p.holder != self.id
+                                    && !p.holder_address.is_empty()
+                            }) {
+                                out.push(Action::FencePrevious {
+                                    holder: p.holder,
+                                    address: p.holder_address,
+                                });
+                            }
+                            out.push(Action::Promote { epoch });
+                            self.fenced = false;
+                        }
+                        self.role = Role::Leader {
+                            epoch,
+                            base: sent_at,
+                        };
+                    }
+                    (None, true) => {}
+                }
+            }
+            Input::WriteConflict => {
+                self.pending = None;
+                self.stale = true;
+                out.push(Action::Refresh);
+            }
+            Input::WriteFailed => {
+                self.pending = None;
+                self.stale = true;
+            }
+            Input::RedisHealth(h) => self.healthy = h,
+            Input::Eligible(e) => self.eligible = e,
+            Input::Shutdown => self.stopping = true,
+        }
+        self.evaluate(now, &mut out);
+        Step {
+            wake_at: self.wake_at(now),
+            actions: out,
+        }
+    }
+
+    fn evaluate(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if let Role::Leader { base, .. } = self.role {
+            if now >= base + self.timing.renew_deadline {
+                self.step_down("renew deadline passed", out);
+            } else if self
+                .observed
+                .as_ref()
+                .is_some_and(|(l, _)| l.record.holder != self.id)
+            {
+                self.step_down("lease taken by another holder", out);
+            } else if !self.healthy || self.stopping {
+                let reason = if self.stopping {
+                    "shutting down"
+                } else {
+                    "local Redis unhealthy"
+                };
+                self.fence(reason, out);
+                if self.pending.is_none() {
+                    self.write(now, Purpose::Release, out);
+                }
+                return;
+            } else {
+                if self.pending.is_none() && self.retry_due(now) {
+                    self.write(now, Purpose::Renew, out);
+                }
+                return;
+            }
+        }
+        if self.pending.is_some() {
+            return;
+        }
+        if self.stale && !self.absent {
+            if self.retry_due(now) {
+                self.last_attempt = Some(now);
+                out.push(Action::Refresh);
+            }
+            return;
+        }
+        if let Some(r) = self.held_by_other(now).cloned() {
+            let follow = Role::Follower {
+                leader: r.holder.clone(),
+                address: r.holder_address.clone(),
+                epoch: r.transitions,
+            };
+            if self.role != follow {
+                out.push(Action::Follow {
+                    leader: r.holder,
+                    address: r.holder_address,
+                    epoch: r.transitions,
+                });
+                self.role = follow;
+                self.fenced = false;
+            }
+            return;
+        }
+        // No valid leader: the local Redis must not take writes, and we may run.
+        if self.role != Role::Candidate {
+            let reason = if self.observed.is_none() && !self.absent {
+                "role unknown"
+            } else {
+                "no valid leader"
+            };
+            self.fence(reason, out);
+            self.role = Role::Candidate;
+        }
+        if !self.absent && self.observed.is_none() {
+            return;
+        }
+        if self.eligible && self.healthy && !self.stopping {
+            // A free lease (empty holder, or just released) is taken at once; otherwise
+            // attempts are paced by the retry period.
+            let free = self
+                .observed
+                .as_ref()
+                .is_some_and(|(l, _)| l.record.holder.is_empty());
+            if free || self.absent || self.retry_due(now) {
+                self.write(now, Purpose::Acquire, out);
+            }
+        }
+    }
+
+    /// The next time something is due, always after `now`: the next paced attempt (or a
+    /// heartbeat one retry period away), the leader's renew deadline, or the expiry of the
+    /// lease we follow. (Everything due at `now` was done by `evaluate`.)
+    fn wake_at(&self, now: Mono) -> Mono {
+        let rp = self.timing.retry_period;
+        let next_try = self
+            .last_attempt
+            .map(|t| t + rp)
+            .filter(|t| *t > now)
+            .unwrap_or(now + rp);
+        let mut wake = next_try;
+        if let Role::Leader { base, .. } = self.role {
+            wake = wake.min(base + self.timing.renew_deadline);
+        }
+        if let Some(r) = self.held_by_other(now) {
+            let (_, at) = self
+                .observed
+                .as_ref()
+                .expect("held_by_other implies observed");
+            wake = wake.min(*at + r.lease_duration);
+        }
+        wake
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Mono {
+        Duration::from_millis(v)
+    }
+
+    fn timing() -> Timing {
+        Timing::defaults()
+    }
+
+    fn lease(holder: &str, transitions: u32, version: &str, renew: &str) -> ObservedLease {
+        ObservedLease {
+            record: LeaseRecord {
+                holder: holder.into(),
+                holder_address: format!("{holder}:6379"),
+                lease_duration: Duration::from_secs(10),
+                transitions,
+                acquire_stamp: "a".into(),
+                renew_stamp: renew.into(),
+            },
+            version: version.into(),
+        }
+    }
+
+    fn ready(e: &mut Elector, now: Mono) {
+        e.step(now, Input::RedisHealth(true));
+        e.step(now, Input::Eligible(true));
+    }
+
+    #[test]
+    fn starts_fenced_then_creates_a_missing_lease_and_promotes() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        let s = e.step(ms(0), Input::Observed(None));
+        assert!(matches!(s.actions[0], Action::Fence { .. }));
+        let Action::Write(w) = &s.actions[1] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (w.purpose, w.version.clone(), w.transitions),
+            (Purpose::Acquire, None, 0)
+        );
+        let s = e.step(
+            ms(5),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        assert_eq!(s.actions, vec![Action::Promote { epoch: 0 }]);
+        assert!(!e.fenced());
+    }
+
+    #[test]
+    fn follows_a_valid_holder_and_takes_over_only_after_expiry() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        let s = e.step(ms(0), Input::Observed(Some(lease("a", 3, "7", "r1"))));
+        assert!(s.actions.contains(&Action::Follow {
+            leader: "a".into(),
+            address: "a:6379".into(),
+            epoch: 3
+        }));
+        assert_eq!(s.wake_at, ms(1000), "retry period");
+        // The same record seen again does not extend the lease.
+        e.step(ms(9_000), Input::Observed(Some(lease("a", 3, "7", "r1"))));
+        let s = e.step(ms(9_999), Input::Tick);
+        assert!(s.actions.is_empty(), "{s:?}");
+        let s = e.step(ms(10_000), Input::Tick);
+        assert!(matches!(s.actions[0], Action::Fence { .. }));
+        let Action::Write(w) = &s.actions[1] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (w.purpose, w.version.as_deref(), w.transitions),
+            (Purpose::Acquire, Some("7"), 4)
+        );
+        // Winning: fence the old holder, then promote at the new epoch.
+        let s = e.step(
+            ms(10_010),
+            Input::WriteSucceeded {
+                sent_at: ms(10_000),
+                lease: lease("b", 4, "8", "r2"),
+            },
+        );
+        assert_eq!(
+            s.actions,
+            vec![
+                Action::FencePrevious {
+                    holder: "a".into(),
+                    address: "a:6379".into()
+                },
+                Action::Promote { epoch: 4 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_renewal_resets_the_observed_time() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(Some(lease("a", 1, "7", "r1"))));
+        e.step(ms(8_000), Input::Observed(Some(lease("a", 1, "8", "r2"))));
+        let s = e.step(ms(12_000), Input::Tick);
+        assert!(
+            s.actions.is_empty(),
+            "renewed at 8s, valid until 18s: {s:?}"
+        );
+    }
+
+    #[test]
+    fn leader_renews_each_retry_period_and_fences_at_the_deadline() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        let s = e.step(ms(1_000), Input::Tick);
+        assert!(
+            matches!(&s.actions[..], [Action::Write(w)] if w.purpose == Purpose::Renew && w.version.as_deref() == Some("1"))
+        );
+        // The renewal fails; retries keep failing; at base + RD the leader fences itself.
+        e.step(ms(1_100), Input::WriteFailed);
+        let s = e.step(ms(5_999), Input::Tick);
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+        assert!(s.wake_at <= ms(6_000));
+        let s = e.step(ms(6_000), Input::Tick);
+        assert_eq!(
+            s.actions[0],
+            Action::Fence {
+                reason: "renew deadline passed"
+            }
+        );
+        assert_eq!(
+            s.actions[1],
+            Action::SteppedDown {
+                reason: "renew deadline passed"
+            }
+        );
+        assert_eq!(e.role(), &Role::Candidate);
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_send_time_of_the_last_success() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        // The acquire was slow: sent at 0, answered at 1.9 s.
+        e.step(
+            ms(1_900),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        assert_eq!(
+            e.role(),
+            &Role::Leader {
+                epoch: 0,
+                base: ms(0)
+            }
+        );
+    }
+
+    #[test]
+    fn unhealthy_redis_makes_the_leader_fence_then_release() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        let s = e.step(ms(500), Input::RedisHealth(false));
+        assert_eq!(
+            s.actions[0],
+            Action::Fence {
+                reason: "local Redis unhealthy"
+            }
+        );
+        assert!(
+            matches!(&s.actions[1], Action::Write(w) if w.purpose == Purpose::Release && w.holder.is_empty())
+        );
+        let mut released = lease("", 0, "2", "r2");
+        released.record.holder_address.clear();
+        let s = e.step(
+            ms(510),
+            Input::WriteSucceeded {
+                sent_at: ms(500),
+                lease: released,
+            },
+        );
+        assert!(
+            s.actions
+                .contains(&Action::SteppedDown { reason: "released" })
+        );
+        // Unhealthy: no new attempt.
+        let s = e.step(ms(5_000), Input::Tick);
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once_and_conflicts_reread() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(Some(lease("a", 2, "5", "r1"))));
+        let mut free = lease("", 2, "6", "r2");
+        free.record.holder_address.clear();
+        let s = e.step(ms(100), Input::Observed(Some(free)));
+        assert!(
+            matches!(&s.actions[..], [Action::Fence { .. }, Action::Write(w)] if w.transitions == 3)
+        );
+        let s = e.step(ms(105), Input::WriteConflict);
+        assert_eq!(s.actions, vec![Action::Refresh]);
+        let s = e.step(ms(110), Input::Observed(Some(lease("c", 3, "7", "r3"))));
+        assert!(s.actions.contains(&Action::Follow {
+            leader: "c".into(),
+            address: "c:6379".into(),
+            epoch: 3
+        }));
+    }
+
+    #[test]
+    fn ineligible_candidates_never_write() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        e.step(ms(0), Input::RedisHealth(true));
+        let s = e.step(ms(0), Input::Observed(None));
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Write(_))));
+        let s = e.step(ms(5_000), Input::Tick);
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Write(_))));
+    }
+
+    #[test]
+    fn wake_is_always_in_the_future() {
+        // A follower whose last read was long ago has nothing due now: no busy loop.
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Tick);
+        let s = e.step(ms(10), Input::Observed(Some(lease("a", 1, "7", "r1"))));
+        assert!(s.wake_at > ms(10));
+        let s = e.step(ms(5_000), Input::Tick);
+        assert!(s.wake_at > ms(5_000), "{s:?}");
+        let s = e.step(ms(5_000), Input::Eligible(false));
+        assert!(s.wake_at > ms(5_000), "{s:?}");
+    }
+
+    #[test]
+    fn shutdown_releases() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        let s = e.step(ms(2), Input::Shutdown);
+        assert_eq!(
+            s.actions[0],
+            Action::Fence {
+                reason: "shutting down"
+            }
+        );
+        assert!(matches!(&s.actions[1], Action::Write(w) if w.purpose == Purpose::Release));
+    }
+}

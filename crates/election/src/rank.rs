@@ -1,0 +1,135 @@
+//! Candidate ranking (invariant 3): among eligible candidates the best one leads.
+//!
+//! Order: eligible first (priority 0 never leads); a Redis holding data before an empty one
+//! (a Redis that restarted empty never wins over a peer that holds data); then the lower
+//! non-zero priority, as Redis' `replica-priority` and Sentinel use it; then the larger
+//! replication offset; then the smaller name, so that the order is total and every sidecar
+//! computes the same winner.
+
+use std::cmp::Ordering;
+
+/// What a sidecar knows of one candidate's Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Pod name (the election identity).
+    pub name: String,
+    /// `--priority`: 0 = never leads; lower non-zero is preferred.
+    pub priority: u32,
+    /// Replication offset of its Redis (`master_repl_offset` or `slave_repl_offset`).
+    pub offset: u64,
+    /// Whether its Redis holds any data (keys, or a non-zero offset).
+    pub has_data: bool,
+    /// Whether its Redis is reachable and healthy right now.
+    pub healthy: bool,
+}
+
+impl Candidate {
+    /// May this candidate lead at all?
+    pub fn eligible(&self) -> bool {
+        self.priority > 0 && self.healthy
+    }
+}
+
+/// `Less` means `a` ranks above (is better than) `b`.
+pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
+    b.eligible()
+        .cmp(&a.eligible())
+        .then(b.has_data.cmp(&a.has_data))
+        .then(a.priority.cmp(&b.priority))
+        .then(b.offset.cmp(&a.offset))
+        .then(a.name.cmp(&b.name))
+}
+
+/// The best eligible candidate, if any.
+pub fn best(candidates: &[Candidate]) -> Option<&Candidate> {
+    candidates
+        .iter()
+        .filter(|c| c.eligible())
+        .min_by(|a, b| compare(a, b))
+}
+
+/// Should `me` back off because a reachable eligible peer ranks above it?
+pub fn should_back_off(me: &Candidate, peers: &[Candidate]) -> bool {
+    peers
+        .iter()
+        .any(|p| p.name != me.name && p.eligible() && compare(p, me) == Ordering::Less)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(name: &str, priority: u32, offset: u64, has_data: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            priority,
+            offset,
+            has_data,
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn order() {
+        let a = c("a", 100, 10, true);
+        let b = c("b", 100, 20, true);
+        assert_eq!(
+            best(&[a.clone(), b.clone()]).unwrap().name,
+            "b",
+            "offset decides"
+        );
+        let a1 = c("a", 50, 10, true);
+        assert_eq!(
+            best(&[a1, b.clone()]).unwrap().name,
+            "a",
+            "lower priority decides first"
+        );
+        let empty = c("e", 1, 0, false);
+        assert_eq!(
+            best(&[empty.clone(), b.clone()]).unwrap().name,
+            "b",
+            "data beats an empty Redis"
+        );
+        let never = c("n", 0, 99, true);
+        assert_eq!(best(std::slice::from_ref(&never)), None);
+        assert!(!should_back_off(&b, &[never, empty]));
+        let tie = c("a", 100, 20, true);
+        assert_eq!(
+            best(&[b.clone(), tie]).unwrap().name,
+            "a",
+            "name breaks ties"
+        );
+    }
+
+    fn arb() -> impl Strategy<Value = Candidate> {
+        ("[a-e]", 0u32..3, 0u64..4, any::<bool>(), any::<bool>()).prop_map(
+            |(name, priority, offset, has_data, healthy)| Candidate {
+                name,
+                priority,
+                offset,
+                has_data,
+                healthy,
+            },
+        )
+    }
+
+    proptest! {
+        /// Everyone computing over the same view agrees, and exactly the best backs off from
+        /// nobody: at most one eligible candidate does not back off.
+        #[test]
+        fn one_winner(mut cs in proptest::collection::vec(arb(), 1..6)) {
+            cs.sort_by(|a, b| a.name.cmp(&b.name));
+            cs.dedup_by(|a, b| a.name == b.name);
+            let not_backing_off: Vec<&Candidate> =
+                cs.iter().filter(|c| c.eligible() && !should_back_off(c, &cs)).collect();
+            prop_assert!(not_backing_off.len() <= 1);
+            if let Some(b) = best(&cs) {
+                prop_assert_eq!(not_backing_off, vec![b]);
+                for other in cs.iter().filter(|o| o.eligible() && o.has_data) {
+                    prop_assert!(b.has_data || !other.has_data);
+                }
+            }
+        }
+    }
+}
