@@ -1,0 +1,310 @@
+//! The local Redis as the sidecar sees it: probe, promote, follow, fence and unfence, drop
+//! clients, rewrite the config.
+//!
+//! **Fencing** uses `min-replicas-to-write`: set to its maximum, a master refuses every write
+//! at once with `-NOREPLICAS` while still serving reads, and any peer can apply it remotely,
+//! without the fenced node's sidecar (which may be stopped). Unfencing restores the configured
+//! value (default 0). Fencing also drops normal and pub/sub clients, so they reconnect through
+//! the Service to the right node.
+
+pub mod info;
+
+use info::NodeInfo;
+use redis::aio::MultiplexedConnection;
+use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use std::time::Duration;
+
+/// The `min-replicas-to-write` value that fences a master: no write can ever find that many
+/// replicas.
+pub const FENCE_MIN_REPLICAS: i64 = i32::MAX as i64;
+
+/// How to reach a Redis.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Host (name or IP).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// ACL user for AUTH, if any.
+    pub username: Option<String>,
+    /// Password for AUTH, if any (never logged).
+    pub password: Option<String>,
+    /// Bound on connecting and on every command: a Redis slower than this counts as hung.
+    pub timeout: Duration,
+    /// `min-replicas-to-write` when not fenced.
+    pub min_replicas_to_write: u32,
+}
+
+impl NodeConfig {
+    /// A config for `host:port` without AUTH, with a 1 s timeout.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(1),
+            min_replicas_to_write: 0,
+        }
+    }
+}
+
+/// Why an operation on Redis failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No connection could be made (refused, unreachable, AUTH failed).
+    #[error("cannot reach Redis at {addr}: {source}")]
+    Unreachable {
+        /// `host:port`.
+        addr: String,
+        /// The cause.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer within the bound: hung, stopped, or overloaded.
+    #[error("Redis at {addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// `host:port`.
+        addr: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// Redis answered with an error.
+    #[error("Redis at {addr} refused {command}: {source}")]
+    Command {
+        /// `host:port`.
+        addr: String,
+        /// The command name.
+        command: &'static str,
+        /// Its error.
+        source: redis::RedisError,
+    },
+    /// Redis answered something the sidecar cannot use.
+    #[error("Redis at {addr} gave an unusable INFO reply: {source}")]
+    BadReply {
+        /// `host:port`.
+        addr: String,
+        /// What was wrong.
+        source: info::InfoError,
+    },
+}
+
+/// What a probe saw: the INFO fields and whether the node is fenced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Parsed INFO.
+    pub info: NodeInfo,
+    /// `min-replicas-to-write` is at the fence value.
+    pub fenced: bool,
+}
+
+/// One Redis, reached over one multiplexed connection that is re-opened after a failure.
+pub struct RedisNode {
+    cfg: NodeConfig,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl std::fmt::Debug for RedisNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the config holds the password.
+        write!(f, "RedisNode({}:{})", self.cfg.host, self.cfg.port)
+    }
+}
+
+impl RedisNode {
+    /// A node handle; no connection is made until the first command.
+    pub fn new(cfg: NodeConfig) -> Result<Self, NodeError> {
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let mut settings = RedisConnectionInfo::default();
+        if let Some(u) = &cfg.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &cfg.password {
+            settings = settings.set_password(p);
+        }
+        let info = ConnectionAddr::Tcp(cfg.host.clone(), cfg.port)
+            .into_connection_info()
+            .map_err(|source| NodeError::Unreachable {
+                addr: addr.clone(),
+                source,
+            })?
+            .set_redis_settings(settings);
+        let client =
+            redis::Client::open(info).map_err(|source| NodeError::Unreachable { addr, source })?;
+        Ok(Self {
+            cfg,
+            client,
+            conn: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.cfg.host, self.cfg.port)
+    }
+
+    fn timeout_err(&self) -> NodeError {
+        NodeError::Timeout {
+            addr: self.addr(),
+            timeout: self.cfg.timeout,
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, NodeError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.cfg.timeout))
+            .set_response_timeout(Some(self.cfg.timeout));
+        let fut = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let conn = match tokio::time::timeout(self.cfg.timeout, fut).await {
+            Err(_) => return Err(self.timeout_err()),
+            Ok(Err(e)) if e.is_timeout() => return Err(self.timeout_err()),
+            Ok(Err(source)) => {
+                return Err(NodeError::Unreachable {
+                    addr: self.addr(),
+                    source,
+                });
+            }
+            Ok(Ok(c)) => c,
+        };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs one command within the timeout; a connection-level failure drops the connection
+    /// so the next command reconnects.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, NodeError> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(self.cfg.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Err(_) => {
+                *self.conn.lock().await = None;
+                Err(self.timeout_err())
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                *self.conn.lock().await = None;
+                Err(self.timeout_err())
+            }
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+            {
+                *self.conn.lock().await = None;
+                Err(NodeError::Unreachable {
+                    addr: self.addr(),
+                    source: e,
+                })
+            }
+            Ok(Err(source)) => Err(NodeError::Command {
+                addr: self.addr(),
+                command: name,
+                source,
+            }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// `INFO` and the fence state.
+    pub async fn probe(&self) -> Result<Probe, NodeError> {
+        let text: String = self
+            .run(
+                "INFO",
+                redis::cmd("INFO")
+                    .arg("server")
+                    .arg("replication")
+                    .arg("persistence")
+                    .arg("keyspace"),
+            )
+            .await?;
+        let info = info::parse(&text).map_err(|source| NodeError::BadReply {
+            addr: self.addr(),
+            source,
+        })?;
+        let min: Vec<String> = self
+            .run(
+                "CONFIG GET",
+                redis::cmd("CONFIG").arg("GET").arg("min-replicas-to-write"),
+            )
+            .await?;
+        let fenced = min.get(1).and_then(|v| v.parse::<i64>().ok()) == Some(FENCE_MIN_REPLICAS);
+        Ok(Probe { info, fenced })
+    }
+
+    /// Refuses writes (reads still served) and drops normal and pub/sub clients.
+    pub async fn fence(&self) -> Result<(), NodeError> {
+        let _: () = self
+            .run(
+                "CONFIG SET",
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("min-replicas-to-write")
+                    .arg(FENCE_MIN_REPLICAS),
+            )
+            .await?;
+        self.drop_clients().await.map(|_| ())
+    }
+
+    /// Accepts writes again (when master), restoring the configured `min-replicas-to-write`.
+    pub async fn unfence(&self) -> Result<(), NodeError> {
+        self.run(
+            "CONFIG SET",
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("min-replicas-to-write")
+                .arg(self.cfg.min_replicas_to_write),
+        )
+        .await
+    }
+
+    /// Drops normal and pub/sub clients, never this connection; returns how many.
+    pub async fn drop_clients(&self) -> Result<u64, NodeError> {
+        let mut n = 0;
+        for ty in ["normal", "pubsub"] {
+            n += self
+                .run::<u64>(
+                    "CLIENT KILL",
+                    redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg(ty)
+                        .arg("SKIPME")
+                        .arg("yes"),
+                )
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Makes this Redis a master (`REPLICAOF NO ONE`). Unfencing is separate, so that the
+    /// caller decides when writes may begin.
+    pub async fn promote(&self) -> Result<(), NodeError> {
+        self.run("REPLICAOF", redis::cmd("REPLICAOF").arg("NO").arg("ONE"))
+            .await
+    }
+
+    /// Makes this Redis a replica of `host:port`.
+    pub async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
+        let _: String = self
+            .run("REPLICAOF", redis::cmd("REPLICAOF").arg(host).arg(port))
+            .await?;
+        Ok(())
+    }
+
+    /// `CONFIG REWRITE` when Redis runs from a config file; `Ok(false)` when it has none.
+    pub async fn rewrite_config(&self, probe: &Probe) -> Result<bool, NodeError> {
+        if probe.info.config_file.is_empty() {
+            return Ok(false);
+        }
+        let _: () = self
+            .run("CONFIG REWRITE", redis::cmd("CONFIG").arg("REWRITE"))
+            .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,148 @@
+//! Test support shared by the crates' integration tests: real `redis-server` processes, each
+//! on its own loopback address (127.x.y.z) and port, ended by PID when dropped, even when a
+//! test fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback address: a random 127.x.y.z (never 127.0.0.1) with a port the kernel just
+/// gave out on it.
+pub fn free_loopback_addr() -> SocketAddr {
+    loop {
+        let ip = Ipv4Addr::new(
+            127,
+            rand::random_range(1..250),
+            rand::random_range(0..250),
+            rand::random_range(2..250),
+        );
+        if let Ok(l) = TcpListener::bind((ip, 0)) {
+            return l.local_addr().expect("bound");
+        }
+    }
+}
+
+/// A running `redis-server`.
+pub struct RedisServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    /// Its working directory (dump files); removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with no persistence and `extra` arguments, and waits (with a
+    /// deadline) until it answers PING.
+    pub fn start(extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            let addr = free_loopback_addr();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut args: Vec<String> = vec![
+                "--bind".into(),
+                addr.ip().to_string(),
+                "--port".into(),
+                addr.port().to_string(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+                "--protected-mode".into(),
+                "no".into(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let child = Command::new("redis-server")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (Debian package redis-server)");
+            let mut server = Self { addr, child, dir };
+            if server.wait_ready(Duration::from_secs(10)) {
+                return server;
+            }
+            // The port was taken between the probe and the start: try another address.
+            drop(server);
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            // A server with requirepass answers -NOAUTH: it is up all the same.
+            if self
+                .command(&["PING"])
+                .is_some_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `host:port` of the server.
+    pub fn host_port(&self) -> (String, u16) {
+        (self.addr.ip().to_string(), self.addr.port())
+    }
+
+    /// Sends one command in RESP and returns the first reply line, or `None` if the server
+    /// cannot be reached. Enough for test set-up and checks.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut line = String::new();
+        let mut r = BufReader::new(s);
+        r.read_line(&mut line).ok()?;
+        if let Some(len) = line
+            .strip_prefix('$')
+            .and_then(|l| l.trim().parse::<i64>().ok())
+        {
+            if len < 0 {
+                return Some("(nil)".into());
+            }
+            let mut value = String::new();
+            r.read_line(&mut value).ok()?;
+            return Some(value.trim_end().to_string());
+        }
+        Some(line.trim_end().to_string())
+    }
+
+    /// Sends SIGKILL and waits for the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by PID (e.g. `-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
