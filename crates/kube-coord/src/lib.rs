@@ -1,0 +1,393 @@
+//! Kubernetes I/O of the sidecar: the Lease (read, compare-and-set writes, watch), routing
+//! (the leader Service's selector, role labels, pod annotations), peer discovery and Events.
+//!
+//! Every request has its own timeout (kube-rs sets none for reads), and every failure is a
+//! typed [`CoordError`] that the runtime retries within the renew deadline.
+
+use election::elector::{LeaseRecord, ObservedLease, Stamp, WriteIntent};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Lease annotation: the holder's announce address, so followers need no other lookup.
+pub const LEADER_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/leader-address";
+/// Pod annotation: this sidecar's announce address.
+pub const POD_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/address";
+/// Pod annotation: which Lease this pod competes for (peer discovery).
+pub const POD_LEASE_ANNOTATION: &str = "redis-k8s-election.io/lease";
+/// Pod annotation: a short JSON status (role, epoch, priority, offset, fenced).
+pub const POD_STATUS_ANNOTATION: &str = "redis-k8s-election.io/status";
+/// The label a StatefulSet puts on each pod, which the leader Service selects on.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+
+/// Why a Kubernetes call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// No answer within the request timeout.
+    #[error("{op}: no answer from the API server within {timeout:?}")]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// 409: a compare-and-set lost, or the object already exists.
+    #[error("{op}: conflict: {message}")]
+    Conflict {
+        /// The operation.
+        op: &'static str,
+        /// The server's message.
+        message: String,
+    },
+    /// Any other API answer (401, 403, 404, 422, 5xx), with the server's code and reason.
+    #[error("{op}: {code} {reason}: {message}")]
+    Api {
+        /// The operation.
+        op: &'static str,
+        /// HTTP code.
+        code: u16,
+        /// Status reason.
+        reason: String,
+        /// Status message.
+        message: String,
+    },
+    /// Transport or decoding failure.
+    #[error("{op}: {message}")]
+    Transport {
+        /// The operation.
+        op: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl CoordError {
+    /// A short label for metrics: `timeout`, `conflict`, `unauthorized`, `forbidden`,
+    /// `not_found`, `invalid`, `server_error`, `transport`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CoordError::Timeout { .. } => "timeout",
+            CoordError::Conflict { .. } => "conflict",
+            CoordError::Api { code: 401, .. } => "unauthorized",
+            CoordError::Api { code: 403, .. } => "forbidden",
+            CoordError::Api { code: 404, .. } => "not_found",
+            CoordError::Api { code: 422, .. } => "invalid",
+            CoordError::Api { .. } => "server_error",
+            CoordError::Transport { .. } => "transport",
+        }
+    }
+
+    fn from_kube(op: &'static str, e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(s) if s.code == 409 => CoordError::Conflict {
+                op,
+                message: s.message,
+            },
+            kube::Error::Api(s) => CoordError::Api {
+                op,
+                code: s.code,
+                reason: s.reason,
+                message: s.message,
+            },
+            other => CoordError::Transport {
+                op,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs a call with the request timeout.
+async fn bounded<T>(
+    op: &'static str,
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, CoordError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(CoordError::Timeout { op, timeout }),
+        Ok(r) => r.map_err(|e| CoordError::from_kube(op, e)),
+    }
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn stamp(t: &Option<MicroTime>) -> String {
+    t.as_ref().map(|m| m.0.to_string()).unwrap_or_default()
+}
+
+/// The election's view of a Lease.
+pub fn observe(lease: &Lease) -> ObservedLease {
+    let spec = lease.spec.clone().unwrap_or_default();
+    ObservedLease {
+        record: LeaseRecord {
+            holder: spec.holder_identity.unwrap_or_default(),
+            holder_address: lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEADER_ADDRESS_ANNOTATION).cloned())
+                .unwrap_or_default(),
+            lease_duration: Duration::from_secs(
+                spec.lease_duration_seconds.unwrap_or(0).max(0) as u64
+            ),
+            transitions: spec.lease_transitions.unwrap_or(0).max(0) as u32,
+            acquire_stamp: stamp(&spec.acquire_time),
+            renew_stamp: stamp(&spec.renew_time),
+        },
+        version: lease.metadata.resource_version.clone().unwrap_or_default(),
+    }
+}
+
+/// The Lease object a write intent stands for (renewTime = now).
+pub fn lease_for(name: &str, intent: &WriteIntent) -> Lease {
+    let t = now();
+    let acquire = match &intent.acquire {
+        Stamp::Now => Some(MicroTime(t)),
+        Stamp::Keep(s) if s.is_empty() => None,
+        Stamp::Keep(s) => s
+            .parse::<Timestamp>()
+            .ok()
+            .map(MicroTime)
+            .or(Some(MicroTime(t))),
+    };
+    let mut annotations = BTreeMap::new();
+    if !intent.holder_address.is_empty() {
+        annotations.insert(
+            LEADER_ADDRESS_ANNOTATION.to_string(),
+            intent.holder_address.clone(),
+        );
+    }
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            resource_version: intent.version.clone(),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(intent.holder.clone()),
+            // Lease durations are whole seconds; round up, never down.
+            lease_duration_seconds: Some(intent.lease_duration.as_secs_f64().ceil().max(1.0) as i32),
+            acquire_time: acquire,
+            renew_time: Some(MicroTime(t)),
+            lease_transitions: Some(intent.transitions as i32),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// A peer sidecar as its pod shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Pod name.
+    pub name: String,
+    /// Its announce address.
+    pub address: String,
+    /// Its last published status (JSON), if any.
+    pub status: Option<serde_json::Value>,
+}
+
+/// Kubernetes access for one sidecar.
+#[derive(Clone)]
+pub struct Coord {
+    leases: Api<Lease>,
+    pods: Api<Pod>,
+    services: Api<Service>,
+    lease_name: String,
+    timeout: Duration,
+}
+
+impl Coord {
+    /// Access to namespace `ns` for the Lease `lease_name`, each request bounded by `timeout`.
+    pub fn new(client: kube::Client, ns: &str, lease_name: &str, timeout: Duration) -> Self {
+        Self {
+            leases: Api::namespaced(client.clone(), ns),
+            pods: Api::namespaced(client.clone(), ns),
+            services: Api::namespaced(client, ns),
+            lease_name: lease_name.to_string(),
+            timeout,
+        }
+    }
+
+    /// Reads the Lease; `None` when it does not exist.
+    pub async fn get_lease(&self) -> Result<Option<ObservedLease>, CoordError> {
+        let l = bounded(
+            "get lease",
+            self.timeout,
+            self.leases.get_opt(&self.lease_name),
+        )
+        .await?;
+        Ok(l.as_ref().map(observe))
+    }
+
+    /// Creates (no version) or compare-and-set replaces the Lease.
+    pub async fn write_lease(&self, intent: &WriteIntent) -> Result<ObservedLease, CoordError> {
+        let lease = lease_for(&self.lease_name, intent);
+        let written = match intent.version {
+            None => {
+                bounded(
+                    "create lease",
+                    self.timeout,
+                    self.leases.create(&PostParams::default(), &lease),
+                )
+                .await?
+            }
+            Some(_) => {
+                bounded(
+                    "replace lease",
+                    self.timeout,
+                    self.leases
+                        .replace(&self.lease_name, &PostParams::default(), &lease),
+                )
+                .await?
+            }
+        };
+        Ok(observe(&written))
+    }
+
+    /// The Lease's state after every change (`None` while it does not exist), from a watch
+    /// that relists after errors with kube-rs' default backoff.
+    pub fn watch_lease(
+        &self,
+    ) -> impl Stream<Item = Result<Option<ObservedLease>, CoordError>> + Send + 'static {
+        use kube::runtime::WatchStreamExt;
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.lease_name));
+        let mut current: Option<ObservedLease> = None;
+        watcher::watcher(self.leases.clone(), cfg)
+            .default_backoff()
+            .filter_map(move |ev| {
+                let out = match ev {
+                    Ok(watcher::Event::Init) => {
+                        current = None;
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(l)) => {
+                        current = Some(observe(&l));
+                        None
+                    }
+                    Ok(watcher::Event::InitDone) => Some(Ok(current.clone())),
+                    Ok(watcher::Event::Apply(l)) => {
+                        current = Some(observe(&l));
+                        Some(Ok(current.clone()))
+                    }
+                    Ok(watcher::Event::Delete(_)) => {
+                        current = None;
+                        Some(Ok(None))
+                    }
+                    Err(e) => Some(Err(CoordError::Transport {
+                        op: "watch lease",
+                        message: e.to_string(),
+                    })),
+                };
+                futures::future::ready(out)
+            })
+    }
+
+    /// Points the Service's selector at one pod, as one write (the whole selector replaced).
+    pub async fn route_service(&self, service: &str, pod: &str) -> Result<(), CoordError> {
+        let patch =
+            json!([{"op": "add", "path": "/spec/selector", "value": {POD_NAME_LABEL: pod}}]);
+        let p: Patch<()> = Patch::Json(serde_json::from_value(patch).expect("valid JSON patch"));
+        bounded(
+            "route service",
+            self.timeout,
+            self.services.patch(service, &PatchParams::default(), &p),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets labels and annotations on a pod (strategic merge; `None` removes a key).
+    pub async fn patch_pod(
+        &self,
+        pod: &str,
+        labels: BTreeMap<String, Option<String>>,
+        annotations: BTreeMap<String, Option<String>>,
+    ) -> Result<(), CoordError> {
+        let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+        bounded(
+            "patch pod",
+            self.timeout,
+            self.pods
+                .patch(pod, &PatchParams::default(), &Patch::Strategic(patch)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Pods that compete for the same Lease (by their lease annotation), with their addresses.
+    pub async fn peers(&self) -> Result<Vec<Peer>, CoordError> {
+        let list = bounded(
+            "list pods",
+            self.timeout,
+            self.pods.list(&Default::default()),
+        )
+        .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                let a = p.metadata.annotations.clone().unwrap_or_default();
+                if a.get(POD_LEASE_ANNOTATION) != Some(&self.lease_name) {
+                    return None;
+                }
+                Some(Peer {
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    address: a.get(POD_ADDRESS_ANNOTATION).cloned().unwrap_or_default(),
+                    status: a
+                        .get(POD_STATUS_ANNOTATION)
+                        .and_then(|s| serde_json::from_str(s).ok()),
+                })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_to_lease_and_back() {
+        let intent = WriteIntent {
+            purpose: election::elector::Purpose::Acquire,
+            version: Some("7".into()),
+            holder: "redis-1".into(),
+            holder_address: "redis-1.redis.ns.svc.cluster.local:6379".into(),
+            lease_duration: Duration::from_millis(2_500),
+            transitions: 4,
+            acquire: Stamp::Now,
+        };
+        let lease = lease_for("l", &intent);
+        assert_eq!(lease.spec.as_ref().unwrap().lease_duration_seconds, Some(3));
+        let o = observe(&lease);
+        assert_eq!(o.record.holder, "redis-1");
+        assert_eq!(
+            o.record.holder_address,
+            "redis-1.redis.ns.svc.cluster.local:6379"
+        );
+        assert_eq!(o.record.transitions, 4);
+        assert_eq!(o.version, "7");
+        // A kept acquire stamp survives the round trip.
+        let keep = WriteIntent {
+            acquire: Stamp::Keep(o.record.acquire_stamp.clone()),
+            ..intent
+        };
+        assert_eq!(
+            observe(&lease_for("l", &keep)).record.acquire_stamp,
+            o.record.acquire_stamp
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! kube-coord against kubesim's API server.
+
+use election::elector::{Purpose, Stamp, WriteIntent};
+use futures::StreamExt;
+use kube_coord::{Coord, CoordError};
+use std::time::Duration;
+
+const TOKEN: &str = "T";
+
+async fn server() -> kubesim::ApiServer {
+    kubesim::ApiServer::start(kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN))
+        .await
+        .unwrap()
+}
+
+async fn client(s: &kubesim::ApiServer, token: &str) -> kube::Client {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    s.write_kubeconfig(&path, token, "default").unwrap();
+    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+fn intent(holder: &str, version: Option<String>, transitions: u32) -> WriteIntent {
+    WriteIntent {
+        purpose: Purpose::Acquire,
+        version,
+        holder: holder.into(),
+        holder_address: format!("{holder}:6379"),
+        lease_duration: Duration::from_secs(10),
+        transitions,
+        acquire: Stamp::Now,
+    }
+}
+
+#[tokio::test]
+async fn lease_compare_and_set_and_watch() {
+    let s = server().await;
+    let coord = Coord::new(
+        client(&s, TOKEN).await,
+        "default",
+        "redis",
+        Duration::from_secs(2),
+    );
+    let mut watch = Box::pin(coord.watch_lease());
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, None, "no lease yet");
+    assert_eq!(coord.get_lease().await.unwrap(), None);
+
+    let created = coord.write_lease(&intent("a", None, 0)).await.unwrap();
+    assert_eq!(created.record.holder, "a");
+    assert_eq!(created.record.holder_address, "a:6379");
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.unwrap().record.holder, "a");
+
+    // A second create loses; a replace with the current version wins; a stale one loses.
+    assert!(matches!(
+        coord.write_lease(&intent("b", None, 0)).await,
+        Err(CoordError::Conflict { .. })
+    ));
+    let renewed = coord
+        .write_lease(&intent("a", Some(created.version.clone()), 0))
+        .await
+        .unwrap();
+    assert_ne!(renewed.record.renew_stamp, "");
+    let stale = coord
+        .write_lease(&intent("b", Some(created.version.clone()), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, CoordError::Conflict { .. }), "{stale}");
+    assert_eq!(stale.label(), "conflict");
+    assert_eq!(coord.get_lease().await.unwrap().unwrap().record.holder, "a");
+}
+
+#[tokio::test]
+async fn routing_labels_and_peers() {
+    let s = server().await;
+    let http = client(&s, TOKEN).await;
+    let coord = Coord::new(
+        client(&s, TOKEN).await,
+        "default",
+        "redis",
+        Duration::from_secs(2),
+    );
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::default_namespaced(http.clone());
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "redis-leader"},
+        "spec": {"selector": {"app": "redis", "tier": "x"}, "ports": [{"port": 6379}]}}))
+    .unwrap();
+    api.create(&Default::default(), &svc).await.unwrap();
+    coord
+        .route_service("redis-leader", "redis-1")
+        .await
+        .unwrap();
+    let got = api.get("redis-leader").await.unwrap();
+    assert_eq!(
+        got.spec.unwrap().selector.unwrap(),
+        [(
+            "statefulset.kubernetes.io/pod-name".to_string(),
+            "redis-1".to_string()
+        )]
+        .into(),
+        "the whole selector is replaced in one write"
+    );
+
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::default_namespaced(http);
+    for name in ["redis-0", "redis-1", "other"] {
+        let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "redis"}]}}))
+        .unwrap();
+        pods.create(&Default::default(), &p).await.unwrap();
+    }
+    for name in ["redis-0", "redis-1"] {
+        coord
+            .patch_pod(
+                name,
+                [("redis-role".to_string(), Some("replica".to_string()))].into(),
+                [
+                    (
+                        kube_coord::POD_LEASE_ANNOTATION.to_string(),
+                        Some("redis".to_string()),
+                    ),
+                    (
+                        kube_coord::POD_ADDRESS_ANNOTATION.to_string(),
+                        Some(format!("{name}:6379")),
+                    ),
+                ]
+                .into(),
+            )
+            .await
+            .unwrap();
+    }
+    let peers = coord.peers().await.unwrap();
+    let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["redis-0", "redis-1"]);
+    assert_eq!(peers[1].address, "redis-1:6379");
+    coord
+        .patch_pod(
+            "redis-0",
+            [("redis-role".to_string(), None)].into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let p0 = pods.get("redis-0").await.unwrap();
+    assert!(
+        p0.metadata
+            .labels
+            .unwrap_or_default()
+            .get("redis-role")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn timeouts_and_refusals_are_typed() {
+    let s = server().await;
+    let coord = Coord::new(
+        client(&s, TOKEN).await,
+        "default",
+        "redis",
+        Duration::from_millis(300),
+    );
+    let id = s.faults().add(kubesim::Fault {
+        token: Some(TOKEN.into()),
+        blackhole: true,
+        ..Default::default()
+    });
+    let e = coord.get_lease().await.unwrap_err();
+    assert!(matches!(e, CoordError::Timeout { .. }), "{e}");
+    assert_eq!(e.label(), "timeout");
+    s.faults().remove(id);
+    s.faults().add(kubesim::Fault {
+        token: Some(TOKEN.into()),
+        error: Some(kubesim::ErrorFault {
+            code: 500,
+            writes_only: true,
+            rate: 1.0,
+            retry_after_seconds: None,
+        }),
+        ..Default::default()
+    });
+    let e = coord.write_lease(&intent("a", None, 0)).await.unwrap_err();
+    assert_eq!(e.label(), "server_error", "{e}");
+    s.faults().clear();
+
+    // A service account without a Role: 403, typed.
+    let sa: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::default_namespaced(client(&s, TOKEN).await);
+    sa.create(
+        &Default::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": "nobody"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let tok = s
+        .issue_token("default", "nobody", Duration::from_secs(600))
+        .unwrap();
+    let weak = Coord::new(
+        client(&s, &tok).await,
+        "default",
+        "redis",
+        Duration::from_secs(2),
+    );
+    let e = weak.get_lease().await.unwrap_err();
+    assert_eq!(e.label(), "forbidden", "{e}");
+}
