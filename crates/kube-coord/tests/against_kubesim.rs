@@ -156,11 +156,10 @@ async fn routing_labels_and_peers() {
         .unwrap();
     let p0 = pods.get("redis-0").await.unwrap();
     assert!(
-        p0.metadata
+        !p0.metadata
             .labels
             .unwrap_or_default()
-            .get("redis-role")
-            .is_none()
+            .contains_key("redis-role")
     );
 }
 
