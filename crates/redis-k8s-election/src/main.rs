@@ -1,6 +1,9 @@
 //! `redis-k8s-election`: Kubernetes-native leader/follower replication for Redis.
 //!
-//! Subcommands: `apiserver` runs kubesim's API server (the local stand-in for Kubernetes).
+//! Subcommands: `sidecar` runs beside each Redis and elects, fences and routes; `apiserver`
+//! runs kubesim's API server (the local stand-in for Kubernetes).
+
+mod sidecar;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -16,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the sidecar beside one Redis: Lease election, Redis role control with fencing,
+    /// routing, health, metrics and Events.
+    Sidecar(Box<sidecar::config::SidecarArgs>),
     /// Run kubesim's Kubernetes API server stand-in until SIGINT or SIGTERM.
     Apiserver(ApiserverArgs),
 }
@@ -37,14 +43,17 @@ struct ApiserverArgs {
     watch_history: usize,
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {
@@ -85,9 +94,41 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
     Ok(())
 }
 
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+async fn run_sidecar(cfg: sidecar::config::SidecarConfig) -> Result<()> {
+    let shutdown = async {
+        if let Err(e) = wait_for_signal().await {
+            tracing::error!(error = %e, "cannot wait for signals; running until killed");
+            std::future::pending::<()>().await;
+        }
+    };
+    sidecar::run(cfg, shutdown)
+        .await
+        .map_err(anyhow::Error::from)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let json_logs = matches!(&cli.command, Command::Sidecar(a) if a.log_format == sidecar::config::LogFormat::Json);
+    init_tracing(json_logs);
+    // Configuration errors exit with status 2 and name the flag, like clap's own.
+    let sidecar_cfg = match &cli.command {
+        Command::Sidecar(args) => match (**args).clone().validate(hostname()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        Command::Apiserver(_) => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -97,6 +138,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Sidecar(_) => run_sidecar(sidecar_cfg.expect("validated above")).await,
             Command::Apiserver(args) => apiserver(args).await,
         }
     });
@@ -104,7 +146,13 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            // Start-up errors of the sidecar are configuration errors.
+            let code = if e.downcast_ref::<sidecar::StartError>().is_some() {
+                2
+            } else {
+                1
+            };
+            std::process::ExitCode::from(code)
         }
     }
 }

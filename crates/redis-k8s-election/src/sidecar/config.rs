@@ -1,0 +1,362 @@
+//! The `sidecar` command's flags (each also read from an environment variable) and their
+//! validation into a [`SidecarConfig`]. Every error names the flag to change.
+
+use election::timing::{Timing, TimingError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `redis-k8s-election sidecar` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SidecarArgs {
+    /// Kubeconfig file; without it, the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace; default: the kubeconfig's or the in-cluster namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The Lease the group competes for.
+    #[arg(long, env = "LEASE_NAME")]
+    pub lease_name: String,
+    /// The election identity and this sidecar's own Pod; default: the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The local Redis.
+    #[arg(long, env = "REDIS_ADDR", default_value = "127.0.0.1:6379")]
+    pub redis_addr: String,
+    /// Redis ACL user.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// File holding the Redis password (never taken on the command line).
+    #[arg(long, env = "REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// How peers reach this Redis (`host:port`).
+    #[arg(long, env = "ANNOUNCE_ADDR")]
+    pub announce_addr: Option<String>,
+    /// Headless Service for the default announce address `<pod>.<svc>.<ns>.svc.<domain>:<port>`.
+    #[arg(long, env = "HEADLESS_SERVICE")]
+    pub headless_service: Option<String>,
+    /// Cluster DNS domain.
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// This pod's IP, for the default announce address without a headless Service.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<String>,
+    /// Service whose selector the leader points at its own pod.
+    #[arg(long, env = "LEADER_SERVICE")]
+    pub leader_service: Option<String>,
+    /// Pod label set to `leader` / `replica`.
+    #[arg(long, env = "ROLE_LABEL", default_value = "redis-role")]
+    pub role_label: String,
+    /// Lease duration (LD).
+    #[arg(long, env = "LEASE_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// Renew deadline (RD).
+    #[arg(long, env = "RENEW_DEADLINE", default_value = "6s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// Retry period (RP).
+    #[arg(long, env = "RETRY_PERIOD", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+    /// Timeout of each Kubernetes request.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Bound on each Redis command: a Redis slower than this counts as hung.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+    /// Leadership priority: lower leads first, 0 = never leads.
+    #[arg(long, env = "PRIORITY", default_value_t = 100)]
+    pub priority: u32,
+    /// Largest replication lag (bytes) at which a replica is ready.
+    #[arg(long, env = "MAX_LAG", default_value_t = 1_048_576)]
+    pub max_lag: u64,
+    /// HTTP API address.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9121")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A validated sidecar configuration.
+#[derive(Clone, Debug)]
+pub struct SidecarConfig {
+    /// Kubeconfig path, if any.
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace override.
+    pub namespace: Option<String>,
+    /// Lease name.
+    pub lease_name: String,
+    /// Pod name / identity.
+    pub pod_name: String,
+    /// Local Redis host.
+    pub redis_host: String,
+    /// Local Redis port.
+    pub redis_port: u16,
+    /// Redis user.
+    pub redis_username: Option<String>,
+    /// Redis password (read from the file).
+    pub redis_password: Option<String>,
+    /// Announce address, or how to build it once the namespace is known.
+    pub announce: Announce,
+    /// Leader Service.
+    pub leader_service: Option<String>,
+    /// Role label key.
+    pub role_label: String,
+    /// Election timing.
+    pub timing: Timing,
+    /// Redis command bound.
+    pub redis_timeout: Duration,
+    /// Priority.
+    pub priority: u32,
+    /// Max replica lag in bytes.
+    pub max_lag: u64,
+    /// HTTP API address.
+    pub http_addr: SocketAddr,
+}
+
+/// How the announce address is determined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Announce {
+    /// Given explicitly.
+    Fixed(String),
+    /// `<pod>.<service>.<namespace>.svc.<domain>:<port>`, once the namespace is known.
+    Headless {
+        /// Headless Service name.
+        service: String,
+        /// Cluster domain.
+        domain: String,
+        /// Redis port.
+        port: u16,
+    },
+}
+
+impl Announce {
+    /// The address in namespace `ns` for pod `pod`.
+    pub fn resolve(&self, pod: &str, ns: &str) -> String {
+        match self {
+            Announce::Fixed(a) => a.clone(),
+            Announce::Headless {
+                service,
+                domain,
+                port,
+            } => format!("{pod}.{service}.{ns}.svc.{domain}:{port}"),
+        }
+    }
+}
+
+/// A configuration error, naming the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's value is unusable.
+    #[error("--{flag}: {why}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// The timing rules of DESIGN section 3 do not hold.
+    #[error(transparent)]
+    Timing(#[from] TimingError),
+}
+
+fn flag(flag: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Flag {
+        flag,
+        why: why.into(),
+    }
+}
+
+/// Splits `host:port` (IPv6 in brackets).
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+impl SidecarArgs {
+    /// Validates the flags. `hostname` is the default pod name.
+    pub fn validate(self, hostname: Option<String>) -> Result<SidecarConfig, ConfigError> {
+        if self.lease_name.is_empty() {
+            return Err(flag("lease-name", "must not be empty"));
+        }
+        let pod_name = self
+            .pod_name
+            .or(hostname)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| flag("pod-name", "not given and the host name is unknown"))?;
+        let (redis_host, redis_port) = split_host_port(&self.redis_addr).ok_or_else(|| {
+            flag(
+                "redis-addr",
+                format!("{:?} is not HOST:PORT", self.redis_addr),
+            )
+        })?;
+        let redis_password = match &self.redis_password_file {
+            None => None,
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        flag(
+                            "redis-password-file",
+                            format!("cannot read {}: {e}", p.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+        };
+        let announce = match (&self.announce_addr, &self.headless_service, &self.pod_ip) {
+            (Some(a), _, _) => {
+                split_host_port(a)
+                    .ok_or_else(|| flag("announce-addr", format!("{a:?} is not HOST:PORT")))?;
+                Announce::Fixed(a.clone())
+            }
+            (None, Some(svc), _) => Announce::Headless {
+                service: svc.clone(),
+                domain: self.cluster_domain.clone(),
+                port: redis_port,
+            },
+            (None, None, Some(ip)) if !ip.is_empty() => {
+                Announce::Fixed(format!("{ip}:{redis_port}"))
+            }
+            _ => {
+                return Err(flag(
+                    "announce-addr",
+                    "give --announce-addr, --headless-service, or POD_IP",
+                ));
+            }
+        };
+        let timing = Timing {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+            // The fence is two Redis commands (CONFIG SET, CLIENT KILL ×2), each bounded.
+            fence_time: self.redis_timeout * 3,
+            request_timeout: self.request_timeout,
+        };
+        if self.lease_duration.subsec_nanos() != 0 {
+            return Err(flag(
+                "lease-duration",
+                "must be whole seconds (leaseDurationSeconds is an integer)",
+            ));
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(flag("redis-timeout", "must be greater than zero"));
+        }
+        timing.validate()?;
+        Ok(SidecarConfig {
+            kubeconfig: self.kubeconfig,
+            namespace: self.namespace,
+            lease_name: self.lease_name,
+            pod_name,
+            redis_host,
+            redis_port,
+            redis_username: self.redis_username,
+            redis_password,
+            announce,
+            leader_service: self.leader_service.filter(|s| !s.is_empty()),
+            role_label: self.role_label,
+            timing,
+            redis_timeout: self.redis_timeout,
+            priority: self.priority,
+            max_lag: self.max_lag,
+            http_addr: self.http_addr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: SidecarArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SidecarConfig, String> {
+        let mut all = vec![
+            "x",
+            "--lease-name",
+            "redis",
+            "--pod-name",
+            "redis-0",
+            "--pod-ip",
+            "10.0.0.1",
+        ];
+        all.extend_from_slice(args);
+        let t = T::try_parse_from(all).map_err(|e| e.to_string())?;
+        t.a.validate(None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.timing.lease_duration, Duration::from_secs(10));
+        assert_eq!(c.announce, Announce::Fixed("10.0.0.1:6379".into()));
+        assert_eq!((c.redis_host.as_str(), c.redis_port), ("127.0.0.1", 6379));
+    }
+
+    #[test]
+    fn headless_announce() {
+        let c = parse(&[
+            "--headless-service",
+            "redis",
+            "--redis-addr",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.announce.resolve("redis-0", "prod"),
+            "redis-0.redis.prod.svc.cluster.local:7000"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert!(
+            parse(&["--lease-duration", "7s"])
+                .unwrap_err()
+                .contains("--lease-duration")
+        );
+        assert!(
+            parse(&["--lease-duration", "10500ms"])
+                .unwrap_err()
+                .contains("whole seconds")
+        );
+        assert!(
+            parse(&["--redis-addr", "nope"])
+                .unwrap_err()
+                .contains("--redis-addr")
+        );
+        assert!(
+            parse(&["--retry-period", "5s"])
+                .unwrap_err()
+                .contains("--renew-deadline")
+        );
+        assert!(
+            parse(&["--redis-password-file", "/does/not/exist"])
+                .unwrap_err()
+                .contains("--redis-password-file")
+        );
+        assert!(
+            parse(&["--lease-duration", "ten"])
+                .unwrap_err()
+                .contains("--lease-duration")
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Prometheus metrics of the sidecar (text exposition on `/metrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// A label with one string value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// The value.
+    pub kind: String,
+}
+
+/// A role label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    /// `leader`, `replica`, `candidate`, `undecided`.
+    pub role: String,
+}
+
+/// The sidecar's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// 1 for the current role, 0 for the others.
+    pub role: Family<RoleLabel, Gauge>,
+    /// Epoch of the current leader.
+    pub epoch: Gauge,
+    /// Role changes of this sidecar.
+    pub transitions: Counter,
+    /// Latency of lease writes (acquire, renew, release), seconds.
+    pub renew_latency: Histogram,
+    /// Seconds since this sidecar last renewed (set at scrape).
+    pub seconds_since_renew: Gauge<f64, AtomicU64>,
+    /// Local replication offset.
+    pub offset: Gauge,
+    /// Bytes behind the leader.
+    pub lag: Gauge,
+    /// 1 when the local Redis is fenced.
+    pub fenced: Gauge,
+    /// Promotions of this sidecar's Redis.
+    pub failovers: Counter,
+    /// Seconds from losing a valid leader to this sidecar's promotion, last time.
+    pub last_failover_seconds: Gauge<f64, AtomicU64>,
+    /// Kubernetes request errors by kind.
+    pub api_errors: Family<Kind, Counter>,
+    /// Redis probe or command errors by kind.
+    pub redis_errors: Family<Kind, Counter>,
+}
+
+impl Metrics {
+    /// Registers everything under the `redis_election_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("redis_election");
+        let m = Self {
+            role: Family::default(),
+            epoch: Gauge::default(),
+            transitions: Counter::default(),
+            renew_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            seconds_since_renew: Gauge::default(),
+            offset: Gauge::default(),
+            lag: Gauge::default(),
+            fenced: Gauge::default(),
+            failovers: Counter::default(),
+            last_failover_seconds: Gauge::default(),
+            api_errors: Family::default(),
+            redis_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("role", "1 for the sidecar's current role", m.role.clone());
+        registry.register(
+            "epoch",
+            "Epoch (leaseTransitions) of the current leader",
+            m.epoch.clone(),
+        );
+        registry.register(
+            "transitions",
+            "Role changes of this sidecar",
+            m.transitions.clone(),
+        );
+        registry.register(
+            "lease_write_seconds",
+            "Latency of lease writes",
+            m.renew_latency.clone(),
+        );
+        registry.register(
+            "seconds_since_renew",
+            "Seconds since this sidecar last renewed the lease",
+            m.seconds_since_renew.clone(),
+        );
+        registry.register(
+            "replication_offset",
+            "Replication offset of the local Redis",
+            m.offset.clone(),
+        );
+        registry.register(
+            "replication_lag_bytes",
+            "Bytes the local Redis is behind the leader",
+            m.lag.clone(),
+        );
+        registry.register(
+            "fenced",
+            "1 when the local Redis refuses writes by fence",
+            m.fenced.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Promotions of the local Redis",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "last_failover_seconds",
+            "Seconds from losing the leader to this promotion",
+            m.last_failover_seconds.clone(),
+        );
+        registry.register(
+            "api_errors",
+            "Kubernetes request errors by kind",
+            m.api_errors.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis errors by kind",
+            m.redis_errors.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Marks `role` as the current role.
+    pub fn set_role(&self, role: &str) {
+        for r in ["leader", "replica", "candidate", "undecided"] {
+            self.role
+                .get_or_create(&RoleLabel { role: r.into() })
+                .set(i64::from(r == role));
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_names() {
+        let m = Metrics::new();
+        m.set_role("leader");
+        m.api_errors
+            .get_or_create(&Kind {
+                kind: "timeout".into(),
+            })
+            .inc();
+        let text = m.encode();
+        for name in [
+            "redis_election_role{role=\"leader\"} 1",
+            "redis_election_api_errors_total{kind=\"timeout\"} 1",
+            "redis_election_lease_write_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "{name} in\n{text}");
+        }
+    }
+}

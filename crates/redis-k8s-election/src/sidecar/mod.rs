@@ -1,0 +1,833 @@
+//! The sidecar: the control loop that feeds observations (Lease watch, Redis probes, time) to
+//! the pure [`election::elector::Elector`] and carries out its actions on Redis and Kubernetes,
+//! plus the HTTP API, metrics and Events.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod status;
+
+use config::{SidecarConfig, split_host_port};
+use election::Mono;
+use election::elector::{Action, Elector, Input, Purpose, Role};
+use election::rank::{self, Candidate};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube_coord::{Coord, CoordError};
+use metrics::{Kind, Metrics};
+use redis_node::info::Role as RedisRole;
+use redis_node::{NodeConfig, RedisNode};
+use serde_json::json;
+use status::{RedisView, Status};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often the local Redis is probed: the floor of how fast a dead Redis is noticed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the leader's offset is read for a replica's lag.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Start-up failures (configuration the sidecar cannot run with). Everything after start-up
+/// is retried, never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable Kubernetes configuration.
+    #[error("--kubeconfig: {0}")]
+    Kube(String),
+    /// The HTTP address cannot be bound.
+    #[error("--http-addr {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Redis address is unusable.
+    #[error("--redis-addr: {0}")]
+    Redis(String),
+}
+
+struct Runtime {
+    cfg: SidecarConfig,
+    ns: String,
+    address: String,
+    elector: Elector,
+    redis: RedisNode,
+    coord: Coord,
+    status: Arc<RwLock<Status>>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    pod_ref: ObjectReference,
+    origin: Instant,
+    wake_at: Mono,
+    healthy: Option<bool>,
+    /// When this sidecar last saw no valid leader (for the failover duration).
+    candidate_since: Option<Instant>,
+    /// Backing off for a better-ranked peer until then.
+    back_off_until: Option<Instant>,
+    last_rank_check: Option<Instant>,
+    peer_nodes: HashMap<String, RedisNode>,
+    leader_node: Option<(String, RedisNode)>,
+    last_lag_check: Option<Instant>,
+    /// Routing and labels still to be written for our leadership (retried each loop).
+    routing_pending: bool,
+    /// The leader Service already points at us (this leadership).
+    service_routed: bool,
+    /// Our pod already carries the leader label (this leadership).
+    labelled: bool,
+    /// The pod that led before us, to be relabelled.
+    previous_leader: Option<String>,
+    /// The pod annotations last written.
+    published: Option<String>,
+}
+
+impl Runtime {
+    fn now(&self) -> Mono {
+        self.origin.elapsed()
+    }
+
+    fn api_error(&self, e: &CoordError) {
+        tracing::warn!(error = %e, "Kubernetes request failed");
+        self.metrics
+            .api_errors
+            .get_or_create(&Kind {
+                kind: e.label().into(),
+            })
+            .inc();
+        self.status.write().expect("status lock").api_error = Some(e.to_string());
+    }
+
+    fn api_ok(&self) {
+        self.status.write().expect("status lock").api_error = None;
+    }
+
+    async fn event(&self, ty: EventType, reason: &str, action: &str, note: String) {
+        tracing::info!(reason, action, "{note}");
+        let ev = Event {
+            type_: ty,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = tokio::time::timeout(
+            self.cfg.timing.request_timeout,
+            self.recorder.publish(&ev, &self.pod_ref),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(Box::new(std::io::Error::other(
+                "timed out",
+            ))))
+        }) {
+            tracing::debug!(error = %e, "publishing an Event failed");
+        }
+    }
+
+    /// Feeds one input and everything it leads to, carrying out the actions in order.
+    async fn feed(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let step = self.elector.step(self.now(), input);
+            self.wake_at = step.wake_at;
+            for action in step.actions {
+                if let Some(next) = self.perform(action).await {
+                    queue.push_back(next);
+                }
+            }
+        }
+        self.sync_status();
+    }
+
+    fn sync_status(&mut self) {
+        let role = match self.elector.role() {
+            Role::Undecided => "undecided",
+            Role::Leader { .. } => "leader",
+            Role::Follower { .. } => "replica",
+            Role::Candidate => "candidate",
+        };
+        let mut st = self.status.write().expect("status lock");
+        st.role = role;
+        st.fenced = self.elector.fenced();
+        match self.elector.role() {
+            Role::Leader { epoch, .. } => {
+                st.leader = Some(self.cfg.pod_name.clone());
+                st.leader_address = Some(self.address.clone());
+                st.epoch = Some(*epoch);
+            }
+            Role::Follower {
+                leader,
+                address,
+                epoch,
+            } => {
+                st.leader = Some(leader.clone());
+                st.leader_address = Some(address.clone());
+                st.epoch = Some(*epoch);
+            }
+            _ => {
+                st.leader = None;
+                st.leader_address = None;
+            }
+        }
+        self.metrics.set_role(role);
+        self.metrics.fenced.set(i64::from(st.fenced));
+        if let Some(e) = st.epoch {
+            self.metrics.epoch.set(i64::from(e));
+        }
+        if role == "candidate" {
+            self.candidate_since.get_or_insert_with(Instant::now);
+        } else if role == "replica" {
+            self.candidate_since = None;
+        }
+    }
+
+    fn record_change(&self, epoch: u32, reason: String) {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.status.write().expect("status lock").last_change = Some((epoch, reason, unix));
+        self.metrics.transitions.inc();
+    }
+
+    async fn perform(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::Write(intent) => {
+                let sent = self.now();
+                let sent_instant = Instant::now();
+                let result = self.coord.write_lease(&intent).await;
+                self.metrics
+                    .renew_latency
+                    .observe(sent_instant.elapsed().as_secs_f64());
+                match result {
+                    Ok(lease) => {
+                        self.api_ok();
+                        if intent.purpose != Purpose::Release
+                            && lease.record.holder == self.cfg.pod_name
+                        {
+                            self.status.write().expect("status lock").last_renew =
+                                Some(sent_instant);
+                        }
+                        if intent.purpose == Purpose::Release {
+                            self.event(
+                                EventType::Normal,
+                                "Released",
+                                "Release",
+                                format!("released the lease at epoch {}", lease.record.transitions),
+                            )
+                            .await;
+                        }
+                        Some(Input::WriteSucceeded {
+                            sent_at: sent,
+                            lease,
+                        })
+                    }
+                    Err(CoordError::Conflict { .. }) => Some(Input::WriteConflict),
+                    Err(e) => {
+                        self.api_error(&e);
+                        Some(Input::WriteFailed)
+                    }
+                }
+            }
+            Action::Refresh => match self.coord.get_lease().await {
+                Ok(l) => {
+                    self.api_ok();
+                    Some(Input::Observed(l))
+                }
+                Err(e) => {
+                    self.api_error(&e);
+                    None
+                }
+            },
+            Action::Fence { reason } => {
+                if let Err(e) = self.redis.fence().await {
+                    self.metrics
+                        .redis_errors
+                        .get_or_create(&Kind {
+                            kind: "fence".into(),
+                        })
+                        .inc();
+                    tracing::warn!(error = %e, "fencing the local Redis failed (an unreachable Redis takes no writes either)");
+                }
+                self.event(
+                    EventType::Warning,
+                    "Fenced",
+                    "Fence",
+                    format!("local Redis fenced: {reason}"),
+                )
+                .await;
+                None
+            }
+            Action::FencePrevious { holder, address } => {
+                self.previous_leader = Some(holder.clone());
+                match split_host_port(&address) {
+                    Some((host, port)) => {
+                        let mut nc = self.node_config(host, port);
+                        nc.timeout = self.cfg.redis_timeout;
+                        let outcome = match RedisNode::new(nc) {
+                            Ok(node) => node.fence().await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let note = match outcome {
+                            Ok(()) => format!("fenced the previous leader {holder} at {address}"),
+                            Err(e) => format!(
+                                "could not fence the previous leader {holder} at {address}: {e}"
+                            ),
+                        };
+                        self.event(EventType::Normal, "FencedPrevious", "Fence", note)
+                            .await;
+                    }
+                    None => tracing::warn!(%address, "previous leader address is not HOST:PORT"),
+                }
+                None
+            }
+            Action::Promote { epoch } => {
+                let mut problems = Vec::new();
+                if let Err(e) = self.redis.promote().await {
+                    problems.push(format!("REPLICAOF NO ONE: {e}"));
+                }
+                if let Err(e) = self.redis.unfence().await {
+                    problems.push(format!("unfence: {e}"));
+                }
+                self.routing_pending = true;
+                self.service_routed = false;
+                self.labelled = false;
+                self.ensure_routing().await;
+                if let Err(e) = self.redis.drop_clients().await {
+                    problems.push(format!("drop clients: {e}"));
+                }
+                if let Ok(p) = self.redis.probe().await {
+                    let _ = self.redis.rewrite_config(&p).await;
+                }
+                self.metrics.failovers.inc();
+                if let Some(since) = self.candidate_since.take() {
+                    self.metrics
+                        .last_failover_seconds
+                        .set(since.elapsed().as_secs_f64());
+                }
+                self.record_change(epoch, "elected".into());
+                let note = if problems.is_empty() {
+                    format!("promoted to leader at epoch {epoch}")
+                } else {
+                    format!(
+                        "promoted to leader at epoch {epoch} with problems: {}",
+                        problems.join("; ")
+                    )
+                };
+                self.event(EventType::Normal, "Promoted", "Promote", note)
+                    .await;
+                None
+            }
+            Action::Follow {
+                leader,
+                address,
+                epoch,
+            } => {
+                self.routing_pending = false;
+                match split_host_port(&address) {
+                    Some((host, port)) => {
+                        if let Err(e) = self.redis.follow(&host, port).await {
+                            tracing::warn!(error = %e, "REPLICAOF failed; retried on the next change");
+                        }
+                        let _ = self.redis.drop_clients().await;
+                        if let Ok(p) = self.redis.probe().await {
+                            let _ = self.redis.rewrite_config(&p).await;
+                        }
+                        self.leader_node = None;
+                    }
+                    None => {
+                        tracing::warn!(%address, %leader, "leader address is not HOST:PORT; cannot follow")
+                    }
+                }
+                self.label_self("replica").await;
+                self.record_change(epoch, format!("following {leader}"));
+                self.event(
+                    EventType::Normal,
+                    "Following",
+                    "Follow",
+                    format!("replicating from {leader} ({address}) at epoch {epoch}"),
+                )
+                .await;
+                None
+            }
+            Action::SteppedDown { reason } => {
+                self.routing_pending = false;
+                let epoch = self.status.read().expect("status lock").epoch.unwrap_or(0);
+                self.record_change(epoch, format!("stepped down: {reason}"));
+                self.event(
+                    EventType::Warning,
+                    "SteppedDown",
+                    "Demote",
+                    format!("no longer leader: {reason}"),
+                )
+                .await;
+                None
+            }
+        }
+    }
+
+    fn node_config(&self, host: String, port: u16) -> NodeConfig {
+        NodeConfig {
+            host,
+            port,
+            username: self.cfg.redis_username.clone(),
+            password: self.cfg.redis_password.clone(),
+            timeout: self.cfg.redis_timeout,
+            min_replicas_to_write: 0,
+        }
+    }
+
+    async fn label_self(&mut self, role: &str) {
+        let labels = [(self.cfg.role_label.clone(), Some(role.to_string()))].into();
+        if let Err(e) = self
+            .coord
+            .patch_pod(&self.cfg.pod_name, labels, BTreeMap::new())
+            .await
+        {
+            self.api_error(&e);
+        }
+    }
+
+    /// Points the leader Service at us and fixes the role labels. Each write is retried on
+    /// later loops until it succeeds, independently of the others (a missing Service must not
+    /// keep the leader label off the pod).
+    async fn ensure_routing(&mut self) {
+        if !self.routing_pending || !matches!(self.elector.role(), Role::Leader { .. }) {
+            return;
+        }
+        let mut done = true;
+        if let Some(svc) = self.cfg.leader_service.clone()
+            && !self.service_routed
+        {
+            match self.coord.route_service(&svc, &self.cfg.pod_name).await {
+                Ok(()) => self.service_routed = true,
+                Err(e) => {
+                    self.api_error(&e);
+                    done = false;
+                }
+            }
+        }
+        if !self.labelled {
+            let labels = [(self.cfg.role_label.clone(), Some("leader".to_string()))].into();
+            match self
+                .coord
+                .patch_pod(&self.cfg.pod_name, labels, BTreeMap::new())
+                .await
+            {
+                Ok(()) => self.labelled = true,
+                Err(e) => {
+                    self.api_error(&e);
+                    done = false;
+                }
+            }
+        }
+        if let Some(prev) = self
+            .previous_leader
+            .take()
+            .filter(|p| *p != self.cfg.pod_name)
+        {
+            let labels = [(self.cfg.role_label.clone(), Some("replica".to_string()))].into();
+            // The previous pod may be gone: that is fine.
+            if let Err(e) = self.coord.patch_pod(&prev, labels, BTreeMap::new()).await
+                && e.label() != "not_found"
+            {
+                self.previous_leader = Some(prev);
+                self.api_error(&e);
+                done = false;
+            }
+        }
+        self.routing_pending = !done;
+    }
+
+    /// Probes the local Redis and feeds health changes.
+    async fn probe(&mut self) {
+        let probe = self.redis.probe().await;
+        let healthy = match &probe {
+            Ok(p) => !p.info.loading,
+            Err(_) => false,
+        };
+        {
+            let mut st = self.status.write().expect("status lock");
+            match &probe {
+                Ok(p) => {
+                    let (role, master, link_up) = match &p.info.role {
+                        RedisRole::Master => ("master", None, false),
+                        RedisRole::Replica {
+                            master_host,
+                            master_port,
+                            link_up,
+                            ..
+                        } => (
+                            "replica",
+                            Some(format!("{master_host}:{master_port}")),
+                            *link_up,
+                        ),
+                    };
+                    let lag = st.redis.as_ref().and_then(|r| r.lag);
+                    st.redis = Some(RedisView {
+                        role,
+                        offset: p.info.offset,
+                        master,
+                        link_up,
+                        lag,
+                        keys: p.info.keys,
+                        fenced: p.fenced,
+                    });
+                    st.redis_error = None;
+                    self.metrics.offset.set(p.info.offset as i64);
+                }
+                Err(e) => {
+                    st.redis = None;
+                    st.redis_error = Some(e.to_string());
+                    self.metrics
+                        .redis_errors
+                        .get_or_create(&Kind {
+                            kind: "probe".into(),
+                        })
+                        .inc();
+                }
+            }
+        }
+        if self.healthy != Some(healthy) {
+            self.healthy = Some(healthy);
+            if let Err(e) = &probe {
+                self.event(
+                    EventType::Warning,
+                    "RedisUnhealthy",
+                    "Probe",
+                    format!("local Redis unhealthy: {e}"),
+                )
+                .await;
+            } else if probe.as_ref().is_ok_and(|p| p.info.loading) {
+                self.event(
+                    EventType::Warning,
+                    "RedisUnhealthy",
+                    "Probe",
+                    "local Redis is loading its dataset".into(),
+                )
+                .await;
+            } else {
+                self.event(
+                    EventType::Normal,
+                    "RedisHealthy",
+                    "Probe",
+                    "local Redis healthy".into(),
+                )
+                .await;
+            }
+            self.feed(Input::RedisHealth(healthy)).await;
+        }
+        if let Ok(p) = probe {
+            self.update_eligibility(p.info.offset, p.info.has_data())
+                .await;
+        }
+        self.update_lag().await;
+    }
+
+    /// Data-aware candidacy: while no valid leader is known, back off (for at most one lease
+    /// duration) when a reachable, eligible peer ranks above us.
+    async fn update_eligibility(&mut self, offset: u64, has_data: bool) {
+        if self.cfg.priority == 0 {
+            return;
+        }
+        if *self.elector.role() != Role::Candidate {
+            self.back_off_until = None;
+            return;
+        }
+        if self
+            .last_rank_check
+            .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
+        {
+            return;
+        }
+        self.last_rank_check = Some(Instant::now());
+        if let Some(until) = self.back_off_until
+            && Instant::now() >= until
+        {
+            // Bounded: the better peer did not take over in time; run anyway.
+            self.feed(Input::Eligible(true)).await;
+            return;
+        }
+        let me = Candidate {
+            name: self.cfg.pod_name.clone(),
+            priority: self.cfg.priority,
+            offset,
+            has_data,
+            healthy: true,
+        };
+        let peers = match self.coord.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                self.api_error(&e);
+                return;
+            }
+        };
+        let mut candidates = Vec::new();
+        for peer in peers
+            .into_iter()
+            .filter(|p| p.name != self.cfg.pod_name && !p.address.is_empty())
+        {
+            let priority = peer
+                .status
+                .as_ref()
+                .and_then(|s| s["priority"].as_u64())
+                .unwrap_or(100) as u32;
+            let Some((host, port)) = split_host_port(&peer.address) else {
+                continue;
+            };
+            let nc = self.node_config(host, port);
+            let node = match self.peer_nodes.entry(peer.address.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match RedisNode::new(nc) {
+                    Ok(n) => v.insert(n),
+                    Err(_) => continue,
+                },
+            };
+            let c = match node.probe().await {
+                Ok(p) => Candidate {
+                    name: peer.name,
+                    priority,
+                    offset: p.info.offset,
+                    has_data: p.info.has_data(),
+                    healthy: !p.info.loading,
+                },
+                Err(_) => Candidate {
+                    name: peer.name,
+                    priority,
+                    offset: 0,
+                    has_data: false,
+                    healthy: false,
+                },
+            };
+            candidates.push(c);
+        }
+        let back_off = rank::should_back_off(&me, &candidates);
+        if back_off {
+            let better = rank::best(&candidates)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            if self.back_off_until.is_none() {
+                self.back_off_until = Some(Instant::now() + self.cfg.timing.lease_duration);
+                tracing::info!(%better, "backing off: a reachable peer ranks above this one");
+            }
+        } else {
+            self.back_off_until = None;
+        }
+        self.feed(Input::Eligible(!back_off)).await;
+    }
+
+    /// A replica's lag: the leader's offset minus ours, read at most once a second.
+    async fn update_lag(&mut self) {
+        let Role::Follower { address, .. } = self.elector.role().clone() else {
+            return;
+        };
+        if self
+            .last_lag_check
+            .is_some_and(|t| t.elapsed() < LAG_INTERVAL)
+        {
+            return;
+        }
+        self.last_lag_check = Some(Instant::now());
+        if self.leader_node.as_ref().is_none_or(|(a, _)| *a != address) {
+            let Some((host, port)) = split_host_port(&address) else {
+                return;
+            };
+            match RedisNode::new(self.node_config(host, port)) {
+                Ok(n) => self.leader_node = Some((address.clone(), n)),
+                Err(_) => return,
+            }
+        }
+        let (_, node) = self.leader_node.as_ref().expect("set above");
+        let leader_offset = node.probe().await.ok().map(|p| p.info.offset);
+        let mut st = self.status.write().expect("status lock");
+        if let Some(r) = st.redis.as_mut() {
+            r.lag = leader_offset.map(|lo| lo.saturating_sub(r.offset));
+            if let Some(l) = r.lag {
+                self.metrics.lag.set(l as i64);
+            }
+        }
+    }
+
+    /// Annotates our pod with the lease, our address and a short status, when they change.
+    async fn publish(&mut self) {
+        let st = self.status.read().expect("status lock").clone();
+        let summary = json!({
+            "role": st.role, "epoch": st.epoch, "priority": self.cfg.priority,
+            "fenced": st.fenced, "ready": st.readiness().is_ok(),
+        })
+        .to_string();
+        if self.published.as_deref() == Some(summary.as_str()) {
+            return;
+        }
+        let annotations = [
+            (
+                kube_coord::POD_LEASE_ANNOTATION.to_string(),
+                Some(self.cfg.lease_name.clone()),
+            ),
+            (
+                kube_coord::POD_ADDRESS_ANNOTATION.to_string(),
+                Some(self.address.clone()),
+            ),
+            (
+                kube_coord::POD_STATUS_ANNOTATION.to_string(),
+                Some(summary.clone()),
+            ),
+        ]
+        .into();
+        match self
+            .coord
+            .patch_pod(&self.cfg.pod_name, BTreeMap::new(), annotations)
+            .await
+        {
+            Ok(()) => self.published = Some(summary),
+            Err(e) => self.api_error(&e),
+        }
+    }
+}
+
+async fn kube_client(cfg: &SidecarConfig) -> Result<(kube::Client, String), StartError> {
+    let config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StartError::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| StartError::Kube(e.to_string()))?
+        }
+        None => kube::Config::incluster().map_err(|e| {
+            StartError::Kube(format!(
+                "no --kubeconfig and no in-cluster service account: {e}"
+            ))
+        })?,
+    };
+    let ns = cfg
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))?;
+    Ok((client, ns))
+}
+
+/// Runs the sidecar until `shutdown` resolves; then releases the lease if it holds it.
+pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let (client, ns) = kube_client(&cfg).await?;
+    let address = cfg.announce.resolve(&cfg.pod_name, &ns);
+    tracing::info!(
+        pod = %cfg.pod_name, %ns, lease = %cfg.lease_name, %address,
+        lease_duration = ?cfg.timing.lease_duration, renew_deadline = ?cfg.timing.renew_deadline,
+        retry_period = ?cfg.timing.retry_period,
+        tolerated_clock_rate = cfg.timing.tolerated_clock_rate(),
+        "starting; clocks may drift apart by this factor without breaking safety"
+    );
+    let redis = RedisNode::new(NodeConfig {
+        host: cfg.redis_host.clone(),
+        port: cfg.redis_port,
+        username: cfg.redis_username.clone(),
+        password: cfg.redis_password.clone(),
+        timeout: cfg.redis_timeout,
+        min_replicas_to_write: 0,
+    })
+    .map_err(|e| StartError::Redis(e.to_string()))?;
+    let status = Arc::new(RwLock::new(Status::new(&cfg.pod_name, cfg.max_lag)));
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|source| StartError::Http {
+            addr: cfg.http_addr,
+            source,
+        })?;
+    let api = http::router(http::ApiState {
+        status: status.clone(),
+        metrics: metrics.clone(),
+        live_within: cfg.timing.lease_duration,
+    });
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "redis-k8s-election".into(),
+            instance: Some(cfg.pod_name.clone()),
+        },
+    );
+    let pod_ref = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(cfg.pod_name.clone()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    let coord = Coord::new(client, &ns, &cfg.lease_name, cfg.timing.request_timeout);
+    let mut rt = Runtime {
+        elector: Elector::new(cfg.pod_name.clone(), address.clone(), cfg.timing),
+        cfg,
+        ns,
+        address,
+        redis,
+        coord,
+        status,
+        metrics,
+        recorder,
+        pod_ref,
+        origin: Instant::now(),
+        wake_at: Duration::ZERO,
+        healthy: None,
+        candidate_since: None,
+        back_off_until: None,
+        last_rank_check: None,
+        peer_nodes: HashMap::new(),
+        leader_node: None,
+        last_lag_check: None,
+        routing_pending: false,
+        service_routed: false,
+        labelled: false,
+        previous_leader: None,
+        published: None,
+    };
+    let _ = &rt.ns;
+    // Undecided means read-only: the first step fences the local Redis.
+    rt.feed(Input::Eligible(rt.cfg.priority > 0)).await;
+    rt.probe().await;
+    let mut watch = Box::pin(rt.coord.watch_lease());
+    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        rt.status.write().expect("status lock").last_loop = Instant::now();
+        let sleep =
+            tokio::time::sleep_until(tokio::time::Instant::from_std(rt.origin + rt.wake_at));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            ev = watch.next() => match ev {
+                Some(Ok(lease)) => {
+                    rt.api_ok();
+                    rt.feed(Input::Observed(lease)).await;
+                }
+                Some(Err(e)) => rt.api_error(&e),
+                None => watch = Box::pin(rt.coord.watch_lease()),
+            },
+            _ = probe_tick.tick() => rt.probe().await,
+            _ = sleep => rt.feed(Input::Tick).await,
+        }
+        rt.ensure_routing().await;
+        rt.publish().await;
+    }
+    tracing::info!("shutting down");
+    rt.feed(Input::Shutdown).await;
+    // A leader's release is one write; give it a bounded number of attempts.
+    for _ in 0..3 {
+        if !matches!(rt.elector.role(), Role::Leader { .. }) {
+            break;
+        }
+        tokio::time::sleep(rt.cfg.timing.retry_period).await;
+        rt.feed(Input::Tick).await;
+    }
+    http_task.abort();
+    Ok(())
+}
