@@ -52,6 +52,8 @@ impl RedisServer {
                 dir.path().display().to_string(),
                 "--protected-mode".into(),
                 "no".into(),
+                "--logfile".into(),
+                dir.path().join("redis.log").display().to_string(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let child = Command::new("redis-server")
@@ -86,6 +88,11 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
     /// The process id.
