@@ -14,6 +14,14 @@ use testkit::RedisServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_redis-k8s-election");
 const TOKEN: &str = "T";
+/// Redis starts fenced (as the shipped manifests start it): undecided means read-only from
+/// its first instant, and only a promotion unfences it.
+const REDIS_ARGS: &[&str] = &[
+    "--repl-diskless-sync-delay",
+    "0",
+    "--min-replicas-to-write",
+    "2147483647",
+];
 const FAST: &[&str] = &[
     "--lease-duration",
     "3s",
@@ -40,7 +48,7 @@ impl Drop for Sidecar {
 }
 
 struct Group {
-    _api: kubesim::ApiServer,
+    api: kubesim::ApiServer,
     /// Held for the test's length: group tests run one at a time, so that timing on the
     /// two-core machine does not depend on how many groups run beside.
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -55,15 +63,27 @@ fn name(i: usize) -> String {
     format!("redis-{i}")
 }
 
+fn token(i: usize) -> String {
+    format!("sidecar-{i}")
+}
+
 impl Group {
     async fn start(n: usize) -> Self {
-        let api =
-            kubesim::ApiServer::start(kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN))
-                .await
-                .unwrap();
+        // One token per sidecar, so that faults can target one pod's API access.
+        let mut config = kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
+        config.admin_tokens.extend((0..n).map(token));
+        let api = kubesim::ApiServer::start(config).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         api.write_kubeconfig(&dir.path().join("kubeconfig"), TOKEN, "default")
             .unwrap();
+        for i in 0..n {
+            api.write_kubeconfig(
+                &dir.path().join(format!("kubeconfig-{i}")),
+                &token(i),
+                "default",
+            )
+            .unwrap();
+        }
         let kc = kube::config::Kubeconfig::read_from(dir.path().join("kubeconfig")).unwrap();
         let kube = kube::Client::try_from(
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -81,7 +101,7 @@ impl Group {
         static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let serial = SERIAL.lock().await;
         let mut g = Group {
-            _api: api,
+            api,
             _serial: serial,
             dir,
             redis: Vec::new(),
@@ -96,14 +116,7 @@ impl Group {
                 .create(&Default::default(), &pod)
                 .await
                 .unwrap();
-            // Redis starts fenced (as the shipped manifests start it): undecided means
-            // read-only from its first instant, and only a promotion unfences it.
-            g.redis.push(Some(RedisServer::start(&[
-                "--repl-diskless-sync-delay",
-                "0",
-                "--min-replicas-to-write",
-                "2147483647",
-            ])));
+            g.redis.push(Some(RedisServer::start(REDIS_ARGS)));
             g.sidecars.push(None);
             g.start_sidecar(i);
         }
@@ -125,7 +138,11 @@ impl Group {
             .arg("sidecar")
             .args([
                 "--kubeconfig",
-                self.dir.path().join("kubeconfig").to_str().unwrap(),
+                self.dir
+                    .path()
+                    .join(format!("kubeconfig-{i}"))
+                    .to_str()
+                    .unwrap(),
             ])
             .args([
                 "--lease-name",
@@ -544,4 +561,214 @@ fn configuration_errors_exit_2_naming_the_flag() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the Lease names someone other than `old`; returns the new holder.
+async fn takeover(g: &Group, old: usize, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(h) = g.holder().await
+            && h != name(old)
+        {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no takeover from {}:\n{}",
+            name(old),
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn refuses_writes(r: &RedisServer) -> bool {
+    let reply = r.command(&["SET", "probe", "x"]).unwrap_or_default();
+    reply.starts_with("-NOREPLICAS") || reply.starts_with("-READONLY")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_leader_sidecar_is_fenced_remotely_then_fences_itself_and_follows() {
+    let g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let checker = Checker::start(addrs(&g));
+    let pid = g.sidecars[leader].as_ref().unwrap().child.id();
+    signal(pid, "-STOP");
+    // Its Redis keeps running and stays a master; the new leader must fence it first.
+    let new = takeover(&g, leader, Duration::from_secs(20)).await;
+    // The new holder fences the old master right after winning the Lease and before it
+    // promotes itself (the checker verifies the order): wait for the fence.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !refuses_writes(g.redis[leader].as_ref().unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped leader's Redis was never fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(pid, "-CONT");
+    // On resume it fences first, sees the new holder and follows it.
+    let converged = g.converged(Duration::from_secs(20)).await;
+    assert_eq!(name(converged), new);
+    let st = g.status(leader).await.unwrap();
+    assert_eq!(st["role"], "replica", "{st}");
+    assert_eq!(st["leader"], new.as_str());
+    let (violations, rounds) = checker.finish().await;
+    assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_cut_off_from_the_api_fences_itself_before_anyone_takes_over() {
+    let g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let checker = Checker::start(addrs(&g));
+    // Clients still reach its Redis; only its API access is gone.
+    let cut = g.api.faults().add(kubesim::Fault {
+        token: Some(token(leader)),
+        blackhole: true,
+        ..Default::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut fenced_first = false;
+    loop {
+        let fenced = refuses_writes(g.redis[leader].as_ref().unwrap());
+        if let Some(h) = g.holder().await
+            && h != name(leader)
+        {
+            // The takeover is seen only after the old leader had already fenced itself.
+            assert!(
+                fenced_first || fenced,
+                "a new leader while the old one still took writes"
+            );
+            break;
+        }
+        fenced_first |= fenced;
+        assert!(Instant::now() < deadline, "no takeover:\n{}", g.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        fenced_first,
+        "the cut-off leader did not fence itself before the lease expired"
+    );
+    g.api.faults().remove(cut);
+    let converged = g.converged(Duration::from_secs(20)).await;
+    assert_ne!(converged, leader);
+    let (violations, rounds) = checker.finish().await;
+    assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_restarted_empty_does_not_win() {
+    let mut g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    g.redis[leader]
+        .as_ref()
+        .unwrap()
+        .command(&["SET", "k", "data"])
+        .unwrap();
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &i in &replicas {
+        while g.redis[i]
+            .as_ref()
+            .unwrap()
+            .command(&["GET", "k"])
+            .as_deref()
+            != Some("data")
+        {
+            assert!(Instant::now() < deadline, "replica {i} never got the write");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // The replica that would win a tie by name restarts empty, then the leader's Redis dies.
+    let empty = replicas[0];
+    let addr = g.redis[empty].as_ref().unwrap().addr;
+    g.redis[empty].as_mut().unwrap().kill();
+    g.redis[empty] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+    g.redis[leader].as_mut().unwrap().kill();
+    g.redis[leader] = None;
+    let new = g.converged(Duration::from_secs(20)).await;
+    assert_eq!(new, replicas[1], "the empty Redis won; logs:\n{}", g.logs());
+    assert_eq!(
+        g.redis[new]
+            .as_ref()
+            .unwrap()
+            .command(&["GET", "k"])
+            .unwrap(),
+        "data"
+    );
+    // The restarted one rejoined as a replica of the new leader and got the data back.
+    assert_eq!(
+        g.redis[empty]
+            .as_ref()
+            .unwrap()
+            .command(&["GET", "k"])
+            .unwrap(),
+        "data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
+    let g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let epoch = g.status(leader).await.unwrap()["epoch"].clone();
+    let faults = g.api.faults();
+    // Slow answers (below the 500 ms request timeout) for everyone, for a while...
+    let slow = faults.add(kubesim::Fault {
+        latency_ms: Some(200),
+        ..Default::default()
+    });
+    // ...and the leader's writes failing (500s, then conflicts) for well under the 2 s
+    // renew deadline.
+    let errors = faults.add(kubesim::Fault {
+        token: Some(token(leader)),
+        error: Some(kubesim::ErrorFault {
+            code: 500,
+            writes_only: true,
+            rate: 1.0,
+            retry_after_seconds: None,
+        }),
+        ..Default::default()
+    });
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        assert_eq!(g.holder().await.as_deref(), Some(name(leader).as_str()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    faults.remove(errors);
+    let conflicts = faults.add(kubesim::Fault {
+        token: Some(token(leader)),
+        error: Some(kubesim::ErrorFault {
+            code: 409,
+            writes_only: true,
+            rate: 1.0,
+            retry_after_seconds: None,
+        }),
+        ..Default::default()
+    });
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        assert_eq!(g.holder().await.as_deref(), Some(name(leader).as_str()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    faults.remove(conflicts);
+    faults.remove(slow);
+    let after = g.converged(Duration::from_secs(20)).await;
+    assert_eq!(after, leader, "a failover happened");
+    assert_eq!(
+        g.status(leader).await.unwrap()["epoch"],
+        epoch,
+        "the epoch changed"
+    );
 }

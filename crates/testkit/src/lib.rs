@@ -37,39 +37,47 @@ impl RedisServer {
     /// deadline) until it answers PING.
     pub fn start(extra: &[&str]) -> Self {
         for _ in 0..5 {
-            let addr = free_loopback_addr();
-            let dir = tempfile::tempdir().expect("temp dir");
-            let mut args: Vec<String> = vec![
-                "--bind".into(),
-                addr.ip().to_string(),
-                "--port".into(),
-                addr.port().to_string(),
-                "--save".into(),
-                String::new(),
-                "--appendonly".into(),
-                "no".into(),
-                "--dir".into(),
-                dir.path().display().to_string(),
-                "--protected-mode".into(),
-                "no".into(),
-                "--logfile".into(),
-                dir.path().join("redis.log").display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let child = Command::new("redis-server")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (Debian package redis-server)");
-            let mut server = Self { addr, child, dir };
-            if server.wait_ready(Duration::from_secs(10)) {
-                return server;
+            // A port taken between the probe and the start: try another address.
+            if let Some(s) = Self::try_start_at(free_loopback_addr(), extra) {
+                return s;
             }
-            // The port was taken between the probe and the start: try another address.
-            drop(server);
         }
         panic!("redis-server did not start");
+    }
+
+    /// Starts an empty `redis-server` at a given address: a restart "in the same pod".
+    pub fn start_at(addr: SocketAddr, extra: &[&str]) -> Self {
+        Self::try_start_at(addr, extra)
+            .unwrap_or_else(|| panic!("redis-server did not start on {addr}"))
+    }
+
+    fn try_start_at(addr: SocketAddr, extra: &[&str]) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args: Vec<String> = vec![
+            "--bind".into(),
+            addr.ip().to_string(),
+            "--port".into(),
+            addr.port().to_string(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.path().display().to_string(),
+            "--protected-mode".into(),
+            "no".into(),
+            "--logfile".into(),
+            dir.path().join("redis.log").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (Debian package redis-server)");
+        let mut server = Self { addr, child, dir };
+        server.wait_ready(Duration::from_secs(10)).then_some(server)
     }
 
     fn wait_ready(&mut self, within: Duration) -> bool {

@@ -81,6 +81,10 @@ struct Runtime {
     previous_leader: Option<String>,
     /// The pod annotations last written.
     published: Option<String>,
+    /// Whether the elector was last told it may run.
+    eligible: bool,
+    /// When the local Redis was last pointed at the leader again.
+    last_refollow: Option<Instant>,
 }
 
 impl Runtime {
@@ -519,23 +523,60 @@ impl Runtime {
             }
             self.feed(Input::RedisHealth(healthy)).await;
         }
-        if let Ok(p) = probe {
-            self.update_eligibility(p.info.offset, p.info.has_data())
-                .await;
+        if let Ok(p) = &probe {
+            self.reconcile_follower(&p.info.role).await;
         }
+        self.update_eligibility().await;
         self.update_lag().await;
     }
 
-    /// Data-aware candidacy: while no valid leader is known, back off (for at most one lease
-    /// duration) when a reachable, eligible peer ranks above us.
-    async fn update_eligibility(&mut self, offset: u64, has_data: bool) {
+    /// A follower whose Redis is not replicating from the leader (it restarted, or someone
+    /// changed it) is pointed at the leader again, at most once per retry period. The elector
+    /// only says `Follow` when the leader changes; this keeps the Redis in that role.
+    async fn reconcile_follower(&mut self, role: &RedisRole) {
+        let Role::Follower { address, .. } = self.elector.role().clone() else {
+            return;
+        };
+        let Some((host, port)) = split_host_port(&address) else {
+            return;
+        };
+        let following = matches!(role, RedisRole::Replica { master_host, master_port, .. } if *master_host == host && *master_port == port);
+        if following
+            || self
+                .last_refollow
+                .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
+        {
+            return;
+        }
+        self.last_refollow = Some(Instant::now());
+        tracing::info!(%address, "the local Redis is not replicating from the leader; pointing it there again");
+        if let Err(e) = self.redis.follow(&host, port).await {
+            tracing::warn!(error = %e, "REPLICAOF failed; retried after one retry period");
+        }
+    }
+
+    /// Data-aware candidacy. Only a candidate (no valid leader known) may run, and only after
+    /// looking at its peers: it backs off (for at most one lease duration) while a reachable,
+    /// eligible peer ranks above it. Everyone else is not eligible, so that a freed lease is
+    /// never grabbed before this check.
+    async fn update_eligibility(&mut self) {
         if self.cfg.priority == 0 {
             return;
         }
         if *self.elector.role() != Role::Candidate {
             self.back_off_until = None;
+            self.last_rank_check = None;
+            if self.eligible {
+                self.eligible = false;
+                self.feed(Input::Eligible(false)).await;
+            }
             return;
         }
+        // A fresh look at the local Redis: a cached one may predate a restart that emptied it.
+        let (offset, has_data) = match self.redis.probe().await {
+            Ok(p) => (p.info.offset, p.info.has_data()),
+            Err(_) => return,
+        };
         if self
             .last_rank_check
             .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
@@ -547,6 +588,7 @@ impl Runtime {
             && Instant::now() >= until
         {
             // Bounded: the better peer did not take over in time; run anyway.
+            self.eligible = true;
             self.feed(Input::Eligible(true)).await;
             return;
         }
@@ -615,6 +657,7 @@ impl Runtime {
         } else {
             self.back_off_until = None;
         }
+        self.eligible = !back_off;
         self.feed(Input::Eligible(!back_off)).await;
     }
 
@@ -788,10 +831,12 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         labelled: false,
         previous_leader: None,
         published: None,
+        eligible: false,
+        last_refollow: None,
     };
     let _ = &rt.ns;
     // Undecided means read-only: the first step fences the local Redis.
-    rt.feed(Input::Eligible(rt.cfg.priority > 0)).await;
+    rt.feed(Input::Tick).await;
     rt.probe().await;
     let mut watch = Box::pin(rt.coord.watch_lease());
     let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
@@ -808,12 +853,18 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                 Some(Ok(lease)) => {
                     rt.api_ok();
                     rt.feed(Input::Observed(lease)).await;
+                    // A freed lease makes us a candidate: look at the peers now, not at the
+                    // next probe.
+                    rt.update_eligibility().await;
                 }
                 Some(Err(e)) => rt.api_error(&e),
                 None => watch = Box::pin(rt.coord.watch_lease()),
             },
             _ = probe_tick.tick() => rt.probe().await,
-            _ = sleep => rt.feed(Input::Tick).await,
+            _ = sleep => {
+                rt.feed(Input::Tick).await;
+                rt.update_eligibility().await;
+            }
         }
         rt.ensure_routing().await;
         rt.publish().await;
