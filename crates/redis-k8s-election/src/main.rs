@@ -129,7 +129,17 @@ fn main() -> std::process::ExitCode {
         },
         Command::Apiserver(_) => None,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The sidecar's work is a few requests per second: one thread is plenty, and it keeps the
+    // resident memory down (no worker-thread stacks or per-thread malloc arenas). The API
+    // server serves many clients and gets the multi-threaded runtime.
+    let runtime = if sidecar_cfg.is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

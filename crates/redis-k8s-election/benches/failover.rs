@@ -1,0 +1,161 @@
+//! Failover figures of the sidecar (issue 3), on the same group harness as the tests: kubesim,
+//! three real `redis-server` processes and three sidecars (the release binary).
+//!
+//! * Redis killed: SIGKILL of the leader's `redis-server`; from the kill to the first write
+//!   accepted by another node (a writer tries every node every 2 ms).
+//! * Pod lost: SIGKILL of the leader's Redis and sidecar together; same measure.
+//! * Steady state: sidecar resident memory and CPU, and API writes per retry period.
+//!
+//! `cargo bench -p redis-k8s-election --bench failover [-- --runs N]`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use testkit::RedisServer;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(label: &str, mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "| {label} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// Writes every 2 ms to every live node until one accepts; the time since `t0`.
+async fn first_accepted_write(g: &Group, t0: Instant) -> f64 {
+    let deadline = t0 + Duration::from_secs(60);
+    loop {
+        for r in g.redis.iter().flatten() {
+            if r.command(&["SET", "bench", "1"]).as_deref() == Some("+OK") {
+                return t0.elapsed().as_secs_f64() * 1000.0;
+            }
+        }
+        assert!(Instant::now() < deadline, "no write accepted within 60 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn proc_stat(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(") ").next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    (ticks, rss)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut g = Group::start(3).await;
+    let mut leader = g.converged(Duration::from_secs(30)).await;
+
+    // Steady state: 10 s of an idle, converged group.
+    let pids: Vec<u32> = g.sidecars.iter().flatten().map(|s| s.child.id()).collect();
+    let before: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect();
+    let rv0 = g.api.with_store(|s| s.rv());
+    let window = Duration::from_secs(10);
+    tokio::time::sleep(window).await;
+    let rv1 = g.api.with_store(|s| s.rv());
+    let after: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect();
+    let hz = 100.0; // USER_HZ on Linux
+    let cpu: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.0 - b.0) as f64 / hz / window.as_secs_f64() * 100.0)
+        .collect();
+    let rss: Vec<f64> = after.iter().map(|a| a.1 as f64 / 1024.0).collect();
+    let retry_period = 0.25;
+    let writes_per_rp = (rv1 - rv0) as f64 / (window.as_secs_f64() / retry_period);
+
+    let mut redis_killed = Vec::new();
+    for _ in 0..runs {
+        let addr = g.redis[leader].as_ref().unwrap().addr;
+        let t0 = Instant::now();
+        g.redis[leader].as_mut().unwrap().kill();
+        g.redis[leader] = None;
+        redis_killed.push(first_accepted_write(&g, t0).await);
+        // The pod's Redis comes back empty, as after a container restart.
+        g.redis[leader] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+        leader = g.converged(Duration::from_secs(30)).await;
+    }
+
+    let mut pod_lost = Vec::new();
+    for _ in 0..runs.min(10) {
+        let addr = g.redis[leader].as_ref().unwrap().addr;
+        let t0 = Instant::now();
+        g.sidecars[leader] = None;
+        g.redis[leader].as_mut().unwrap().kill();
+        g.redis[leader] = None;
+        pod_lost.push(first_accepted_write(&g, t0).await);
+        g.redis[leader] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+        g.start_sidecar(leader);
+        leader = g.converged(Duration::from_secs(30)).await;
+    }
+
+    println!("\nsidecar failover, fast profile (lease 3s / renew 2s / retry 250ms), 3 pods");
+    println!("| scenario | runs | median | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "{}",
+        summary("leader's Redis SIGKILLed → write accepted", redis_killed)
+    );
+    println!(
+        "{}",
+        summary(
+            "leader pod (Redis + sidecar) SIGKILLed → write accepted",
+            pod_lost
+        )
+    );
+    println!(
+        "\nsteady state, idle converged group, {} s:",
+        window.as_secs()
+    );
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!(
+        "| sidecar resident memory (per sidecar) | {} |",
+        rss.iter()
+            .map(|r| format!("{r:.1} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "| sidecar CPU (per sidecar, % of one core) | {} |",
+        cpu.iter()
+            .map(|c| format!("{c:.2}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("| API writes per retry period, whole group | {writes_per_rp:.2} |");
+}

@@ -1,0 +1,382 @@
+//! The group harness shared by the sidecar tests and the failover benchmark: kubesim's API
+//! server in process, `redis-server` processes and sidecar processes (the real binary), each
+//! pod on its own loopback address, and a checker that samples invariant 1.
+
+#![allow(dead_code)]
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use testkit::RedisServer;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_redis-k8s-election");
+pub const TOKEN: &str = "T";
+/// Redis starts fenced (as the shipped manifests start it): undecided means read-only from
+/// its first instant, and only a promotion unfences it.
+pub const REDIS_ARGS: &[&str] = &[
+    "--repl-diskless-sync-delay",
+    "0",
+    "--min-replicas-to-write",
+    "2147483647",
+];
+pub const FAST: &[&str] = &[
+    "--lease-duration",
+    "3s",
+    "--renew-deadline",
+    "2s",
+    "--retry-period",
+    "250ms",
+    "--request-timeout",
+    "500ms",
+    "--redis-timeout",
+    "150ms",
+];
+
+pub struct Sidecar {
+    pub child: Child,
+    pub http: SocketAddr,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Group {
+    pub api: kubesim::ApiServer,
+    /// Held for the test's length: group tests run one at a time, so that timing on the
+    /// two-core machine does not depend on how many groups run beside.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    pub dir: tempfile::TempDir,
+    pub redis: Vec<Option<RedisServer>>,
+    pub sidecars: Vec<Option<Sidecar>>,
+    pub http: reqwest::Client,
+    pub kube: kube::Client,
+}
+
+pub fn name(i: usize) -> String {
+    format!("redis-{i}")
+}
+
+pub fn token(i: usize) -> String {
+    format!("sidecar-{i}")
+}
+
+impl Group {
+    pub async fn start(n: usize) -> Self {
+        // One token per sidecar, so that faults can target one pod's API access.
+        let mut config = kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
+        config.admin_tokens.extend((0..n).map(token));
+        let api = kubesim::ApiServer::start(config).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        api.write_kubeconfig(&dir.path().join("kubeconfig"), TOKEN, "default")
+            .unwrap();
+        for i in 0..n {
+            api.write_kubeconfig(
+                &dir.path().join(format!("kubeconfig-{i}")),
+                &token(i),
+                "default",
+            )
+            .unwrap();
+        }
+        let kc = kube::config::Kubeconfig::read_from(dir.path().join("kubeconfig")).unwrap();
+        let kube = kube::Client::try_from(
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": "redis-leader"},
+            "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]}}))
+        .unwrap();
+        kube::Api::<Service>::default_namespaced(kube.clone())
+            .create(&Default::default(), &svc)
+            .await
+            .unwrap();
+        static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let serial = SERIAL.lock().await;
+        let mut g = Group {
+            api,
+            _serial: serial,
+            dir,
+            redis: Vec::new(),
+            sidecars: Vec::new(),
+            http: reqwest::Client::new(),
+            kube,
+        };
+        for i in 0..n {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name(i), "labels": {"app": "redis", "statefulset.kubernetes.io/pod-name": name(i)}},
+                "spec": {"containers": [{"name": "redis", "image": "redis:7"}]}})).unwrap();
+            kube::Api::<Pod>::default_namespaced(g.kube.clone())
+                .create(&Default::default(), &pod)
+                .await
+                .unwrap();
+            g.redis.push(Some(RedisServer::start(REDIS_ARGS)));
+            g.sidecars.push(None);
+            g.start_sidecar(i);
+        }
+        g
+    }
+
+    pub fn redis_addr(&self, i: usize) -> String {
+        self.redis[i]
+            .as_ref()
+            .map(|r| r.addr.to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn start_sidecar(&mut self, i: usize) {
+        let http = testkit::free_loopback_addr();
+        let log = std::fs::File::create(self.dir.path().join(format!("sidecar-{i}.log"))).unwrap();
+        let addr = self.redis_addr(i);
+        let child = Command::new(BIN)
+            .arg("sidecar")
+            .args([
+                "--kubeconfig",
+                self.dir
+                    .path()
+                    .join(format!("kubeconfig-{i}"))
+                    .to_str()
+                    .unwrap(),
+            ])
+            .args([
+                "--lease-name",
+                "redis",
+                "--pod-name",
+                &name(i),
+                "--redis-addr",
+                &addr,
+                "--announce-addr",
+                &addr,
+            ])
+            .args([
+                "--leader-service",
+                "redis-leader",
+                "--http-addr",
+                &http.to_string(),
+            ])
+            .args(FAST)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.sidecars[i] = Some(Sidecar { child, http });
+    }
+
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let s = self.sidecars[i].as_ref()?;
+        let r = self
+            .http
+            .get(format!("http://{}/status", s.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    pub async fn code(&self, i: usize, path: &str, head: bool) -> u16 {
+        let Some(s) = self.sidecars[i].as_ref() else {
+            return 0;
+        };
+        let url = format!("http://{}{path}", s.http);
+        let rb = if head {
+            self.http.head(url)
+        } else {
+            self.http.get(url)
+        };
+        rb.timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    pub async fn holder(&self) -> Option<String> {
+        let l = kube::Api::<Lease>::default_namespaced(self.kube.clone())
+            .get_opt("redis")
+            .await
+            .ok()??;
+        l.spec?.holder_identity.filter(|h| !h.is_empty())
+    }
+
+    pub async fn selector(&self) -> Option<String> {
+        let s = kube::Api::<Service>::default_namespaced(self.kube.clone())
+            .get("redis-leader")
+            .await
+            .ok()?;
+        s.spec?
+            .selector?
+            .get("statefulset.kubernetes.io/pod-name")
+            .cloned()
+    }
+
+    /// Waits until one live sidecar leads, every live sidecar is ready and agrees, and the
+    /// Service routes to the leader; returns the leader's index.
+    pub async fn converged(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(i) = self.converged_now().await {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group did not converge; logs in {}:\n{}",
+                self.dir.path().display(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn converged_now(&self) -> Option<usize> {
+        let holder = self.holder().await?;
+        let mut leader = None;
+        for i in 0..self.sidecars.len() {
+            if self.sidecars[i].is_none() || self.redis[i].is_none() {
+                continue;
+            }
+            let st = self.status(i).await?;
+            if st["ready"] != true || st["leader"] != holder.as_str() {
+                return None;
+            }
+            if st["role"] == "leader" {
+                leader = Some(i);
+            }
+        }
+        let i = leader?;
+        (self.selector().await.as_deref() == Some(name(i).as_str())).then_some(i)
+    }
+
+    pub fn logs(&self) -> String {
+        (0..self.sidecars.len())
+            .map(|i| {
+                let text =
+                    std::fs::read_to_string(self.dir.path().join(format!("sidecar-{i}.log")))
+                        .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                format!(
+                    "--- sidecar {i}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Samples which Redis instances accept writes (master and not fenced) every few ms. A
+/// violation is two writable instances in two consecutive rounds (one round probes the nodes
+/// one after another, so a single round can straddle a hand-over).
+pub struct Checker {
+    pub stop: Arc<AtomicBool>,
+    pub violations: Arc<AtomicUsize>,
+    pub rounds: Arc<AtomicUsize>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Checker {
+    pub fn start(addrs: Vec<SocketAddr>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let violations = Arc::new(AtomicUsize::new(0));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let (s, v, r) = (stop.clone(), violations.clone(), rounds.clone());
+        let task = tokio::spawn(async move {
+            let nodes: Vec<redis_node::RedisNode> = addrs
+                .iter()
+                .map(|a| {
+                    let mut c = redis_node::NodeConfig::new(a.ip().to_string(), a.port());
+                    c.timeout = Duration::from_millis(200);
+                    redis_node::RedisNode::new(c).unwrap()
+                })
+                .collect();
+            let mut previous_double = false;
+            while !s.load(Ordering::Relaxed) {
+                let mut writable = 0;
+                for n in &nodes {
+                    if let Ok(p) = n.probe().await
+                        && p.info.role == redis_node::info::Role::Master
+                        && !p.fenced
+                    {
+                        writable += 1;
+                    }
+                }
+                let double = writable > 1;
+                if double && previous_double {
+                    v.fetch_add(1, Ordering::Relaxed);
+                }
+                previous_double = double;
+                r.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Self {
+            stop,
+            violations,
+            rounds,
+            task,
+        }
+    }
+
+    /// Stops after at least `min_rounds` complete rounds (so the check is never vacuous).
+    pub async fn finish(self) -> (usize, usize) {
+        let min_rounds = 3;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.rounds.load(Ordering::Relaxed) < min_rounds {
+            assert!(Instant::now() < deadline, "the checker made no progress");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        (
+            self.violations.load(Ordering::Relaxed),
+            self.rounds.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub fn addrs(g: &Group) -> Vec<SocketAddr> {
+    g.redis.iter().flatten().map(|r| r.addr).collect()
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the Lease names someone other than `old`; returns the new holder.
+pub async fn takeover(g: &Group, old: usize, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(h) = g.holder().await
+            && h != name(old)
+        {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no takeover from {}:\n{}",
+            name(old),
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn refuses_writes(r: &RedisServer) -> bool {
+    let reply = r.command(&["SET", "probe", "x"]).unwrap_or_default();
+    reply.starts_with("-NOREPLICAS") || reply.starts_with("-READONLY")
+}
