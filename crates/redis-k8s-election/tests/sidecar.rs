@@ -324,10 +324,14 @@ async fn replica_restarted_empty_does_not_win() {
     // The replica that would win a tie by name restarts empty, then the leader's Redis dies.
     let empty = replicas[0];
     let addr = g.redis[empty].as_ref().unwrap().addr;
+    // Both die first, then the replica's Redis comes back empty: with the leader gone it
+    // cannot resync, so it really is empty when the candidates rank themselves. (Restarted
+    // while the leader lived, it would be pointed back at the leader and could hold the data
+    // again before the leader died; then winning a tie would be right.)
     g.redis[empty].as_mut().unwrap().kill();
-    g.redis[empty] = Some(RedisServer::start_at(addr, REDIS_ARGS));
     g.redis[leader].as_mut().unwrap().kill();
     g.redis[leader] = None;
+    g.redis[empty] = Some(RedisServer::start_at(addr, REDIS_ARGS));
     let new = g.converged(Duration::from_secs(20)).await;
     assert_eq!(new, replicas[1], "the empty Redis won; logs:\n{}", g.logs());
     assert_eq!(
