@@ -132,20 +132,7 @@ async fn leader_sidecar_killed_lease_expires_and_old_master_is_fenced() {
     let checker = Checker::start(addrs(&g));
     // The sidecar dies; its Redis lives on as a master.
     g.sidecars[leader] = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let new = loop {
-        if let Some(h) = g.holder().await
-            && h != name(leader)
-        {
-            break h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no takeover after the lease expired:\n{}",
-            g.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let new = takeover(&g, leader, Duration::from_secs(20)).await;
     let converged = g.converged(Duration::from_secs(20)).await;
     assert_eq!(name(converged), new);
     // The new leader fenced the old master before promoting itself.
@@ -364,40 +351,30 @@ async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
         latency_ms: Some(200),
         ..Default::default()
     });
-    // ...and the leader's writes failing (500s, then conflicts) for well under the 2 s
-    // renew deadline.
-    let errors = faults.add(kubesim::Fault {
-        token: Some(token(leader)),
-        error: Some(kubesim::ErrorFault {
-            code: 500,
-            writes_only: true,
-            rate: 1.0,
-            retry_after_seconds: None,
-        }),
-        ..Default::default()
-    });
-    let until = Instant::now() + Duration::from_millis(600);
-    while Instant::now() < until {
-        assert_eq!(g.holder().await.as_deref(), Some(name(leader).as_str()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...and the leader's writes failing (500s, then conflicts), each for well under the
+    // 2 s renew deadline.
+    for code in [500, 409] {
+        let fault = faults.add(kubesim::Fault {
+            token: Some(token(leader)),
+            error: Some(kubesim::ErrorFault {
+                code,
+                writes_only: true,
+                rate: 1.0,
+                retry_after_seconds: None,
+            }),
+            ..Default::default()
+        });
+        let until = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < until {
+            assert_eq!(
+                g.holder().await.as_deref(),
+                Some(name(leader).as_str()),
+                "after {code}s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        faults.remove(fault);
     }
-    faults.remove(errors);
-    let conflicts = faults.add(kubesim::Fault {
-        token: Some(token(leader)),
-        error: Some(kubesim::ErrorFault {
-            code: 409,
-            writes_only: true,
-            rate: 1.0,
-            retry_after_seconds: None,
-        }),
-        ..Default::default()
-    });
-    let until = Instant::now() + Duration::from_millis(600);
-    while Instant::now() < until {
-        assert_eq!(g.holder().await.as_deref(), Some(name(leader).as_str()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    faults.remove(conflicts);
     faults.remove(slow);
     let after = g.converged(Duration::from_secs(20)).await;
     assert_eq!(after, leader, "a failover happened");
