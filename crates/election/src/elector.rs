@@ -185,6 +185,14 @@ pub enum Role {
     Candidate,
 }
 
+/// One splitmix64 step: spreads any seed (even 0 or 1) over all bits before xorshift uses it.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The elector.
 #[derive(Debug)]
 pub struct Elector {
@@ -207,6 +215,12 @@ pub struct Elector {
     stopping: bool,
     /// Set when a read is needed before the next write (after a conflict or failure).
     stale: bool,
+    /// Factor in [1, 1.2) applied to the retry period of candidates' attempts, redrawn after
+    /// each attempt (client-go's `JitterUntil(RetryPeriod, 1.2)`), so that candidates that
+    /// lost a race do not retry in lock-step.
+    jitter: f64,
+    /// State of the xorshift generator behind `jitter`: seeded, so runs are reproducible.
+    rng: u64,
 }
 
 impl Elector {
@@ -227,6 +241,43 @@ impl Elector {
             eligible: false,
             stopping: false,
             stale: true,
+            jitter: 1.0,
+            rng: 0,
+        }
+        .seeded_by_identity()
+    }
+
+    /// Seeds the jitter from the identity, so that pods differ and a run is reproducible.
+    fn seeded_by_identity(mut self) -> Self {
+        // FNV-1a: a fixed, dependency-free hash of the name.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.rng = splitmix64(h) | 1;
+        self
+    }
+
+    /// Replaces the jitter seed (tests and simulations).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = splitmix64(seed) | 1;
+        self
+    }
+
+    fn redraw_jitter(&mut self) {
+        // xorshift64: enough to spread retries; no cryptographic use.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.jitter = 1.0 + 0.2 * ((self.rng >> 11) as f64 / (1u64 << 53) as f64);
+    }
+
+    /// The pause between attempts: the retry period, stretched by the jitter for candidates.
+    fn pause(&self) -> Duration {
+        if matches!(self.role, Role::Leader { .. }) {
+            self.timing.retry_period
+        } else {
+            self.timing.retry_period.mul_f64(self.jitter)
         }
     }
 
@@ -330,6 +381,7 @@ impl Elector {
         };
         self.pending = Some(purpose);
         self.last_attempt = Some(now);
+        self.redraw_jitter();
         out.push(Action::Write(WriteIntent {
             purpose,
             version,
@@ -342,8 +394,7 @@ impl Elector {
     }
 
     fn retry_due(&self, now: Mono) -> bool {
-        self.last_attempt
-            .is_none_or(|t| now >= t + self.timing.retry_period)
+        self.last_attempt.is_none_or(|t| now >= t + self.pause())
     }
 
     /// Advances the machine by one input at local time `now`.
@@ -505,7 +556,7 @@ impl Elector {
     /// heartbeat one retry period away), the leader's renew deadline, or the expiry of the
     /// lease we follow. (Everything due at `now` was done by `evaluate`.)
     fn wake_at(&self, now: Mono) -> Mono {
-        let rp = self.timing.retry_period;
+        let rp = self.pause();
         let next_try = self
             .last_attempt
             .map(|t| t + rp)
@@ -783,6 +834,29 @@ mod tests {
         assert!(s.wake_at > ms(5_000), "{s:?}");
         let s = e.step(ms(5_000), Input::Eligible(false));
         assert!(s.wake_at > ms(5_000), "{s:?}");
+    }
+
+    #[test]
+    fn candidate_retries_are_jittered_within_1_2_retry_periods() {
+        let mut gaps = std::collections::BTreeSet::new();
+        for seed in 0..20u64 {
+            let mut e = Elector::new("b", "b:6379", timing()).with_seed(seed);
+            ready(&mut e, ms(0));
+            // An expired lease held by another: the candidate keeps losing races.
+            e.step(ms(0), Input::Observed(Some(lease("a", 1, "7", "r1"))));
+            let s = e.step(ms(10_000), Input::Tick);
+            assert!(s.actions.iter().any(|a| matches!(a, Action::Write(_))));
+            let s = e.step(ms(10_001), Input::WriteConflict);
+            assert_eq!(s.actions, vec![Action::Refresh]);
+            let s = e.step(ms(10_002), Input::Observed(Some(lease("c", 2, "8", "r2"))));
+            // Now following c; its lease expires 10 s later; the next attempt after that is
+            // paced by the jittered period from the last attempt.
+            assert!(s.actions.iter().any(|a| matches!(a, Action::Follow { .. })));
+            let gap = e.pause();
+            assert!(gap >= ms(1_000) && gap < ms(1_200), "{gap:?}");
+            gaps.insert(gap.as_millis());
+        }
+        assert!(gaps.len() > 5, "jitter does not vary: {gaps:?}");
     }
 
     #[test]

@@ -289,6 +289,7 @@ async fn leader_cut_off_from_the_api_fences_itself_before_anyone_takes_over() {
 async fn replica_restarted_empty_does_not_win() {
     let mut g = Group::start(3).await;
     let leader = g.converged(Duration::from_secs(30)).await;
+    let checker = Checker::start(addrs(&g));
     g.redis[leader]
         .as_ref()
         .unwrap()
@@ -338,12 +339,15 @@ async fn replica_restarted_empty_does_not_win() {
             .unwrap(),
         "data"
     );
+    let (violations, rounds) = checker.finish().await;
+    assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
     let g = Group::start(3).await;
     let leader = g.converged(Duration::from_secs(30)).await;
+    let checker = Checker::start(addrs(&g));
     let epoch = g.status(leader).await.unwrap()["epoch"].clone();
     let faults = g.api.faults();
     // Slow answers (below the 500 ms request timeout) for everyone, for a while...
@@ -383,4 +387,6 @@ async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
         epoch,
         "the epoch changed"
     );
+    let (violations, rounds) = checker.finish().await;
+    assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
 }

@@ -313,7 +313,7 @@ impl Runtime {
                 }
                 self.record_change(epoch, "elected".into());
                 let note = if problems.is_empty() {
-                    format!("promoted to leader at epoch {epoch}")
+                    format!("promoted to leader at epoch {epoch}: master, unfenced, routed")
                 } else {
                     format!(
                         "promoted to leader at epoch {epoch} with problems: {}",
