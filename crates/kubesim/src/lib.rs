@@ -14,6 +14,7 @@ pub mod event_convert;
 pub mod faults;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod rbac;
 pub mod resources;
 pub mod selector;

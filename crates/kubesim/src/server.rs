@@ -57,7 +57,7 @@ impl Config {
 }
 
 struct Shared {
-    store: RwLock<Store>,
+    store: Arc<RwLock<Store>>,
     tls: crate::tls::ServingCert,
     admin_tokens: HashSet<String>,
     faults: Faults,
@@ -107,7 +107,7 @@ impl ApiServer {
         }
         let tls = crate::tls::ServingCert::generate(addr.ip()).map_err(std::io::Error::other)?;
         let shared = Arc::new(Shared {
-            store: RwLock::new(store),
+            store: Arc::new(RwLock::new(store)),
             tls,
             admin_tokens: config.admin_tokens.into_iter().collect(),
             faults: Faults::default(),
@@ -170,6 +170,11 @@ impl ApiServer {
     ) -> Result<String, ApiError> {
         let mut store = self.shared.store.write().expect("store lock");
         issue_token(&mut store, namespace, name, ttl.as_secs() as i64)
+    }
+
+    /// The store, shared with in-process components such as the service proxy.
+    pub fn store(&self) -> Arc<RwLock<Store>> {
+        self.shared.store.clone()
     }
 
     /// Runs `f` on the store under the lock (for in-process controllers and tests).
