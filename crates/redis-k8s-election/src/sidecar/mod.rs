@@ -51,7 +51,6 @@ pub enum StartError {
 
 struct Runtime {
     cfg: SidecarConfig,
-    ns: String,
     address: String,
     elector: Elector,
     redis: RedisNode,
@@ -116,17 +115,12 @@ impl Runtime {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = tokio::time::timeout(
-            self.cfg.timing.request_timeout,
-            self.recorder.publish(&ev, &self.pod_ref),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(kube::Error::Service(Box::new(std::io::Error::other(
-                "timed out",
-            ))))
-        }) {
-            tracing::debug!(error = %e, "publishing an Event failed");
+        // Events are best effort: a slow or failing API must not hold up a role change.
+        let publish = self.recorder.publish(&ev, &self.pod_ref);
+        match tokio::time::timeout(self.cfg.timing.request_timeout, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "publishing an Event failed"),
+            Err(_) => tracing::debug!("publishing an Event timed out"),
         }
     }
 
@@ -809,7 +803,6 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     let mut rt = Runtime {
         elector: Elector::new(cfg.pod_name.clone(), address.clone(), cfg.timing),
         cfg,
-        ns,
         address,
         redis,
         coord,
@@ -834,7 +827,6 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         eligible: false,
         last_refollow: None,
     };
-    let _ = &rt.ns;
     // Undecided means read-only: the first step fences the local Redis.
     rt.feed(Input::Tick).await;
     rt.probe().await;
