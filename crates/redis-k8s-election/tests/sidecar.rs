@@ -390,3 +390,60 @@ async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
     let (violations, rounds) = checker.finish().await;
     assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_role_is_sufficient_and_every_rule_is_needed() {
+    // Sufficient: with the shipped Role the group converges, routes, records Events, and no
+    // request is ever refused.
+    {
+        let g = Group::start_with(3, Access::ShippedRole { drop_rule: None }).await;
+        let leader = g.converged(Duration::from_secs(30)).await;
+        let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+            kube::Api::default_namespaced(g.kube.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Promoted"))
+        {
+            assert!(Instant::now() < deadline, "no Promoted Event");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for i in 0..3 {
+            assert_eq!(
+                g.api_errors(i, "forbidden").await,
+                0,
+                "sidecar {i} was refused something; logs:\n{}",
+                g.logs()
+            );
+        }
+        assert_eq!(g.selector().await.as_deref(), Some(name(leader).as_str()));
+    }
+    // Needed: without any one rule, some sidecar's request is refused.
+    for rule in 0..shipped_rule_count() {
+        let g = Group::start_with(
+            3,
+            Access::ShippedRole {
+                drop_rule: Some(rule),
+            },
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        'refused: loop {
+            for i in 0..3 {
+                if g.api_errors(i, "forbidden").await > 0 {
+                    break 'refused;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "without rule {rule} nothing was refused; logs:\n{}",
+                g.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -119,7 +119,19 @@ impl Runtime {
         let publish = self.recorder.publish(&ev, &self.pod_ref);
         match tokio::time::timeout(self.cfg.timing.request_timeout, publish).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "publishing an Event failed"),
+            Ok(Err(e)) => {
+                let kind = match &e {
+                    kube::Error::Api(s) if s.code == 403 => "forbidden",
+                    kube::Error::Api(s) if s.code == 401 => "unauthorized",
+                    kube::Error::Api(_) => "server_error",
+                    _ => "transport",
+                };
+                self.metrics
+                    .api_errors
+                    .get_or_create(&Kind { kind: kind.into() })
+                    .inc();
+                tracing::debug!(error = %e, "publishing an Event failed");
+            }
             Err(_) => tracing::debug!("publishing an Event timed out"),
         }
     }

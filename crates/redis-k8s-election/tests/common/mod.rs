@@ -69,8 +69,77 @@ pub fn token(i: usize) -> String {
     format!("sidecar-{i}")
 }
 
+/// How the sidecars reach the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Administrator tokens (`token(i)`), so faults can target one sidecar.
+    Admin,
+    /// Tokens of the ServiceAccount in `deploy/kubernetes/rbac.yaml`, RBAC enforced, with
+    /// one Role rule optionally removed.
+    ShippedRole {
+        /// Index of the Role rule to remove.
+        drop_rule: Option<usize>,
+    },
+}
+
+/// The shipped RBAC manifest's path.
+pub fn shipped_rbac() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/rbac.yaml")
+}
+
+/// Creates the shipped ServiceAccount, Role and RoleBinding with kubectl (which turns the YAML
+/// into JSON), then removes one Role rule if asked.
+async fn load_shipped_rbac(
+    api: &kubesim::ApiServer,
+    kubeconfig: &std::path::Path,
+    drop_rule: Option<usize>,
+) {
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["create", "--validate=false", "-f"])
+        .arg(shipped_rbac())
+        .output()
+        .await
+        .expect("kubectl on PATH");
+    assert!(
+        out.status.success(),
+        "kubectl create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(i) = drop_rule {
+        api.with_store(|store| {
+            let role = store
+                .get("roles", "default", "redis-k8s-election")
+                .expect("the shipped Role");
+            let mut role = (*role).clone();
+            role["rules"].as_array_mut().expect("rules").remove(i);
+            store.put(
+                "roles",
+                ("default".into(), "redis-k8s-election".into()),
+                role,
+            );
+        });
+    }
+}
+
+/// The number of Role rules in the shipped manifest.
+pub fn shipped_rule_count() -> usize {
+    std::fs::read_to_string(shipped_rbac())
+        .unwrap()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- apiGroups:"))
+        .count()
+}
+
 impl Group {
+    /// A group whose sidecars use administrator tokens.
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, Access::Admin).await
+    }
+
+    /// A group whose sidecars use the given access.
+    pub async fn start_with(n: usize, access: Access) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
         let mut config = kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
         config.admin_tokens.extend((0..n).map(token));
@@ -78,13 +147,19 @@ impl Group {
         let dir = tempfile::tempdir().unwrap();
         api.write_kubeconfig(&dir.path().join("kubeconfig"), TOKEN, "default")
             .unwrap();
+        if let Access::ShippedRole { drop_rule } = access {
+            load_shipped_rbac(&api, &dir.path().join("kubeconfig"), drop_rule).await;
+        }
         for i in 0..n {
-            api.write_kubeconfig(
-                &dir.path().join(format!("kubeconfig-{i}")),
-                &token(i),
-                "default",
-            )
-            .unwrap();
+            let tok = match access {
+                Access::Admin => token(i),
+                // Each sidecar its own token for the shipped ServiceAccount.
+                Access::ShippedRole { .. } => api
+                    .issue_token("default", "redis", Duration::from_secs(3600))
+                    .unwrap(),
+            };
+            api.write_kubeconfig(&dir.path().join(format!("kubeconfig-{i}")), &tok, "default")
+                .unwrap();
         }
         let kc = kube::config::Kubeconfig::read_from(dir.path().join("kubeconfig")).unwrap();
         let kube = kube::Client::try_from(
@@ -181,6 +256,28 @@ impl Group {
             .await
             .ok()?;
         r.json().await.ok()
+    }
+
+    /// A sidecar's `redis_election_api_errors_total{kind=…}`.
+    pub async fn api_errors(&self, i: usize, kind: &str) -> u64 {
+        let Some(s) = self.sidecars[i].as_ref() else {
+            return 0;
+        };
+        let Ok(r) = self
+            .http
+            .get(format!("http://{}/metrics", s.http))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        let needle = format!("redis_election_api_errors_total{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub async fn code(&self, i: usize, path: &str, head: bool) -> u16 {
