@@ -447,3 +447,52 @@ async fn rbac_role_is_sufficient_and_every_rule_is_needed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_protected_group_replicates_and_fails_over() {
+    let mut g = Group::start_with_password(3, "s3cret pass").await;
+    let checker = Checker::start_with_password(addrs(&g), g.password.clone());
+    let leader = g.converged(Duration::from_secs(30)).await;
+    assert_eq!(
+        g.redis[leader]
+            .as_ref()
+            .unwrap()
+            .command(&["SET", "k", "v"])
+            .unwrap(),
+        "+OK"
+    );
+    // Replicas need masterauth to sync from a master that requires a password.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in (0..3).filter(|i| *i != leader) {
+        while g.redis[i]
+            .as_ref()
+            .unwrap()
+            .command(&["GET", "k"])
+            .as_deref()
+            != Some("v")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} never synced; logs:\n{}",
+                g.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    g.redis[leader].as_mut().unwrap().kill();
+    g.redis[leader] = None;
+    let new = g.converged(Duration::from_secs(20)).await;
+    assert_eq!(
+        g.redis[new]
+            .as_ref()
+            .unwrap()
+            .command(&["GET", "k"])
+            .unwrap(),
+        "v"
+    );
+    let (violations, rounds) = checker.finish().await;
+    assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
+    // The password never shows up in the logs or the status.
+    assert!(!g.logs().contains("s3cret"));
+    assert!(!g.status(new).await.unwrap().to_string().contains("s3cret"));
+}

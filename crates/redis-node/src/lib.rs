@@ -290,7 +290,30 @@ impl RedisNode {
     }
 
     /// Makes this Redis a replica of `host:port`.
+    ///
+    /// With AUTH configured, the same credentials are set as `masteruser`/`masterauth` first:
+    /// every Redis of a group shares them, and a replica cannot sync from a master that
+    /// requires a password without them.
     pub async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
+        if let Some(user) = &self.cfg.username {
+            let _: () = self
+                .run(
+                    "CONFIG SET",
+                    redis::cmd("CONFIG").arg("SET").arg("masteruser").arg(user),
+                )
+                .await?;
+        }
+        if let Some(password) = &self.cfg.password {
+            let _: () = self
+                .run(
+                    "CONFIG SET",
+                    redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("masterauth")
+                        .arg(password),
+                )
+                .await?;
+        }
         let _: String = self
             .run("REPLICAOF", redis::cmd("REPLICAOF").arg(host).arg(port))
             .await?;

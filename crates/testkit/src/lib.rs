@@ -30,6 +30,8 @@ pub struct RedisServer {
     child: Child,
     /// Its working directory (dump files); removed on drop.
     pub dir: tempfile::TempDir,
+    /// The `--requirepass` it was started with; [`RedisServer::command`] AUTHs with it.
+    pub password: Option<String>,
 }
 
 impl RedisServer {
@@ -76,7 +78,17 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (Debian package redis-server)");
-        let mut server = Self { addr, child, dir };
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1))
+            .map(|p| p.to_string());
+        let mut server = Self {
+            addr,
+            child,
+            dir,
+            password,
+        };
         server.wait_ready(Duration::from_secs(10)).then_some(server)
     }
 
@@ -118,13 +130,21 @@ impl RedisServer {
     pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).ok()?;
+        let encode = |args: &[&str]| {
+            let mut req = format!("*{}\r\n", args.len());
+            for a in args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            req
+        };
+        let mut r = BufReader::new(s.try_clone().ok()?);
         let mut line = String::new();
-        let mut r = BufReader::new(s);
+        if let Some(p) = &self.password {
+            s.write_all(encode(&["AUTH", p]).as_bytes()).ok()?;
+            r.read_line(&mut line).ok()?;
+            line.clear();
+        }
+        s.write_all(encode(args).as_bytes()).ok()?;
         r.read_line(&mut line).ok()?;
         if let Some(len) = line
             .strip_prefix('$')

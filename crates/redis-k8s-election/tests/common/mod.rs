@@ -51,6 +51,8 @@ impl Drop for Sidecar {
 
 pub struct Group {
     pub api: kubesim::ApiServer,
+    /// The Redis password, when the group uses one.
+    pub password: Option<String>,
     /// Held for the test's length: group tests run one at a time, so that timing on the
     /// two-core machine does not depend on how many groups run beside.
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -140,6 +142,15 @@ impl Group {
 
     /// A group whose sidecars use the given access.
     pub async fn start_with(n: usize, access: Access) -> Self {
+        Self::start_full(n, access, None).await
+    }
+
+    /// A group whose Redis require `password` (given to the sidecars as a file).
+    pub async fn start_with_password(n: usize, password: &str) -> Self {
+        Self::start_full(n, Access::Admin, Some(password)).await
+    }
+
+    async fn start_full(n: usize, access: Access, password: Option<&str>) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
         let mut config = kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
         config.admin_tokens.extend((0..n).map(token));
@@ -182,6 +193,7 @@ impl Group {
             _serial: serial,
             dir,
             redis: Vec::new(),
+            password: password.map(str::to_string),
             sidecars: Vec::new(),
             http: reqwest::Client::new(),
             kube,
@@ -193,7 +205,9 @@ impl Group {
                 .create(&Default::default(), &pod)
                 .await
                 .unwrap();
-            g.redis.push(Some(RedisServer::start(REDIS_ARGS)));
+            let args = g.redis_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            g.redis.push(Some(RedisServer::start(&args)));
             g.sidecars.push(None);
             g.start_sidecar(i);
         }
@@ -205,6 +219,15 @@ impl Group {
             .as_ref()
             .map(|r| r.addr.to_string())
             .unwrap_or_default()
+    }
+
+    /// Arguments for this group's Redis (fenced at start; with the password if any).
+    pub fn redis_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = REDIS_ARGS.iter().map(|s| s.to_string()).collect();
+        if let Some(p) = &self.password {
+            a.extend(["--requirepass".to_string(), p.clone()]);
+        }
+        a
     }
 
     pub fn start_sidecar(&mut self, i: usize) {
@@ -238,6 +261,19 @@ impl Group {
                 &http.to_string(),
             ])
             .args(FAST)
+            .args(
+                self.password
+                    .as_ref()
+                    .map(|p| {
+                        let file = self.dir.path().join("redis-password");
+                        std::fs::write(&file, format!("{p}\n")).unwrap();
+                        vec![
+                            "--redis-password-file".to_string(),
+                            file.display().to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -382,6 +418,11 @@ pub struct Checker {
 
 impl Checker {
     pub fn start(addrs: Vec<SocketAddr>) -> Self {
+        Self::start_with_password(addrs, None)
+    }
+
+    /// A checker that authenticates with `password`.
+    pub fn start_with_password(addrs: Vec<SocketAddr>, password: Option<String>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let violations = Arc::new(AtomicUsize::new(0));
         let rounds = Arc::new(AtomicUsize::new(0));
@@ -392,6 +433,7 @@ impl Checker {
                 .map(|a| {
                     let mut c = redis_node::NodeConfig::new(a.ip().to_string(), a.port());
                     c.timeout = Duration::from_millis(200);
+                    c.password = password.clone();
                     redis_node::RedisNode::new(c).unwrap()
                 })
                 .collect();
