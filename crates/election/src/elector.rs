@@ -33,6 +33,9 @@ pub struct LeaseRecord {
     /// `renewTime` as stored (opaque here): it changes with every renewal, so a record that
     /// did not change means a holder that did not renew.
     pub renew_stamp: String,
+    /// Set by a leader handing its lease to this holder on a planned move: the named holder
+    /// takes it at once, without the ranking back-off. Empty otherwise.
+    pub handover_to: String,
 }
 
 /// A Lease as read from the API: its record and resourceVersion.
@@ -62,6 +65,8 @@ pub enum Purpose {
     Renew,
     /// Give our lease up (holder emptied).
     Release,
+    /// Hand our lease to a caught-up replica (holder set to it, marked as a handover).
+    Handover,
 }
 
 /// A Lease write for the caller to send. `renewTime` is always the wall-clock time of the
@@ -83,6 +88,8 @@ pub struct WriteIntent {
     pub transitions: u32,
     /// New `acquireTime`.
     pub acquire: Stamp,
+    /// The handover marker to record (empty: none).
+    pub handover_to: String,
 }
 
 /// What happened, as the caller saw it.
@@ -367,7 +374,7 @@ impl Elector {
                     Stamp::Keep(p.acquire_stamp),
                 )
             }
-            Purpose::Release => {
+            Purpose::Release | Purpose::Handover => {
                 let p = prev.cloned().unwrap_or_default();
                 // client-go's release: holder emptied, a 1 s duration, transitions kept.
                 (
@@ -390,11 +397,36 @@ impl Elector {
             lease_duration: duration,
             transitions,
             acquire,
+            handover_to: String::new(),
         }));
     }
 
     fn retry_due(&self, now: Mono) -> bool {
         self.last_attempt.is_none_or(|t| now >= t + self.pause())
+    }
+
+    /// The write that hands our lease to `target` (announcing `address`) on a planned move,
+    /// or `None` when we do not lead or a write is in flight. The caller sends it only after
+    /// the target has caught up and the local Redis is fenced, and reports the outcome as
+    /// usual; on success this elector steps down.
+    pub fn handover(&mut self, now: Mono, target: &str, address: &str) -> Option<WriteIntent> {
+        if !matches!(self.role, Role::Leader { .. }) || self.pending.is_some() {
+            return None;
+        }
+        let (lease, _) = self.observed.as_ref()?;
+        let intent = WriteIntent {
+            purpose: Purpose::Handover,
+            version: Some(lease.version.clone()),
+            holder: target.to_string(),
+            holder_address: address.to_string(),
+            lease_duration: self.timing.lease_duration,
+            transitions: lease.record.transitions.saturating_add(1),
+            acquire: Stamp::Now,
+            handover_to: target.to_string(),
+        };
+        self.pending = Some(Purpose::Handover);
+        self.last_attempt = Some(now);
+        Some(intent)
     }
 
     /// Advances the machine by one input at local time `now`.
@@ -418,6 +450,11 @@ impl Elector {
                 self.stale = false;
                 let ours = lease.record.holder == self.id;
                 match (purpose, ours) {
+                    (Some(Purpose::Handover), _) => {
+                        if matches!(self.role, Role::Leader { .. }) {
+                            self.step_down("handed over", &mut out);
+                        }
+                    }
                     (Some(Purpose::Release), _) | (_, false) => {
                         if matches!(self.role, Role::Leader { .. }) {
                             self.step_down("released", &mut out);
@@ -539,6 +576,17 @@ impl Elector {
         if !self.absent && self.observed.is_none() {
             return;
         }
+        // A lease handed to us on a planned move is ours to take at once: the previous leader
+        // chose us as its caught-up replica, so no ranking applies.
+        let granted = self.observed.as_ref().is_some_and(|(l, at)| {
+            l.record.holder == self.id
+                && l.record.handover_to == self.id
+                && now < *at + l.record.lease_duration
+        });
+        if granted && self.healthy && !self.stopping {
+            self.write(now, Purpose::Acquire, out);
+            return;
+        }
         if self.eligible && self.healthy && !self.stopping {
             // A free lease (empty holder, or just released) is taken at once; otherwise
             // attempts are paced by the retry period.
@@ -598,6 +646,7 @@ mod tests {
                 transitions,
                 acquire_stamp: "a".into(),
                 renew_stamp: renew.into(),
+                handover_to: String::new(),
             },
             version: version.into(),
         }
@@ -857,6 +906,69 @@ mod tests {
             gaps.insert(gap.as_millis());
         }
         assert!(gaps.len() > 5, "jitter does not vary: {gaps:?}");
+    }
+
+    #[test]
+    fn handover_names_the_target_who_takes_it_without_ranking() {
+        // The leader hands over.
+        let mut a = Elector::new("a", "a:6379", timing());
+        ready(&mut a, ms(0));
+        a.step(ms(0), Input::Observed(None));
+        a.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 3, "1", "r1"),
+            },
+        );
+        let w = a.handover(ms(10), "b", "b:6379").unwrap();
+        assert_eq!(
+            (w.holder.as_str(), w.transitions, w.handover_to.as_str()),
+            ("b", 4, "b")
+        );
+        assert!(
+            a.handover(ms(11), "b", "b:6379").is_none(),
+            "one write at a time"
+        );
+        let mut handed = lease("b", 4, "2", "r2");
+        handed.record.handover_to = "b".into();
+        let s = a.step(
+            ms(12),
+            Input::WriteSucceeded {
+                sent_at: ms(10),
+                lease: handed.clone(),
+            },
+        );
+        assert!(s.actions.contains(&Action::SteppedDown {
+            reason: "handed over"
+        }));
+        // The target, not eligible by ranking, takes it at once.
+        let mut b = Elector::new("b", "b:6379", timing());
+        b.step(ms(0), Input::RedisHealth(true));
+        b.step(ms(0), Input::Observed(Some(lease("a", 3, "1", "r1"))));
+        let s = b.step(ms(13), Input::Observed(Some(handed.clone())));
+        let w = s
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .expect("a write");
+        assert_eq!(
+            (w.holder.as_str(), w.transitions, w.version.as_deref()),
+            ("b", 4, Some("2"))
+        );
+        // Without the marker (a restarted pod finding its own name) it waits for ranking.
+        let mut c = Elector::new("b", "b:6379", timing());
+        c.step(ms(0), Input::RedisHealth(true));
+        let mut own = handed;
+        own.record.handover_to.clear();
+        let s = c.step(ms(0), Input::Observed(Some(own)));
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "{s:?}"
+        );
     }
 
     #[test]

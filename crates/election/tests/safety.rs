@@ -243,6 +243,7 @@ impl Sim {
                 Stamp::Keep(s) => s.clone(),
             },
             renew_stamp: format!("t{now}"),
+            handover_to: intent.handover_to.clone(),
         };
         let _ = prev;
         let lease = ObservedLease {

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Lease annotation: the holder's announce address, so followers need no other lookup.
 pub const LEADER_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/leader-address";
+/// Lease annotation: the holder a leader handed the lease to on a planned move.
+pub const HANDOVER_ANNOTATION: &str = "redis-k8s-election.io/handover-to";
 /// Pod annotation: this sidecar's announce address.
 pub const POD_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/address";
 /// Pod annotation: which Lease this pod competes for (peer discovery).
@@ -145,6 +147,12 @@ pub fn observe(lease: &Lease) -> ObservedLease {
             transitions: spec.lease_transitions.unwrap_or(0).max(0) as u32,
             acquire_stamp: stamp(&spec.acquire_time),
             renew_stamp: stamp(&spec.renew_time),
+            handover_to: lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(HANDOVER_ANNOTATION).cloned())
+                .unwrap_or_default(),
         },
         version: lease.metadata.resource_version.clone().unwrap_or_default(),
     }
@@ -168,6 +176,9 @@ pub fn lease_for(name: &str, intent: &WriteIntent) -> Lease {
             LEADER_ADDRESS_ANNOTATION.to_string(),
             intent.holder_address.clone(),
         );
+    }
+    if !intent.handover_to.is_empty() {
+        annotations.insert(HANDOVER_ANNOTATION.to_string(), intent.handover_to.clone());
     }
     Lease {
         metadata: ObjectMeta {
@@ -309,6 +320,15 @@ impl Coord {
         Ok(())
     }
 
+    /// The pod the Service's selector names (`statefulset.kubernetes.io/pod-name`), if any.
+    pub async fn service_routes_to(&self, service: &str) -> Result<Option<String>, CoordError> {
+        let svc = bounded("get service", self.timeout, self.services.get(service)).await?;
+        Ok(svc
+            .spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get(POD_NAME_LABEL).cloned()))
+    }
+
     /// Sets labels and annotations on a pod (strategic merge; `None` removes a key).
     pub async fn patch_pod(
         &self,
@@ -369,6 +389,7 @@ mod tests {
             lease_duration: Duration::from_millis(2_500),
             transitions: 4,
             acquire: Stamp::Now,
+            handover_to: String::new(),
         };
         let lease = lease_for("l", &intent);
         assert_eq!(lease.spec.as_ref().unwrap().lease_duration_seconds, Some(3));

@@ -33,6 +33,7 @@ fn intent(holder: &str, version: Option<String>, transitions: u32) -> WriteInten
         lease_duration: Duration::from_secs(10),
         transitions,
         acquire: Stamp::Now,
+        handover_to: String::new(),
     }
 }
 

@@ -282,6 +282,25 @@ impl RedisNode {
         Ok(n)
     }
 
+    /// Holds every write command (clients wait, reads go on) for at most `timeout`, so that a
+    /// replica can catch up before a planned hand-over (`CLIENT PAUSE … WRITE`).
+    pub async fn pause_writes(&self, timeout: Duration) -> Result<(), NodeError> {
+        self.run(
+            "CLIENT PAUSE",
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(timeout.as_millis() as u64)
+                .arg("WRITE"),
+        )
+        .await
+    }
+
+    /// Ends a write pause (`CLIENT UNPAUSE`).
+    pub async fn unpause(&self) -> Result<(), NodeError> {
+        self.run("CLIENT UNPAUSE", redis::cmd("CLIENT").arg("UNPAUSE"))
+            .await
+    }
+
     /// Makes this Redis a master (`REPLICAOF NO ONE`). Unfencing is separate, so that the
     /// caller decides when writes may begin.
     pub async fn promote(&self) -> Result<(), NodeError> {

@@ -72,6 +72,10 @@ pub struct SidecarArgs {
     /// Bound on each Redis command: a Redis slower than this counts as hung.
     #[arg(long, env = "REDIS_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
+    /// On SIGTERM, how long a leader may spend handing over to a caught-up replica (keep it
+    /// inside the pod's termination grace period).
+    #[arg(long, env = "HANDOVER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handover_timeout: Duration,
     /// Leadership priority: lower leads first, 0 = never leads.
     #[arg(long, env = "PRIORITY", default_value_t = 100)]
     pub priority: u32,
@@ -115,6 +119,8 @@ pub struct SidecarConfig {
     pub timing: Timing,
     /// Redis command bound.
     pub redis_timeout: Duration,
+    /// Bound on a planned hand-over.
+    pub handover_timeout: Duration,
     /// Priority.
     pub priority: u32,
     /// Max replica lag in bytes.
@@ -270,6 +276,7 @@ impl SidecarArgs {
             role_label: self.role_label,
             timing,
             redis_timeout: self.redis_timeout,
+            handover_timeout: self.handover_timeout,
             priority: self.priority,
             max_lag: self.max_lag,
             http_addr: self.http_addr,

@@ -451,6 +451,142 @@ impl Runtime {
         self.routing_pending = !done;
     }
 
+    /// A planned move (SIGTERM of the leader): pick the best caught-up replica, pause writes,
+    /// wait until it has every byte, fence, hand it the Lease, then let writes go (they meet
+    /// the fence and the clients reconnect through the Service), and wait until the Service
+    /// routes to the new leader. Bounded by `--handover-timeout`; without a replica in time
+    /// the caller's release follows, and the logs and Events say so.
+    async fn hand_over(&mut self) {
+        let started = Instant::now();
+        let deadline = started + self.cfg.handover_timeout;
+        let Some((target, address, node)) = self.pick_handover_target().await else {
+            self.event(
+                EventType::Warning,
+                "HandoverSkipped",
+                "Handover",
+                "no in-sync replica to hand over to; releasing the lease".into(),
+            )
+            .await;
+            return;
+        };
+        if let Err(e) = self.redis.pause_writes(self.cfg.handover_timeout).await {
+            tracing::warn!(error = %e, "cannot pause writes; releasing instead");
+            return;
+        }
+        let caught_up = self.wait_caught_up(&node, deadline).await;
+        if !caught_up {
+            let _ = self.redis.unpause().await;
+            self.event(
+                EventType::Warning,
+                "HandoverSkipped",
+                "Handover",
+                format!("{target} did not catch up in time; releasing the lease"),
+            )
+            .await;
+            return;
+        }
+        // Writes stay paused while the fence goes on: none is acknowledged after the target
+        // caught up, and after the unpause every held write is refused.
+        if let Err(e) = self.redis.fence().await {
+            tracing::warn!(error = %e, "fencing before the hand-over failed");
+        }
+        let Some(intent) = self.elector.handover(self.now(), &target, &address) else {
+            let _ = self.redis.unpause().await;
+            return;
+        };
+        if let Some(next) = self.perform(Action::Write(intent)).await {
+            self.feed(next).await;
+        }
+        let _ = self.redis.unpause().await;
+        let _ = self.redis.drop_clients().await;
+        let pause = started.elapsed();
+        if matches!(self.elector.role(), Role::Leader { .. }) {
+            // The hand-over write did not go through: the caller releases instead.
+            return;
+        }
+        self.event(
+            EventType::Normal,
+            "HandedOver",
+            "Handover",
+            format!("handed the lease to {target} ({address}); writes paused {pause:?}"),
+        )
+        .await;
+        // Stay until the new leader is routed, so the pod does not vanish first.
+        if let Some(svc) = self.cfg.leader_service.clone() {
+            while Instant::now() < deadline {
+                if self
+                    .coord
+                    .service_routes_to(&svc)
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(target.as_str())
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The best replica that replicates from us with its link up (priority, then offset).
+    async fn pick_handover_target(&mut self) -> Option<(String, String, RedisNode)> {
+        let peers = self.coord.peers().await.ok()?;
+        let (my_host, my_port) = split_host_port(&self.address)?;
+        let mut best: Option<(Candidate, String, RedisNode)> = None;
+        for peer in peers
+            .into_iter()
+            .filter(|p| p.name != self.cfg.pod_name && !p.address.is_empty())
+        {
+            let priority = peer
+                .status
+                .as_ref()
+                .and_then(|s| s["priority"].as_u64())
+                .unwrap_or(100) as u32;
+            let Some((host, port)) = split_host_port(&peer.address) else {
+                continue;
+            };
+            let Ok(node) = RedisNode::new(self.node_config(host, port)) else {
+                continue;
+            };
+            let Ok(p) = node.probe().await else { continue };
+            let ours = matches!(&p.info.role, RedisRole::Replica { master_host, master_port, link_up: true, .. }
+                if *master_host == my_host && *master_port == my_port);
+            if !ours || priority == 0 {
+                continue;
+            }
+            let c = Candidate {
+                name: peer.name.clone(),
+                priority,
+                offset: p.info.offset,
+                has_data: p.info.has_data(),
+                healthy: true,
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(b, _, _)| rank::compare(&c, b) == std::cmp::Ordering::Less)
+            {
+                best = Some((c, peer.address.clone(), node));
+            }
+        }
+        best.map(|(c, a, n)| (c.name, a, n))
+    }
+
+    /// Waits until `node` has replicated everything the local Redis has, or `deadline`.
+    async fn wait_caught_up(&self, node: &RedisNode, deadline: Instant) -> bool {
+        let Ok(mine) = self.redis.probe().await.map(|p| p.info.offset) else {
+            return false;
+        };
+        while Instant::now() < deadline {
+            if node.probe().await.is_ok_and(|p| p.info.offset >= mine) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        false
+    }
+
     /// Probes the local Redis and feeds health changes.
     async fn probe(&mut self) {
         let probe = self.redis.probe().await;
@@ -874,6 +1010,9 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         rt.publish().await;
     }
     tracing::info!("shutting down");
+    if matches!(rt.elector.role(), Role::Leader { .. }) {
+        rt.hand_over().await;
+    }
     rt.feed(Input::Shutdown).await;
     // A leader's release is one write; give it a bounded number of attempts.
     for _ in 0..3 {
