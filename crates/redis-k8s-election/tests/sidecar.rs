@@ -89,26 +89,9 @@ async fn leader_redis_killed_fails_over_to_a_replica() {
     let mut g = Group::start(3).await;
     let leader = g.converged(Duration::from_secs(30)).await;
     let checker = Checker::start(addrs(&g));
-    g.redis[leader]
-        .as_ref()
-        .unwrap()
-        .command(&["SET", "k", "before"])
-        .unwrap();
-    // Replication is asynchronous: wait until both replicas hold the write before the kill.
+    // Replication is asynchronous: the write must be on both replicas before the kill.
     // (WAIT would only count acknowledgements on the writing connection.)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for i in (0..3).filter(|i| *i != leader) {
-        while g.redis[i]
-            .as_ref()
-            .unwrap()
-            .command(&["GET", "k"])
-            .as_deref()
-            != Some("before")
-        {
-            assert!(Instant::now() < deadline, "replica {i} never got the write");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    g.write_and_replicate(leader, "k", "before").await;
     g.redis[leader].as_mut().unwrap().kill();
     g.redis[leader] = None;
     let new = g.converged(Duration::from_secs(20)).await;
@@ -290,25 +273,8 @@ async fn replica_restarted_empty_does_not_win() {
     let mut g = Group::start(3).await;
     let leader = g.converged(Duration::from_secs(30)).await;
     let checker = Checker::start(addrs(&g));
-    g.redis[leader]
-        .as_ref()
-        .unwrap()
-        .command(&["SET", "k", "data"])
-        .unwrap();
+    g.write_and_replicate(leader, "k", "data").await;
     let replicas: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for &i in &replicas {
-        while g.redis[i]
-            .as_ref()
-            .unwrap()
-            .command(&["GET", "k"])
-            .as_deref()
-            != Some("data")
-        {
-            assert!(Instant::now() < deadline, "replica {i} never got the write");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
     // The replica that would win a tie by name restarts empty, then the leader's Redis dies.
     let empty = replicas[0];
     let addr = g.redis[empty].as_ref().unwrap().addr;
@@ -453,32 +419,8 @@ async fn password_protected_group_replicates_and_fails_over() {
     let mut g = Group::start_with_password(3, "s3cret pass").await;
     let checker = Checker::start_with_password(addrs(&g), g.password.clone());
     let leader = g.converged(Duration::from_secs(30)).await;
-    assert_eq!(
-        g.redis[leader]
-            .as_ref()
-            .unwrap()
-            .command(&["SET", "k", "v"])
-            .unwrap(),
-        "+OK"
-    );
     // Replicas need masterauth to sync from a master that requires a password.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for i in (0..3).filter(|i| *i != leader) {
-        while g.redis[i]
-            .as_ref()
-            .unwrap()
-            .command(&["GET", "k"])
-            .as_deref()
-            != Some("v")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "replica {i} never synced; logs:\n{}",
-                g.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    g.write_and_replicate(leader, "k", "v").await;
     g.redis[leader].as_mut().unwrap().kill();
     g.redis[leader] = None;
     let new = g.converged(Duration::from_secs(20)).await;

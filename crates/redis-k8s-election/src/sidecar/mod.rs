@@ -49,6 +49,37 @@ pub enum StartError {
     Redis(String),
 }
 
+/// A peer as the ranking and the hand-over see it.
+struct PeerView {
+    name: String,
+    address: String,
+    priority: u32,
+    /// A direct probe of its Redis; `None` when it did not answer.
+    probe: Option<redis_node::Probe>,
+}
+
+impl PeerView {
+    /// Its rank entry: an unanswered probe is an unhealthy candidate without data.
+    fn candidate(&self) -> Candidate {
+        match &self.probe {
+            Some(p) => Candidate {
+                name: self.name.clone(),
+                priority: self.priority,
+                offset: p.info.offset,
+                has_data: p.info.has_data(),
+                healthy: !p.info.loading,
+            },
+            None => Candidate {
+                name: self.name.clone(),
+                priority: self.priority,
+                offset: 0,
+                has_data: false,
+                healthy: false,
+            },
+        }
+    }
+}
+
 struct Runtime {
     cfg: SidecarConfig,
     address: String,
@@ -459,7 +490,7 @@ impl Runtime {
     async fn hand_over(&mut self) {
         let started = Instant::now();
         let deadline = started + self.cfg.handover_timeout;
-        let Some((target, address, node)) = self.pick_handover_target().await else {
+        let Some((target, address)) = self.pick_handover_target().await else {
             self.event(
                 EventType::Warning,
                 "HandoverSkipped",
@@ -473,7 +504,11 @@ impl Runtime {
             tracing::warn!(error = %e, "cannot pause writes; releasing instead");
             return;
         }
-        let caught_up = self.wait_caught_up(&node, deadline).await;
+        let caught_up =
+            match split_host_port(&address).map(|(h, p)| RedisNode::new(self.node_config(h, p))) {
+                Some(Ok(node)) => self.wait_caught_up(&node, deadline).await,
+                _ => false,
+            };
         if !caught_up {
             let _ = self.redis.unpause().await;
             self.event(
@@ -530,11 +565,11 @@ impl Runtime {
         }
     }
 
-    /// The best replica that replicates from us with its link up (priority, then offset).
-    async fn pick_handover_target(&mut self) -> Option<(String, String, RedisNode)> {
-        let peers = self.coord.peers().await.ok()?;
-        let (my_host, my_port) = split_host_port(&self.address)?;
-        let mut best: Option<(Candidate, String, RedisNode)> = None;
+    /// The peers (pods annotated with our Lease) with their priority and a direct probe of
+    /// their Redis, through cached connections. Used for ranking and for hand-over.
+    async fn probe_peers(&mut self) -> Result<Vec<PeerView>, CoordError> {
+        let peers = self.coord.peers().await?;
+        let mut out = Vec::new();
         for peer in peers
             .into_iter()
             .filter(|p| p.name != self.cfg.pod_name && !p.address.is_empty())
@@ -547,30 +582,40 @@ impl Runtime {
             let Some((host, port)) = split_host_port(&peer.address) else {
                 continue;
             };
-            let Ok(node) = RedisNode::new(self.node_config(host, port)) else {
-                continue;
+            let nc = self.node_config(host, port);
+            let node = match self.peer_nodes.entry(peer.address.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match RedisNode::new(nc) {
+                    Ok(n) => v.insert(n),
+                    Err(_) => continue,
+                },
             };
-            let Ok(p) = node.probe().await else { continue };
-            let ours = matches!(&p.info.role, RedisRole::Replica { master_host, master_port, link_up: true, .. }
-                if *master_host == my_host && *master_port == my_port);
-            if !ours || priority == 0 {
-                continue;
-            }
-            let c = Candidate {
-                name: peer.name.clone(),
+            let probe = node.probe().await.ok();
+            out.push(PeerView {
+                name: peer.name,
+                address: peer.address,
                 priority,
-                offset: p.info.offset,
-                has_data: p.info.has_data(),
-                healthy: true,
-            };
-            if best
-                .as_ref()
-                .is_none_or(|(b, _, _)| rank::compare(&c, b) == std::cmp::Ordering::Less)
-            {
-                best = Some((c, peer.address.clone(), node));
-            }
+                probe,
+            });
         }
-        best.map(|(c, a, n)| (c.name, a, n))
+        Ok(out)
+    }
+
+    /// The best replica that replicates from us with its link up (priority, then offset):
+    /// its name and address.
+    async fn pick_handover_target(&mut self) -> Option<(String, String)> {
+        let (my_host, my_port) = split_host_port(&self.address)?;
+        let peers = self.probe_peers().await.ok()?;
+        peers
+            .into_iter()
+            .filter_map(|v| {
+                let p = v.probe.as_ref()?;
+                let ours = matches!(&p.info.role, RedisRole::Replica { master_host, master_port, link_up: true, .. }
+                    if *master_host == my_host && *master_port == my_port);
+                (ours && v.priority > 0).then(|| (v.candidate(), v.address))
+            })
+            .min_by(|(a, _), (b, _)| rank::compare(a, b))
+            .map(|(c, address)| (c.name, address))
     }
 
     /// Waits until `node` has replicated everything the local Redis has, or `deadline`.
@@ -741,52 +786,13 @@ impl Runtime {
             has_data,
             healthy: true,
         };
-        let peers = match self.coord.peers().await {
-            Ok(p) => p,
+        let candidates: Vec<Candidate> = match self.probe_peers().await {
+            Ok(peers) => peers.iter().map(PeerView::candidate).collect(),
             Err(e) => {
                 self.api_error(&e);
                 return;
             }
         };
-        let mut candidates = Vec::new();
-        for peer in peers
-            .into_iter()
-            .filter(|p| p.name != self.cfg.pod_name && !p.address.is_empty())
-        {
-            let priority = peer
-                .status
-                .as_ref()
-                .and_then(|s| s["priority"].as_u64())
-                .unwrap_or(100) as u32;
-            let Some((host, port)) = split_host_port(&peer.address) else {
-                continue;
-            };
-            let nc = self.node_config(host, port);
-            let node = match self.peer_nodes.entry(peer.address.clone()) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match RedisNode::new(nc) {
-                    Ok(n) => v.insert(n),
-                    Err(_) => continue,
-                },
-            };
-            let c = match node.probe().await {
-                Ok(p) => Candidate {
-                    name: peer.name,
-                    priority,
-                    offset: p.info.offset,
-                    has_data: p.info.has_data(),
-                    healthy: !p.info.loading,
-                },
-                Err(_) => Candidate {
-                    name: peer.name,
-                    priority,
-                    offset: 0,
-                    has_data: false,
-                    healthy: false,
-                },
-            };
-            candidates.push(c);
-        }
         let back_off = rank::should_back_off(&me, &candidates);
         if back_off {
             let better = rank::best(&candidates)

@@ -294,6 +294,32 @@ impl Group {
         r.json().await.ok()
     }
 
+    /// Writes `key` on the leader and waits (with a deadline) until every other live Redis
+    /// has it: replication is asynchronous.
+    pub async fn write_and_replicate(&self, leader: usize, key: &str, value: &str) {
+        let reply = self.redis[leader]
+            .as_ref()
+            .unwrap()
+            .command(&["SET", key, value]);
+        assert_eq!(
+            reply.as_deref(),
+            Some("+OK"),
+            "the leader refused the write"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (i, r) in self.redis.iter().enumerate().filter(|(i, _)| *i != leader) {
+            let Some(r) = r else { continue };
+            while r.command(&["GET", key]).as_deref() != Some(value) {
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {i} never got the write; logs:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     /// A sidecar's `redis_election_api_errors_total{kind=…}`.
     pub async fn api_errors(&self, i: usize, kind: &str) -> u64 {
         let Some(s) = self.sidecars[i].as_ref() else {
