@@ -652,6 +652,22 @@ mod tests {
         }
     }
 
+    /// "a", which created the lease at epoch `epoch` (sent at 0 ms, answered at 1 ms).
+    fn leading(epoch: u32) -> Elector {
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", epoch, "1", "r1"),
+            },
+        );
+        assert!(matches!(e.role(), Role::Leader { .. }));
+        e
+    }
+
     fn ready(e: &mut Elector, now: Mono) {
         e.step(now, Input::RedisHealth(true));
         e.step(now, Input::Eligible(true));
@@ -740,16 +756,7 @@ mod tests {
 
     #[test]
     fn leader_renews_each_retry_period_and_fences_at_the_deadline() {
-        let mut e = Elector::new("a", "a:6379", timing());
-        ready(&mut e, ms(0));
-        e.step(ms(0), Input::Observed(None));
-        e.step(
-            ms(1),
-            Input::WriteSucceeded {
-                sent_at: ms(0),
-                lease: lease("a", 0, "1", "r1"),
-            },
-        );
+        let mut e = leading(0);
         let s = e.step(ms(1_000), Input::Tick);
         assert!(
             matches!(&s.actions[..], [Action::Write(w)] if w.purpose == Purpose::Renew && w.version.as_deref() == Some("1"))
@@ -799,16 +806,7 @@ mod tests {
 
     #[test]
     fn unhealthy_redis_makes_the_leader_fence_then_release() {
-        let mut e = Elector::new("a", "a:6379", timing());
-        ready(&mut e, ms(0));
-        e.step(ms(0), Input::Observed(None));
-        e.step(
-            ms(1),
-            Input::WriteSucceeded {
-                sent_at: ms(0),
-                lease: lease("a", 0, "1", "r1"),
-            },
-        );
+        let mut e = leading(0);
         let s = e.step(ms(500), Input::RedisHealth(false));
         assert_eq!(
             s.actions[0],
@@ -911,16 +909,7 @@ mod tests {
     #[test]
     fn handover_names_the_target_who_takes_it_without_ranking() {
         // The leader hands over.
-        let mut a = Elector::new("a", "a:6379", timing());
-        ready(&mut a, ms(0));
-        a.step(ms(0), Input::Observed(None));
-        a.step(
-            ms(1),
-            Input::WriteSucceeded {
-                sent_at: ms(0),
-                lease: lease("a", 3, "1", "r1"),
-            },
-        );
+        let mut a = leading(3);
         let w = a.handover(ms(10), "b", "b:6379").unwrap();
         assert_eq!(
             (w.holder.as_str(), w.transitions, w.handover_to.as_str()),
@@ -973,16 +962,7 @@ mod tests {
 
     #[test]
     fn shutdown_releases() {
-        let mut e = Elector::new("a", "a:6379", timing());
-        ready(&mut e, ms(0));
-        e.step(ms(0), Input::Observed(None));
-        e.step(
-            ms(1),
-            Input::WriteSucceeded {
-                sent_at: ms(0),
-                lease: lease("a", 0, "1", "r1"),
-            },
-        );
+        let mut e = leading(0);
         let s = e.step(ms(2), Input::Shutdown);
         assert_eq!(
             s.actions[0],
