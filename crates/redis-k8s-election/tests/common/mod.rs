@@ -491,6 +491,12 @@ impl Checker {
         }
     }
 
+    /// Stops the checker and asserts that no two Redis were writable at once.
+    pub async fn assert_one_master_throughout(self) {
+        let (violations, rounds) = self.finish().await;
+        assert_eq!(violations, 0, "two writable masters in {rounds} rounds");
+    }
+
     /// Stops after at least `min_rounds` complete rounds (so the check is never vacuous).
     pub async fn finish(self) -> (usize, usize) {
         let min_rounds = 3;
