@@ -759,17 +759,18 @@ impl Runtime {
             }
             return;
         }
-        // A fresh look at the local Redis: a cached one may predate a restart that emptied it.
-        let (offset, has_data) = match self.redis.probe().await {
-            Ok(p) => (p.info.offset, p.info.has_data()),
-            Err(_) => return,
-        };
         if self
             .last_rank_check
             .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
         {
             return;
         }
+        // A fresh look at the local Redis (a cached one may predate a restart that emptied
+        // it), only when a ranking round is due; a failed look retries on the next call.
+        let (offset, has_data) = match self.redis.probe().await {
+            Ok(p) => (p.info.offset, p.info.has_data()),
+            Err(_) => return,
+        };
         self.last_rank_check = Some(Instant::now());
         if let Some(until) = self.back_off_until
             && Instant::now() >= until
