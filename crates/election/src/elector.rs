@@ -36,6 +36,19 @@ pub struct LeaseRecord {
     /// Set by a leader handing its lease to this holder on a planned move: the named holder
     /// takes it at once, without the ranking back-off. Empty otherwise.
     pub handover_to: String,
+    /// Set (to when and by whom, opaque here) while an operator has paused automatic
+    /// failover: the lease counts as held however old it is, and only its holder or a
+    /// handed-over holder may write it. Empty otherwise. Carried through every write.
+    pub paused: String,
+    /// The role-change history (opaque here), carried through every write.
+    pub history: String,
+}
+
+impl LeaseRecord {
+    /// Is automatic failover paused?
+    pub fn is_paused(&self) -> bool {
+        !self.paused.is_empty()
+    }
 }
 
 /// A Lease as read from the API: its record and resourceVersion.
@@ -90,6 +103,10 @@ pub struct WriteIntent {
     pub acquire: Stamp,
     /// The handover marker to record (empty: none).
     pub handover_to: String,
+    /// The pause marker, copied from the record written over.
+    pub paused: String,
+    /// The history, copied from the record written over (the caller may append to it).
+    pub history: String,
 }
 
 /// What happened, as the caller saw it.
@@ -333,11 +350,28 @@ impl Elector {
         self.absent = false;
     }
 
-    /// Is the observed lease held by someone else and still valid in our view?
+    /// Is the observed lease held by someone else and still valid in our view? A paused
+    /// lease stays valid however old it is: nobody takes over automatically.
     fn held_by_other(&self, now: Mono) -> Option<&LeaseRecord> {
+        let (lease, _) = self.observed.as_ref()?;
+        let r = &lease.record;
+        let valid = self.other_expires_at().is_none_or(|t| now < t);
+        (!r.holder.is_empty() && r.holder != self.id && valid).then_some(r)
+    }
+
+    /// When the observed lease of another holder expires in our view; `None` while paused
+    /// (it does not expire) or when there is none.
+    fn other_expires_at(&self) -> Option<Mono> {
         let (lease, at) = self.observed.as_ref()?;
         let r = &lease.record;
-        (!r.holder.is_empty() && r.holder != self.id && now < *at + r.lease_duration).then_some(r)
+        (!r.holder.is_empty() && r.holder != self.id && !r.is_paused())
+            .then_some(*at + r.lease_duration)
+    }
+
+    fn paused(&self) -> bool {
+        self.observed
+            .as_ref()
+            .is_some_and(|(l, _)| l.record.is_paused())
     }
 
     fn write(&mut self, now: Mono, purpose: Purpose, out: &mut Vec<Action>) {
@@ -345,6 +379,8 @@ impl Elector {
             Some((l, _)) if !self.absent => (Some(l.version.clone()), Some(&l.record)),
             _ => (None, None),
         };
+        let (paused, history) =
+            prev.map_or_else(Default::default, |p| (p.paused.clone(), p.history.clone()));
         let (holder, address, duration, transitions, acquire) = match purpose {
             Purpose::Acquire => {
                 let transitions = match prev {
@@ -398,6 +434,8 @@ impl Elector {
             transitions,
             acquire,
             handover_to: String::new(),
+            paused,
+            history,
         }));
     }
 
@@ -423,6 +461,8 @@ impl Elector {
             transitions: lease.record.transitions.saturating_add(1),
             acquire: Stamp::Now,
             handover_to: target.to_string(),
+            paused: lease.record.paused.clone(),
+            history: lease.record.history.clone(),
         };
         self.pending = Some(Purpose::Handover);
         self.last_attempt = Some(now);
@@ -518,7 +558,7 @@ impl Elector {
                 .is_some_and(|(l, _)| l.record.holder != self.id)
             {
                 self.step_down("lease taken by another holder", out);
-            } else if !self.healthy || self.stopping {
+            } else if (!self.healthy && !self.paused()) || self.stopping {
                 let reason = if self.stopping {
                     "shutting down"
                 } else {
@@ -587,6 +627,15 @@ impl Elector {
             self.write(now, Purpose::Acquire, out);
             return;
         }
+        // Paused: no automatic failover. Only the recorded holder (a restarted leader) may
+        // take its own lease back.
+        let own = self
+            .observed
+            .as_ref()
+            .is_some_and(|(l, _)| l.record.holder == self.id);
+        if self.paused() && !own {
+            return;
+        }
         if self.eligible && self.healthy && !self.stopping {
             // A free lease (empty holder, or just released) is taken at once; otherwise
             // attempts are paced by the retry period.
@@ -614,12 +663,8 @@ impl Elector {
         if let Role::Leader { base, .. } = self.role {
             wake = wake.min(base + self.timing.renew_deadline);
         }
-        if let Some(r) = self.held_by_other(now) {
-            let (_, at) = self
-                .observed
-                .as_ref()
-                .expect("held_by_other implies observed");
-            wake = wake.min(*at + r.lease_duration);
+        if let Some(expiry) = self.other_expires_at().filter(|t| *t > now) {
+            wake = wake.min(expiry);
         }
         wake
     }
@@ -646,7 +691,7 @@ mod tests {
                 transitions,
                 acquire_stamp: "a".into(),
                 renew_stamp: renew.into(),
-                handover_to: String::new(),
+                ..LeaseRecord::default()
             },
             version: version.into(),
         }
@@ -957,6 +1002,106 @@ mod tests {
         assert!(
             !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
             "{s:?}"
+        );
+    }
+
+    fn paused(mut l: ObservedLease) -> ObservedLease {
+        l.record.paused = "by test".into();
+        l.record.history = "[h]".into();
+        l
+    }
+
+    #[test]
+    fn a_paused_lease_never_expires_for_followers() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        let s = e.step(
+            ms(0),
+            Input::Observed(Some(paused(lease("a", 3, "7", "r1")))),
+        );
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Follow { .. })));
+        for t in [10_000, 60_000, 600_000] {
+            let s = e.step(ms(t), Input::Tick);
+            assert!(s.actions.is_empty(), "at {t} ms: {s:?}");
+            assert!(s.wake_at > ms(t), "no busy loop: {s:?}");
+            assert!(matches!(e.role(), Role::Follower { .. }));
+        }
+        // Resumed: the changed record is a fresh observation, valid for one more LD.
+        let s = e.step(ms(600_001), Input::Observed(Some(lease("a", 3, "8", "r1"))));
+        assert!(s.actions.is_empty(), "{s:?}");
+        let s = e.step(ms(610_001), Input::Tick);
+        assert!(
+            s.actions
+                .iter()
+                .any(|a| matches!(a, Action::Write(w) if w.purpose == Purpose::Acquire)),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn a_paused_free_lease_is_not_taken_but_an_own_one_is() {
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        let mut free = paused(lease("", 2, "6", "r2"));
+        free.record.holder_address.clear();
+        let s = e.step(ms(0), Input::Observed(Some(free)));
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "{s:?}"
+        );
+        let s = e.step(ms(30_000), Input::Tick);
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "{s:?}"
+        );
+        // A restarted leader finding its own name takes it back, keeping pause and history.
+        let s = e.step(
+            ms(30_001),
+            Input::Observed(Some(paused(lease("b", 2, "9", "r3")))),
+        );
+        let w = s
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .expect("a write");
+        assert_eq!(
+            (
+                w.purpose,
+                w.transitions,
+                w.paused.as_str(),
+                w.history.as_str()
+            ),
+            (Purpose::Acquire, 2, "by test", "[h]")
+        );
+    }
+
+    #[test]
+    fn a_paused_leader_keeps_renewing_without_redis_but_not_past_its_deadline() {
+        let mut e = leading(0);
+        e.step(
+            ms(1),
+            Input::Observed(Some(paused(lease("a", 0, "2", "r2")))),
+        );
+        let s = e.step(ms(500), Input::RedisHealth(false));
+        assert!(s.actions.is_empty(), "no fence, no release: {s:?}");
+        let s = e.step(ms(1_000), Input::Tick);
+        let [Action::Write(w)] = &s.actions[..] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (w.purpose, w.paused.as_str(), w.history.as_str()),
+            (Purpose::Renew, "by test", "[h]")
+        );
+        e.step(ms(1_100), Input::WriteFailed);
+        let s = e.step(ms(6_000), Input::Tick);
+        assert!(
+            s.actions.contains(&Action::SteppedDown {
+                reason: "renew deadline passed"
+            }),
+            "safety outranks the pause: {s:?}"
         );
     }
 

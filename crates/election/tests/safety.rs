@@ -244,6 +244,8 @@ impl Sim {
             },
             renew_stamp: format!("t{now}"),
             handover_to: intent.handover_to.clone(),
+            paused: intent.paused.clone(),
+            history: intent.history.clone(),
         };
         let _ = prev;
         let lease = ObservedLease {

@@ -20,6 +20,12 @@ use std::time::Duration;
 pub const LEADER_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/leader-address";
 /// Lease annotation: the holder a leader handed the lease to on a planned move.
 pub const HANDOVER_ANNOTATION: &str = "redis-k8s-election.io/handover-to";
+/// Lease annotation: set while automatic failover is paused (`redis-k8s-election pause`).
+pub const PAUSED_ANNOTATION: &str = "redis-k8s-election.io/paused";
+/// Lease annotation: the last role changes, as JSON (see [`history`]).
+pub const HISTORY_ANNOTATION: &str = "redis-k8s-election.io/history";
+/// Pod annotation: where this sidecar's HTTP API listens (`host:port`).
+pub const POD_HTTP_ANNOTATION: &str = "redis-k8s-election.io/http";
 /// Pod annotation: this sidecar's announce address.
 pub const POD_ADDRESS_ANNOTATION: &str = "redis-k8s-election.io/address";
 /// Pod annotation: which Lease this pod competes for (peer discovery).
@@ -147,15 +153,21 @@ pub fn observe(lease: &Lease) -> ObservedLease {
             transitions: spec.lease_transitions.unwrap_or(0).max(0) as u32,
             acquire_stamp: stamp(&spec.acquire_time),
             renew_stamp: stamp(&spec.renew_time),
-            handover_to: lease
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HANDOVER_ANNOTATION).cloned())
-                .unwrap_or_default(),
+            handover_to: annotation(lease, HANDOVER_ANNOTATION),
+            paused: annotation(lease, PAUSED_ANNOTATION),
+            history: annotation(lease, HISTORY_ANNOTATION),
         },
         version: lease.metadata.resource_version.clone().unwrap_or_default(),
     }
+}
+
+fn annotation(lease: &Lease, key: &str) -> String {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key).cloned())
+        .unwrap_or_default()
 }
 
 /// The Lease object a write intent stands for (renewTime = now).
@@ -179,6 +191,12 @@ pub fn lease_for(name: &str, intent: &WriteIntent) -> Lease {
     }
     if !intent.handover_to.is_empty() {
         annotations.insert(HANDOVER_ANNOTATION.to_string(), intent.handover_to.clone());
+    }
+    if !intent.paused.is_empty() {
+        annotations.insert(PAUSED_ANNOTATION.to_string(), intent.paused.clone());
+    }
+    if !intent.history.is_empty() {
+        annotations.insert(HISTORY_ANNOTATION.to_string(), intent.history.clone());
     }
     Lease {
         metadata: ObjectMeta {
@@ -390,6 +408,8 @@ mod tests {
             transitions: 4,
             acquire: Stamp::Now,
             handover_to: String::new(),
+            paused: "since 2026-11-24T00:00:00Z".into(),
+            history: "[]".into(),
         };
         let lease = lease_for("l", &intent);
         assert_eq!(lease.spec.as_ref().unwrap().lease_duration_seconds, Some(3));
@@ -401,6 +421,10 @@ mod tests {
         );
         assert_eq!(o.record.transitions, 4);
         assert_eq!(o.version, "7");
+        assert_eq!(
+            (o.record.paused.as_str(), o.record.history.as_str()),
+            ("since 2026-11-24T00:00:00Z", "[]")
+        );
         // A kept acquire stamp survives the round trip.
         let keep = WriteIntent {
             acquire: Stamp::Keep(o.record.acquire_stamp.clone()),

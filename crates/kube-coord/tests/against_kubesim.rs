@@ -34,6 +34,8 @@ fn intent(holder: &str, version: Option<String>, transitions: u32) -> WriteInten
         transitions,
         acquire: Stamp::Now,
         handover_to: String::new(),
+        paused: String::new(),
+        history: String::new(),
     }
 }
 
