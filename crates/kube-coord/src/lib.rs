@@ -4,6 +4,8 @@
 //! Every request has its own timeout (kube-rs sets none for reads), and every failure is a
 //! typed [`CoordError`] that the runtime retries within the renew deadline.
 
+pub mod history;
+
 use election::elector::{LeaseRecord, ObservedLease, Stamp, WriteIntent};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -124,6 +126,11 @@ async fn bounded<T>(
     }
 }
 
+/// The wall-clock time now, RFC 3339 (for history entries and markers people read).
+pub fn now_rfc3339() -> String {
+    now().to_string()
+}
+
 fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -224,6 +231,10 @@ pub struct Peer {
     pub name: String,
     /// Its announce address.
     pub address: String,
+    /// Where its HTTP API listens (empty: not published).
+    pub http: String,
+    /// The pod's labels (role label, pod-name label).
+    pub labels: BTreeMap<String, String>,
     /// Its last published status (JSON), if any.
     pub status: Option<serde_json::Value>,
 }
@@ -340,10 +351,9 @@ impl Coord {
 
     /// The pod the Service's selector names (`statefulset.kubernetes.io/pod-name`), if any.
     pub async fn service_routes_to(&self, service: &str) -> Result<Option<String>, CoordError> {
-        let svc = bounded("get service", self.timeout, self.services.get(service)).await?;
-        Ok(svc
-            .spec
-            .and_then(|s| s.selector)
+        Ok(self
+            .service_selector(service)
+            .await?
             .and_then(|s| s.get(POD_NAME_LABEL).cloned()))
     }
 
@@ -365,6 +375,33 @@ impl Coord {
         Ok(())
     }
 
+    /// Sets (`Some(marker)`) or clears the pause marker on the Lease with a merge patch of
+    /// that one annotation. The holder's next renewal then conflicts, rereads and carries
+    /// the marker on, so no write of the holder can drop it.
+    pub async fn set_paused(&self, marker: Option<&str>) -> Result<ObservedLease, CoordError> {
+        let patch = json!({"metadata": {"annotations": {PAUSED_ANNOTATION: marker}}});
+        let l = bounded(
+            "patch lease",
+            self.timeout,
+            self.leases.patch(
+                &self.lease_name,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            ),
+        )
+        .await?;
+        Ok(observe(&l))
+    }
+
+    /// The Service's selector as a whole (`None`: no selector).
+    pub async fn service_selector(
+        &self,
+        service: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, CoordError> {
+        let svc = bounded("get service", self.timeout, self.services.get(service)).await?;
+        Ok(svc.spec.and_then(|s| s.selector))
+    }
+
     /// Pods that compete for the same Lease (by their lease annotation), with their addresses.
     pub async fn peers(&self) -> Result<Vec<Peer>, CoordError> {
         let list = bounded(
@@ -384,6 +421,8 @@ impl Coord {
                 Some(Peer {
                     name: p.metadata.name.clone().unwrap_or_default(),
                     address: a.get(POD_ADDRESS_ANNOTATION).cloned().unwrap_or_default(),
+                    http: a.get(POD_HTTP_ANNOTATION).cloned().unwrap_or_default(),
+                    labels: p.metadata.labels.clone().unwrap_or_default(),
                     status: a
                         .get(POD_STATUS_ANNOTATION)
                         .and_then(|s| serde_json::from_str(s).ok()),

@@ -219,3 +219,35 @@ async fn timeouts_and_refusals_are_typed() {
     let e = weak.get_lease().await.unwrap_err();
     assert_eq!(e.label(), "forbidden", "{e}");
 }
+
+#[tokio::test]
+async fn pause_marker_survives_the_holders_writes() {
+    let s = server().await;
+    let coord = Coord::new(
+        client(&s, TOKEN).await,
+        "default",
+        "redis",
+        Duration::from_secs(2),
+    );
+    let created = coord.write_lease(&intent("a", None, 0)).await.unwrap();
+    let paused = coord.set_paused(Some("by ops")).await.unwrap();
+    assert_eq!(paused.record.paused, "by ops");
+    assert_eq!(paused.record.holder, "a", "the patch touches only the marker");
+    // The holder's renewal built before the pause conflicts, so it cannot drop the marker.
+    let stale = coord
+        .write_lease(&intent("a", Some(created.version.clone()), 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, CoordError::Conflict { .. }), "{stale}");
+    // Built from the reread record, it carries the marker on.
+    let renew = WriteIntent {
+        purpose: Purpose::Renew,
+        paused: paused.record.paused.clone(),
+        ..intent("a", Some(paused.version.clone()), 0)
+    };
+    let renewed = coord.write_lease(&renew).await.unwrap();
+    assert_eq!(renewed.record.paused, "by ops");
+    let resumed = coord.set_paused(None).await.unwrap();
+    assert_eq!(resumed.record.paused, "");
+    assert_eq!(resumed.record.holder, "a");
+}
