@@ -232,7 +232,10 @@ async fn pause_marker_survives_the_holders_writes() {
     let created = coord.write_lease(&intent("a", None, 0)).await.unwrap();
     let paused = coord.set_paused(Some("by ops")).await.unwrap();
     assert_eq!(paused.record.paused, "by ops");
-    assert_eq!(paused.record.holder, "a", "the patch touches only the marker");
+    assert_eq!(
+        paused.record.holder, "a",
+        "the patch touches only the marker"
+    );
     // The holder's renewal built before the pause conflicts, so it cannot drop the marker.
     let stale = coord
         .write_lease(&intent("a", Some(created.version.clone()), 0))

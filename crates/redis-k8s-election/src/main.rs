@@ -3,6 +3,7 @@
 //! Subcommands: `sidecar` runs beside each Redis and elects, fences and routes; `apiserver`
 //! runs kubesim's API server (the local stand-in for Kubernetes).
 
+mod ctl;
 mod sidecar;
 
 use anyhow::{Context, Result};
@@ -24,6 +25,19 @@ enum Command {
     Sidecar(Box<sidecar::config::SidecarArgs>),
     /// Run kubesim's Kubernetes API server stand-in until SIGINT or SIGTERM.
     Apiserver(ApiserverArgs),
+    /// Show the group as a table: each pod's role, epoch, Redis role, offset, lag, link,
+    /// readiness, fencing and last change, and every disagreement between them.
+    Status(ctl::StatusArgs),
+    /// Ask the leader to hand over to a caught-up replica (`--to POD` or the best) without
+    /// losing acknowledged writes, and wait for the outcome.
+    Switchover(ctl::SwitchoverArgs),
+    /// Pause automatic failover (recorded on the Lease): the leader keeps leading, nobody
+    /// takes over, only a forced switchover moves the leadership.
+    Pause(ctl::PauseArgs),
+    /// Resume automatic failover.
+    Resume(ctl::PauseArgs),
+    /// Show the last leader changes recorded on the Lease.
+    History(ctl::HistoryArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +108,30 @@ async fn apiserver(args: ApiserverArgs) -> Result<()> {
     Ok(())
 }
 
+/// A Kubernetes client from a kubeconfig file, or in-cluster without one, and the namespace
+/// to use (`namespace`, else the configuration's default). `Err` says what is wrong.
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    namespace: Option<&str>,
+) -> std::result::Result<(kube::Client, String), String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => kube::Config::incluster()
+            .map_err(|e| format!("no --kubeconfig and no in-cluster service account: {e}"))?,
+    };
+    let ns = namespace
+        .map(str::to_string)
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    Ok((client, ns))
+}
+
 fn hostname() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
@@ -127,7 +165,7 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         },
-        Command::Apiserver(_) => None,
+        _ => None,
     };
     // The sidecar's work is a few requests per second: one thread is plenty, and it keeps the
     // resident memory down (no worker-thread stacks or per-thread malloc arenas). The API
@@ -150,6 +188,11 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Sidecar(_) => run_sidecar(sidecar_cfg.expect("validated above")).await,
             Command::Apiserver(args) => apiserver(args).await,
+            Command::Status(a) => ctl::status(a).await,
+            Command::Switchover(a) => ctl::switchover(a).await,
+            Command::Pause(a) => ctl::set_paused(a, true).await,
+            Command::Resume(a) => ctl::set_paused(a, false).await,
+            Command::History(a) => ctl::history(a).await,
         }
     });
     match result {

@@ -85,6 +85,11 @@ pub struct SidecarArgs {
     /// HTTP API address.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9121")]
     pub http_addr: SocketAddr,
+    /// File holding the bearer token that HTTP requests changing state (switchover) must
+    /// carry. Without it those requests are refused. Read on each request, so a rotated
+    /// Secret takes effect without a restart.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -127,6 +132,8 @@ pub struct SidecarConfig {
     pub max_lag: u64,
     /// HTTP API address.
     pub http_addr: SocketAddr,
+    /// The admin bearer token's file, if state-changing requests are enabled.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How the announce address is determined.
@@ -262,6 +269,23 @@ impl SidecarArgs {
             return Err(flag("redis-timeout", "must be greater than zero"));
         }
         timing.validate()?;
+        if let Some(p) = &self.admin_token_file {
+            match std::fs::read_to_string(p) {
+                Ok(t) if !t.trim().is_empty() => {}
+                Ok(_) => {
+                    return Err(flag(
+                        "admin-token-file",
+                        format!("{} is empty", p.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Err(flag(
+                        "admin-token-file",
+                        format!("cannot read {}: {e}", p.display()),
+                    ));
+                }
+            }
+        }
         Ok(SidecarConfig {
             kubeconfig: self.kubeconfig,
             namespace: self.namespace,
@@ -280,6 +304,7 @@ impl SidecarArgs {
             priority: self.priority,
             max_lag: self.max_lag,
             http_addr: self.http_addr,
+            admin_token_file: self.admin_token_file,
         })
     }
 }

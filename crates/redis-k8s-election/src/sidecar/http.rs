@@ -1,15 +1,21 @@
 //! The sidecar's HTTP API: `/livez`, `/readyz`, `/leader`, `/replica` (GET and HEAD, for
-//! probes and load balancers), `/status` (JSON) and `/metrics` (Prometheus text).
+//! probes and load balancers), `/status` (JSON), `/metrics` (Prometheus text), and
+//! `POST /switchover`, which changes state and so needs the admin bearer token.
 
+use super::handover::{HandoverError, SwitchoverRequest};
 use super::metrics::Metrics;
 use super::status::Status;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -20,6 +26,163 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// `/livez` fails when the control loop has not run for this long.
     pub live_within: Duration,
+    /// State-changing requests; `None` when no admin token is configured.
+    pub admin: Option<Arc<Admin>>,
+}
+
+/// What state-changing requests need.
+pub struct Admin {
+    /// The file holding the bearer token (read per request: rotation needs no restart).
+    pub token_file: PathBuf,
+    /// Where switchover requests go (the control loop).
+    pub switchovers: mpsc::Sender<SwitchoverRequest>,
+    /// How long a request may wait for its outcome.
+    pub answer_within: Duration,
+}
+
+fn json_reply(code: StatusCode, body: Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn refusal(code: StatusCode, reason: &str, error: String) -> Response {
+    json_reply(code, json!({"ok": false, "code": reason, "error": error}))
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guessed
+/// token was right. (Written here: a dependency for six lines is not worth it.)
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` when the request carries the admin token; otherwise the refusal to send.
+fn refuse_unauthorized(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
+    let expected = match std::fs::read_to_string(&admin.token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) | Err(_) => {
+            return Some(refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token_unreadable",
+                format!(
+                    "the admin token file {} is missing or empty",
+                    admin.token_file.display()
+                ),
+            ));
+        }
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if same_secret(t.as_bytes(), expected.as_bytes()) => None,
+        _ => {
+            let mut r = refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin bearer token is required (Authorization: Bearer <token>)".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"redis-k8s-election\""),
+            );
+            Some(r)
+        }
+    }
+}
+
+/// The switchover request body: `{"to": "pod"?, "force": bool?}`, or empty.
+fn switchover_body(body: &[u8]) -> Result<(Option<String>, bool), String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, false));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or("body must be a JSON object like {\"to\": \"redis-1\"}")?;
+    if let Some(k) = obj.keys().find(|k| *k != "to" && *k != "force") {
+        return Err(format!("unknown field {k:?} (known: to, force)"));
+    }
+    let to = match obj.get("to") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(other) => return Err(format!("\"to\" must be a pod name, not {other}")),
+    };
+    let force = match obj.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("\"force\" must be true or false, not {other}")),
+    };
+    Ok((to, force))
+}
+
+fn handover_status(e: &HandoverError) -> StatusCode {
+    match e {
+        HandoverError::NotLeader { .. } | HandoverError::Paused(_) | HandoverError::Busy => {
+            StatusCode::CONFLICT
+        }
+        HandoverError::UnknownPod(_)
+        | HandoverError::AlreadyLeader(_)
+        | HandoverError::NeverLeads(_)
+        | HandoverError::NotReplica { .. }
+        | HandoverError::NotCaughtUp { .. }
+        | HandoverError::NoCandidate => StatusCode::UNPROCESSABLE_ENTITY,
+        HandoverError::Timeout { .. } | HandoverError::Redis(_) | HandoverError::Api(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(admin) = s.admin.clone() else {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "state-changing requests are disabled: the sidecar runs without --admin-token-file"
+                .into(),
+        );
+    };
+    if let Some(r) = refuse_unauthorized(&admin, &headers) {
+        return r;
+    }
+    let (to, force) = match switchover_body(&body) {
+        Ok(v) => v,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let (reply, outcome) = oneshot::channel();
+    let req = SwitchoverRequest { to, force, reply };
+    if admin.switchovers.try_send(req).is_err() {
+        let e = HandoverError::Busy;
+        return refusal(handover_status(&e), e.code(), e.to_string());
+    }
+    match tokio::time::timeout(admin.answer_within, outcome).await {
+        Ok(Ok(Ok(h))) => json_reply(
+            StatusCode::OK,
+            json!({
+                "ok": true, "from": h.from, "to": h.to, "epoch": h.epoch,
+                "pauseMs": h.pause.as_secs_f64() * 1000.0, "routed": h.routed,
+            }),
+        ),
+        Ok(Ok(Err(e))) => refusal(handover_status(&e), e.code(), e.to_string()),
+        Ok(Err(_)) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the sidecar is shutting down".into(),
+        ),
+        Err(_) => refusal(
+            StatusCode::GATEWAY_TIMEOUT,
+            "no_answer",
+            format!(
+                "no outcome within {:?}; check `redis-k8s-election status`",
+                admin.answer_within
+            ),
+        ),
+    }
 }
 
 fn text(code: StatusCode, body: String) -> Response {
@@ -111,5 +274,47 @@ pub fn router(state: ApiState) -> Router {
         .route("/replica", get(replica))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/switchover", post(switchover))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switchover_bodies() {
+        assert_eq!(switchover_body(b""), Ok((None, false)));
+        assert_eq!(switchover_body(b"  \n"), Ok((None, false)));
+        assert_eq!(
+            switchover_body(br#"{"to":"redis-2","force":true}"#),
+            Ok((Some("redis-2".into()), true))
+        );
+        assert_eq!(switchover_body(br#"{"to":null}"#), Ok((None, false)));
+        assert!(switchover_body(b"{").unwrap_err().contains("not JSON"));
+        assert!(switchover_body(b"[]").unwrap_err().contains("object"));
+        assert!(
+            switchover_body(br#"{"too":"x"}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(
+            switchover_body(br#"{"to":3}"#)
+                .unwrap_err()
+                .contains("pod name")
+        );
+        assert!(
+            switchover_body(br#"{"force":"yes"}"#)
+                .unwrap_err()
+                .contains("true or false")
+        );
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+    }
 }

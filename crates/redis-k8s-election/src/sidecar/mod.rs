@@ -3,18 +3,20 @@
 //! plus the HTTP API, metrics and Events.
 
 pub mod config;
+pub mod handover;
 pub mod http;
 pub mod metrics;
 pub mod status;
 
 use config::{SidecarConfig, split_host_port};
 use election::Mono;
-use election::elector::{Action, Elector, Input, Purpose, Role};
+use election::elector::{Action, Elector, Input, Purpose, Role, WriteIntent};
 use election::rank::{self, Candidate};
 use futures::StreamExt;
+use handover::{SwitchoverRequest, Trigger};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube_coord::{Coord, CoordError};
+use kube_coord::{Coord, CoordError, history};
 use metrics::{Kind, Metrics};
 use redis_node::info::Role as RedisRole;
 use redis_node::{NodeConfig, RedisNode};
@@ -50,12 +52,15 @@ pub enum StartError {
 }
 
 /// A peer as the ranking and the hand-over see it.
-struct PeerView {
-    name: String,
-    address: String,
-    priority: u32,
+pub struct PeerView {
+    /// Pod name.
+    pub name: String,
+    /// Its Redis' announce address.
+    pub address: String,
+    /// Its leadership priority.
+    pub priority: u32,
     /// A direct probe of its Redis; `None` when it did not answer.
-    probe: Option<redis_node::Probe>,
+    pub probe: Option<redis_node::Probe>,
 }
 
 impl PeerView {
@@ -83,6 +88,8 @@ impl PeerView {
 struct Runtime {
     cfg: SidecarConfig,
     address: String,
+    /// Where peers and the CLI reach our HTTP API (published on the pod).
+    http_announce: String,
     elector: Elector,
     redis: RedisNode,
     coord: Coord,
@@ -192,6 +199,11 @@ impl Runtime {
         let mut st = self.status.write().expect("status lock");
         st.role = role;
         st.fenced = self.elector.fenced();
+        st.paused = self
+            .elector
+            .observed()
+            .map(|l| l.record.paused.clone())
+            .filter(|p| !p.is_empty());
         match self.elector.role() {
             Role::Leader { epoch, .. } => {
                 st.leader = Some(self.cfg.pod_name.clone());
@@ -236,6 +248,7 @@ impl Runtime {
     async fn perform(&mut self, action: Action) -> Option<Input> {
         match action {
             Action::Write(intent) => {
+                let intent = self.with_history(intent, "", Duration::ZERO);
                 let sent = self.now();
                 let sent_instant = Instant::now();
                 let result = self.coord.write_lease(&intent).await;
@@ -409,6 +422,62 @@ impl Runtime {
         }
     }
 
+    /// `intent` with a history entry appended when it starts a new epoch (a new leader)
+    /// and has none yet. `reason` and `held` describe a hand-over; for an acquisition they
+    /// are worked out here.
+    fn with_history(&self, mut intent: WriteIntent, reason: &str, held: Duration) -> WriteIntent {
+        let prev = self.elector.observed().map(|l| l.record.clone());
+        let new_epoch = match &prev {
+            None => true,
+            Some(p) => intent.transitions != p.transitions,
+        };
+        if !new_epoch
+            || intent.holder.is_empty()
+            || intent.history != prev.as_ref().map(|p| p.history.clone()).unwrap_or_default()
+        {
+            return intent;
+        }
+        let entries = history::parse(&intent.history);
+        let (from, why, millis) = match (&prev, intent.purpose) {
+            (_, Purpose::Handover) => (self.cfg.pod_name.clone(), reason.to_string(), held),
+            (None, _) => (String::new(), "elected".to_string(), self.leaderless_for()),
+            (Some(p), _) if p.holder.is_empty() => (
+                entries.last().map(|e| e.to.clone()).unwrap_or_default(),
+                if entries.is_empty() {
+                    "elected"
+                } else {
+                    "released"
+                }
+                .to_string(),
+                self.leaderless_for(),
+            ),
+            (Some(p), _) => (
+                p.holder.clone(),
+                "expired".to_string(),
+                self.leaderless_for(),
+            ),
+        };
+        intent.history = history::append(
+            &intent.history,
+            history::Entry {
+                epoch: intent.transitions,
+                time: kube_coord::now_rfc3339(),
+                from,
+                to: intent.holder.clone(),
+                reason: why,
+                duration_ms: millis.as_millis() as u64,
+            },
+        );
+        intent
+    }
+
+    /// How long this sidecar has seen no valid leader (zero when it has not).
+    fn leaderless_for(&self) -> Duration {
+        self.candidate_since
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
     fn node_config(&self, host: String, port: u16) -> NodeConfig {
         NodeConfig {
             host,
@@ -482,89 +551,6 @@ impl Runtime {
         self.routing_pending = !done;
     }
 
-    /// A planned move (SIGTERM of the leader): pick the best caught-up replica, pause writes,
-    /// wait until it has every byte, fence, hand it the Lease, then let writes go (they meet
-    /// the fence and the clients reconnect through the Service), and wait until the Service
-    /// routes to the new leader. Bounded by `--handover-timeout`; without a replica in time
-    /// the caller's release follows, and the logs and Events say so.
-    async fn hand_over(&mut self) {
-        let started = Instant::now();
-        let deadline = started + self.cfg.handover_timeout;
-        let Some((target, address)) = self.pick_handover_target().await else {
-            self.event(
-                EventType::Warning,
-                "HandoverSkipped",
-                "Handover",
-                "no in-sync replica to hand over to; releasing the lease".into(),
-            )
-            .await;
-            return;
-        };
-        if let Err(e) = self.redis.pause_writes(self.cfg.handover_timeout).await {
-            tracing::warn!(error = %e, "cannot pause writes; releasing instead");
-            return;
-        }
-        let caught_up =
-            match split_host_port(&address).map(|(h, p)| RedisNode::new(self.node_config(h, p))) {
-                Some(Ok(node)) => self.wait_caught_up(&node, deadline).await,
-                _ => false,
-            };
-        if !caught_up {
-            let _ = self.redis.unpause().await;
-            self.event(
-                EventType::Warning,
-                "HandoverSkipped",
-                "Handover",
-                format!("{target} did not catch up in time; releasing the lease"),
-            )
-            .await;
-            return;
-        }
-        // Writes stay paused while the fence goes on: none is acknowledged after the target
-        // caught up, and after the unpause every held write is refused.
-        if let Err(e) = self.redis.fence().await {
-            tracing::warn!(error = %e, "fencing before the hand-over failed");
-        }
-        let Some(intent) = self.elector.handover(self.now(), &target, &address) else {
-            let _ = self.redis.unpause().await;
-            return;
-        };
-        if let Some(next) = self.perform(Action::Write(intent)).await {
-            self.feed(next).await;
-        }
-        let _ = self.redis.unpause().await;
-        let _ = self.redis.drop_clients().await;
-        let pause = started.elapsed();
-        if matches!(self.elector.role(), Role::Leader { .. }) {
-            // The hand-over write did not go through: the caller releases instead.
-            return;
-        }
-        self.event(
-            EventType::Normal,
-            "HandedOver",
-            "Handover",
-            format!("handed the lease to {target} ({address}); writes paused {pause:?}"),
-        )
-        .await;
-        // Stay until the new leader is routed, so the pod does not vanish first.
-        if let Some(svc) = self.cfg.leader_service.clone() {
-            while Instant::now() < deadline {
-                if self
-                    .coord
-                    .service_routes_to(&svc)
-                    .await
-                    .ok()
-                    .flatten()
-                    .as_deref()
-                    == Some(target.as_str())
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-
     /// The peers (pods annotated with our Lease) with their priority and a direct probe of
     /// their Redis, through cached connections. Used for ranking and for hand-over.
     async fn probe_peers(&mut self) -> Result<Vec<PeerView>, CoordError> {
@@ -599,37 +585,6 @@ impl Runtime {
             });
         }
         Ok(out)
-    }
-
-    /// The best replica that replicates from us with its link up (priority, then offset):
-    /// its name and address.
-    async fn pick_handover_target(&mut self) -> Option<(String, String)> {
-        let (my_host, my_port) = split_host_port(&self.address)?;
-        let peers = self.probe_peers().await.ok()?;
-        peers
-            .into_iter()
-            .filter_map(|v| {
-                let p = v.probe.as_ref()?;
-                let ours = matches!(&p.info.role, RedisRole::Replica { master_host, master_port, link_up: true, .. }
-                    if *master_host == my_host && *master_port == my_port);
-                (ours && v.priority > 0).then(|| (v.candidate(), v.address))
-            })
-            .min_by(|(a, _), (b, _)| rank::compare(a, b))
-            .map(|(c, address)| (c.name, address))
-    }
-
-    /// Waits until `node` has replicated everything the local Redis has, or `deadline`.
-    async fn wait_caught_up(&self, node: &RedisNode, deadline: Instant) -> bool {
-        let Ok(mine) = self.redis.probe().await.map(|p| p.info.offset) else {
-            return false;
-        };
-        while Instant::now() < deadline {
-            if node.probe().await.is_ok_and(|p| p.info.offset >= mine) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        false
     }
 
     /// Probes the local Redis and feeds health changes.
@@ -712,9 +667,51 @@ impl Runtime {
         }
         if let Ok(p) = &probe {
             self.reconcile_follower(&p.info.role).await;
+            self.reconcile_leader(p).await;
         }
         self.update_eligibility().await;
         self.update_lag().await;
+    }
+
+    /// A leader whose Redis is a replica or fenced although the elector made it a writable
+    /// master (it restarted, which starts it fenced; a refused hand-over could not lift the
+    /// fence; someone changed it) is made so again, at most once per retry period. The
+    /// elector is ticked first, so a leader past its renew deadline steps down instead: this
+    /// never unfences a Redis whose lease may have lapsed.
+    async fn reconcile_leader(&mut self, probe: &redis_node::Probe) {
+        if !matches!(self.elector.role(), Role::Leader { .. }) || self.elector.fenced() {
+            return;
+        }
+        let master = matches!(probe.info.role, RedisRole::Master);
+        if (master && !probe.fenced)
+            || self
+                .last_refollow
+                .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
+        {
+            return;
+        }
+        self.feed(Input::Tick).await;
+        if !matches!(self.elector.role(), Role::Leader { .. }) || self.elector.fenced() {
+            return;
+        }
+        self.last_refollow = Some(Instant::now());
+        let mut problems = Vec::new();
+        if !master && let Err(e) = self.redis.promote().await {
+            problems.push(format!("REPLICAOF NO ONE: {e}"));
+        }
+        if let Err(e) = self.redis.unfence().await {
+            problems.push(format!("unfence: {e}"));
+        }
+        let note = if problems.is_empty() {
+            "the leader's Redis was not a writable master; made it one again".to_string()
+        } else {
+            format!(
+                "making the leader's Redis a writable master again failed: {}",
+                problems.join("; ")
+            )
+        };
+        self.event(EventType::Warning, "Reconciled", "Promote", note)
+            .await;
     }
 
     /// A follower whose Redis is not replicating from the leader (it restarted, or someone
@@ -859,6 +856,10 @@ impl Runtime {
                 Some(self.cfg.lease_name.clone()),
             ),
             (
+                kube_coord::POD_HTTP_ANNOTATION.to_string(),
+                Some(self.http_announce.clone()),
+            ),
+            (
                 kube_coord::POD_ADDRESS_ANNOTATION.to_string(),
                 Some(self.address.clone()),
             ),
@@ -880,26 +881,9 @@ impl Runtime {
 }
 
 async fn kube_client(cfg: &SidecarConfig) -> Result<(kube::Client, String), StartError> {
-    let config = match &cfg.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| StartError::Kube(format!("{}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| StartError::Kube(e.to_string()))?
-        }
-        None => kube::Config::incluster().map_err(|e| {
-            StartError::Kube(format!(
-                "no --kubeconfig and no in-cluster service account: {e}"
-            ))
-        })?,
-    };
-    let ns = cfg
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).map_err(|e| StartError::Kube(e.to_string()))?;
-    Ok((client, ns))
+    crate::kube_client(cfg.kubeconfig.as_deref(), cfg.namespace.as_deref())
+        .await
+        .map_err(StartError::Kube)
 }
 
 /// Runs the sidecar until `shutdown` resolves; then releases the lease if it holds it.
@@ -930,11 +914,33 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             addr: cfg.http_addr,
             source,
         })?;
+    let (switchover_tx, mut switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
     let api = http::router(http::ApiState {
         status: status.clone(),
         metrics: metrics.clone(),
         live_within: cfg.timing.lease_duration,
+        admin: cfg.admin_token_file.clone().map(|token_file| {
+            Arc::new(http::Admin {
+                token_file,
+                switchovers: switchover_tx,
+                // The hand-over itself is bounded by the hand-over timeout; the rest is the
+                // wait for the control loop to pick the request up.
+                answer_within: cfg.handover_timeout + cfg.timing.lease_duration,
+            })
+        }),
     });
+    let http_announce = if cfg.http_addr.ip().is_unspecified() {
+        let host = split_host_port(&address)
+            .map(|(h, _)| h)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        if host.contains(':') {
+            format!("[{host}]:{}", cfg.http_addr.port())
+        } else {
+            format!("{host}:{}", cfg.http_addr.port())
+        }
+    } else {
+        cfg.http_addr.to_string()
+    };
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, api).await {
             tracing::error!(error = %e, "HTTP API stopped");
@@ -959,6 +965,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         elector: Elector::new(cfg.pod_name.clone(), address.clone(), cfg.timing),
         cfg,
         address,
+        http_announce,
         redis,
         coord,
         status,
@@ -1007,6 +1014,13 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                 Some(Err(e)) => rt.api_error(&e),
                 None => watch = Box::pin(rt.coord.watch_lease()),
             },
+            Some(req) = switchovers.recv() => {
+                let outcome = rt.hand_over(Trigger::Switchover, req.to.as_deref(), req.force).await;
+                if let Err(e) = &outcome {
+                    rt.event(EventType::Warning, "SwitchoverRefused", "Switchover", e.to_string()).await;
+                }
+                let _ = req.reply.send(outcome);
+            }
             _ = probe_tick.tick() => rt.probe().await,
             _ = sleep => {
                 rt.feed(Input::Tick).await;
@@ -1017,8 +1031,16 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         rt.publish().await;
     }
     tracing::info!("shutting down");
-    if matches!(rt.elector.role(), Role::Leader { .. }) {
-        rt.hand_over().await;
+    if matches!(rt.elector.role(), Role::Leader { .. })
+        && let Err(e) = rt.hand_over(Trigger::Shutdown, None, true).await
+    {
+        rt.event(
+            EventType::Warning,
+            "HandoverSkipped",
+            "Handover",
+            format!("no hand-over ({e}); releasing the lease"),
+        )
+        .await;
     }
     rt.feed(Input::Shutdown).await;
     // A leader's release is one write; give it a bounded number of attempts.

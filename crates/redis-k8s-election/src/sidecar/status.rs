@@ -52,6 +52,8 @@ pub struct Status {
     pub last_renew: Option<Instant>,
     /// Readiness threshold for replicas.
     pub max_lag: u64,
+    /// The Lease's pause marker while automatic failover is paused.
+    pub paused: Option<String>,
 }
 
 impl Status {
@@ -71,6 +73,7 @@ impl Status {
             last_loop: Instant::now(),
             last_renew: None,
             max_lag,
+            paused: None,
         }
     }
 
@@ -132,6 +135,7 @@ impl Status {
             "leaderAddress": self.leader_address,
             "epoch": self.epoch,
             "fenced": self.fenced,
+            "paused": self.paused,
             "ready": self.readiness().is_ok(),
             "notReadyReason": self.readiness().err(),
             "redis": self.redis.as_ref().map(|r| json!({

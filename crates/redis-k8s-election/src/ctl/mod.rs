@@ -1,0 +1,355 @@
+//! Operator commands: `status`, `switchover`, `pause`, `resume`, `history`. They read the
+//! group from the Lease and the pods (as the sidecars publish themselves there) and talk to
+//! the sidecars' HTTP APIs, like `patronictl` does with Patroni's.
+
+pub mod view;
+
+use anyhow::{Context, Result, bail};
+use kube_coord::{Coord, history};
+use std::path::PathBuf;
+use std::time::Duration;
+use view::{LeaseView, Member};
+
+/// Which group, and how to reach the Kubernetes API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GroupArgs {
+    /// Kubeconfig file; without it, the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace; default: the kubeconfig's or the in-cluster namespace.
+    #[arg(long, short = 'n', env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The Lease the group competes for.
+    #[arg(long, env = "LEASE_NAME", default_value = "redis")]
+    pub lease_name: String,
+    /// The Service the leader routes to itself.
+    #[arg(long, env = "LEADER_SERVICE", default_value = "redis-leader")]
+    pub leader_service: String,
+    /// Pod label holding `leader` / `replica`.
+    #[arg(long, env = "ROLE_LABEL", default_value = "redis-role")]
+    pub role_label: String,
+    /// Timeout of each Kubernetes and sidecar request.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// `status` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// `switchover` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SwitchoverArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// The pod to hand the leadership to; default: the best caught-up replica.
+    #[arg(long)]
+    to: Option<String>,
+    /// Switch over even while the group is paused.
+    #[arg(long)]
+    force: bool,
+    /// File holding the sidecars' admin bearer token.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    admin_token_file: PathBuf,
+    /// How long to wait for the outcome.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+/// `history` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+/// `pause` / `resume` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+}
+
+async fn coord(g: &GroupArgs) -> Result<(Coord, String)> {
+    let (client, ns) = crate::kube_client(g.kubeconfig.as_deref(), g.namespace.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("--kubeconfig: {e}"))?;
+    Ok((
+        Coord::new(client, &ns, &g.lease_name, g.request_timeout),
+        ns,
+    ))
+}
+
+async fn lease(coord: &Coord, g: &GroupArgs, ns: &str) -> Result<election::elector::ObservedLease> {
+    coord
+        .get_lease()
+        .await
+        .with_context(|| format!("reading Lease {ns}/{}", g.lease_name))?
+        .with_context(|| {
+            format!(
+                "no Lease {ns}/{}: is the group running, and are --lease-name and --namespace right?",
+                g.lease_name
+            )
+        })
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")
+}
+
+/// The group's pods with each sidecar's `/status`.
+async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
+    let http = http_client(g.request_timeout)?;
+    let peers = coord.peers().await.context("listing the group's pods")?;
+    let mut out = Vec::new();
+    for p in peers {
+        let (status, unreachable) = if p.http.is_empty() {
+            (
+                None,
+                Some("the pod does not publish its HTTP address".into()),
+            )
+        } else {
+            let url = format!("http://{}/status", p.http);
+            match http.get(&url).send().await {
+                Ok(r) => match r.json::<serde_json::Value>().await {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(format!("{url}: {e}"))),
+                },
+                Err(e) => (None, Some(format!("{url}: {e}"))),
+            }
+        };
+        out.push(Member {
+            role_label: p.labels.get(&g.role_label).cloned(),
+            pod: p.name,
+            address: p.address,
+            status,
+            unreachable,
+        });
+    }
+    out.sort_by(|a, b| a.pod.cmp(&b.pod));
+    Ok(out)
+}
+
+/// `redis-k8s-election status`.
+pub async fn status(a: StatusArgs) -> Result<()> {
+    let (coord, _) = coord(&a.group).await?;
+    let lease = coord
+        .get_lease()
+        .await
+        .context("reading the Lease")?
+        .map(|l| LeaseView {
+            name: a.group.lease_name.clone(),
+            holder: l.record.holder,
+            holder_address: l.record.holder_address,
+            epoch: l.record.transitions,
+            paused: l.record.paused,
+        });
+    let members = members(&coord, &a.group).await?;
+    let routed = coord
+        .service_routes_to(&a.group.leader_service)
+        .await
+        .ok()
+        .flatten();
+    let problems = view::problems(
+        lease.as_ref(),
+        &members,
+        routed.as_deref(),
+        &a.group.leader_service,
+    );
+    match a.output {
+        Output::Json => println!(
+            "{:#}",
+            view::to_json(lease.as_ref(), &members, routed.as_deref(), &problems)
+        ),
+        Output::Table => print!(
+            "{}",
+            view::render(lease.as_ref(), &members, &problems, unix_now())
+        ),
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `redis-k8s-election switchover`: asks the leader's sidecar to hand over, then checks the
+/// Lease names the new leader.
+pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
+    let token = std::fs::read_to_string(&a.admin_token_file)
+        .with_context(|| format!("--admin-token-file {}", a.admin_token_file.display()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!(
+            "--admin-token-file {} is empty",
+            a.admin_token_file.display()
+        );
+    }
+    let (coord, ns) = coord(&a.group).await?;
+    let before = lease(&coord, &a.group, &ns).await?;
+    let leader = before.record.holder.clone();
+    if leader.is_empty() {
+        bail!("the group has no leader to switch over from");
+    }
+    let peers = coord.peers().await.context("listing the group's pods")?;
+    let Some(http) = peers
+        .iter()
+        .find(|p| p.name == leader)
+        .map(|p| p.http.clone())
+        .filter(|h| !h.is_empty())
+    else {
+        bail!("the leader {leader} does not publish its HTTP address on its pod");
+    };
+    let mut body = serde_json::Map::new();
+    if let Some(to) = &a.to {
+        body.insert("to".into(), to.clone().into());
+    }
+    body.insert("force".into(), a.force.into());
+    let reply = http_client(a.timeout)?
+        .post(format!("http://{http}/switchover"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("asking the leader {leader} at {http}"))?;
+    let code = reply.status();
+    let v: serde_json::Value = reply
+        .json()
+        .await
+        .with_context(|| format!("the leader {leader} answered {code} without JSON"))?;
+    if !code.is_success() || v["ok"] != true {
+        bail!(
+            "switchover refused by {leader} ({code}, {}): {}",
+            v["code"].as_str().unwrap_or("?"),
+            v["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    let to = v["to"].as_str().unwrap_or_default().to_string();
+    let after = lease(&coord, &a.group, &ns).await?;
+    if after.record.holder != to {
+        bail!(
+            "the leader reported a hand-over to {to}, but the Lease now names {:?}",
+            after.record.holder
+        );
+    }
+    println!(
+        "switched over from {leader} to {to} at epoch {}: writes held {:.1} ms; leader Service {}",
+        v["epoch"],
+        v["pauseMs"].as_f64().unwrap_or(0.0),
+        if v["routed"] == true {
+            "routed to the new leader"
+        } else {
+            "NOT yet routed (check `status`)"
+        }
+    );
+    Ok(())
+}
+
+/// `redis-k8s-election pause` / `resume`.
+pub async fn set_paused(a: PauseArgs, pause: bool) -> Result<()> {
+    let (coord, ns) = coord(&a.group).await?;
+    let before = lease(&coord, &a.group, &ns).await?;
+    if before.record.is_paused() == pause {
+        println!(
+            "Lease {ns}/{} is {} already{}",
+            a.group.lease_name,
+            if pause { "paused" } else { "not paused" },
+            if pause {
+                format!(" ({})", before.record.paused)
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
+    }
+    let marker = pause.then(|| {
+        let who = std::env::var("USER").unwrap_or_else(|_| "redis-k8s-election".into());
+        format!("since {} by {who}", kube_coord::now_rfc3339())
+    });
+    let after = coord
+        .set_paused(marker.as_deref())
+        .await
+        .context("writing the Lease")?;
+    if pause {
+        println!(
+            "paused: no automatic failover in {ns}/{} until `resume`; leader {} keeps leading",
+            a.group.lease_name,
+            if after.record.holder.is_empty() {
+                "(none)"
+            } else {
+                &after.record.holder
+            }
+        );
+    } else {
+        println!(
+            "resumed: automatic failover in {ns}/{} is on again",
+            a.group.lease_name
+        );
+    }
+    Ok(())
+}
+
+/// `redis-k8s-election history`.
+pub async fn history(a: HistoryArgs) -> Result<()> {
+    let (coord, ns) = coord(&a.group).await?;
+    let l = lease(&coord, &a.group, &ns).await?;
+    let entries = history::parse(&l.record.history);
+    match a.output {
+        Output::Json => println!(
+            "{:#}",
+            serde_json::to_value(&entries).context("encoding the history")?
+        ),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.epoch.to_string(),
+                        e.time.clone(),
+                        if e.from.is_empty() {
+                            "-".into()
+                        } else {
+                            e.from.clone()
+                        },
+                        e.to.clone(),
+                        e.reason.clone(),
+                        format!("{} ms", e.duration_ms),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                view::table(
+                    &["EPOCH", "TIME", "FROM", "TO", "REASON", "DURATION"],
+                    &rows
+                )
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! The group as `status` shows it: a pure assessment of what the Lease, the pods and the
+//! sidecars report, and its rendering as a table (like `patronictl list`) or JSON.
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The Lease as the CLI shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Lease name.
+    pub name: String,
+    /// Holder (empty: none).
+    pub holder: String,
+    /// The holder's Redis address.
+    pub holder_address: String,
+    /// Epoch.
+    pub epoch: u32,
+    /// Pause marker (empty: not paused).
+    pub paused: String,
+}
+
+/// One pod of the group.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Member {
+    /// Pod name.
+    pub pod: String,
+    /// Its Redis announce address.
+    pub address: String,
+    /// Its role label's value.
+    pub role_label: Option<String>,
+    /// The sidecar's `/status`; `None` when it did not answer.
+    pub status: Option<Value>,
+    /// Why the sidecar did not answer.
+    pub unreachable: Option<String>,
+}
+
+impl Member {
+    fn s(&self, path: &[&str]) -> Option<&Value> {
+        let mut v = self.status.as_ref()?;
+        for p in path {
+            v = v.get(*p)?;
+        }
+        (!v.is_null()).then_some(v)
+    }
+
+    fn redis_role(&self) -> Option<&str> {
+        self.s(&["redis", "role"]).and_then(Value::as_str)
+    }
+
+    /// Writable: its Redis is a master and not fenced.
+    fn writable(&self) -> bool {
+        self.redis_role() == Some("master")
+            && self.s(&["redis", "fenced"]).and_then(Value::as_bool) == Some(false)
+    }
+}
+
+/// Every disagreement between the Lease, the pods, the Redis roles and the routing, in
+/// words. Empty when the group is as the Lease says.
+pub fn problems(
+    lease: Option<&LeaseView>,
+    members: &[Member],
+    routed_to: Option<&str>,
+    leader_service: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(lease) = lease else {
+        out.push("no Lease: no leader has ever been elected".into());
+        return out;
+    };
+    let writable: Vec<&str> = members
+        .iter()
+        .filter(|m| m.writable())
+        .map(|m| m.pod.as_str())
+        .collect();
+    if writable.len() > 1 {
+        out.push(format!(
+            "{} writable masters: {}",
+            writable.len(),
+            writable.join(", ")
+        ));
+    }
+    if lease.holder.is_empty() {
+        out.push("the Lease has no holder: no leader".into());
+    }
+    for m in members {
+        if let Some(why) = &m.unreachable {
+            out.push(format!("{}: sidecar did not answer ({why})", m.pod));
+            continue;
+        }
+        let is_holder = m.pod == lease.holder;
+        let role = m.s(&["role"]).and_then(Value::as_str).unwrap_or("");
+        if is_holder && role != "leader" {
+            out.push(format!(
+                "{}: holds the Lease but its sidecar says {role:?}",
+                m.pod
+            ));
+        }
+        if !is_holder && role == "leader" {
+            out.push(format!(
+                "{}: its sidecar says leader but the Lease names {:?}",
+                m.pod, lease.holder
+            ));
+        }
+        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some("replica") {
+            let master = m.s(&["redis", "master"]).and_then(Value::as_str);
+            if master != Some(lease.holder_address.as_str()) {
+                out.push(format!(
+                    "{}: replicates from {}, not the leader {} ({})",
+                    m.pod,
+                    master.unwrap_or("nothing"),
+                    lease.holder,
+                    lease.holder_address
+                ));
+            }
+        }
+        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some("master") {
+            out.push(format!(
+                "{}: its Redis is a master but the leader is {}",
+                m.pod, lease.holder
+            ));
+        }
+        match (is_holder, m.role_label.as_deref()) {
+            (true, Some("leader")) | (false, Some("replica")) => {}
+            (true, other) => out.push(format!(
+                "{}: holds the Lease but is labelled {other:?}",
+                m.pod
+            )),
+            (false, Some("leader")) => out.push(format!(
+                "{}: labelled leader but the Lease names {:?}",
+                m.pod, lease.holder
+            )),
+            (false, _) => {}
+        }
+    }
+    if !lease.holder.is_empty() && routed_to != Some(lease.holder.as_str()) {
+        out.push(format!(
+            "Service {leader_service} routes to {}, not the leader {}",
+            routed_to.unwrap_or("nothing"),
+            lease.holder
+        ));
+    }
+    out
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None => "-".into(),
+        Some(Value::Bool(true)) => "yes".into(),
+        Some(Value::Bool(false)) => "no".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A member's row: pod, role, epoch, Redis role, offset, lag, link, ready, fenced, last
+/// change.
+fn row(m: &Member, now_unix: u64) -> Vec<String> {
+    if m.status.is_none() {
+        let mut r = vec![m.pod.clone(), "unreachable".into()];
+        r.resize(10, "-".into());
+        return r;
+    }
+    let link = match m.redis_role() {
+        Some("replica") => cell(m.s(&["redis", "linkUp"]))
+            .replace("yes", "up")
+            .replace("no", "down"),
+        _ => "-".into(),
+    };
+    let change = match (
+        m.s(&["lastChange", "unixTime"]).and_then(Value::as_u64),
+        m.s(&["lastChange", "reason"]).and_then(Value::as_str),
+    ) {
+        (Some(t), Some(why)) => format!(
+            "{} ago ({why})",
+            humantime::format_duration(std::time::Duration::from_secs(now_unix.saturating_sub(t)))
+        ),
+        _ => "-".into(),
+    };
+    vec![
+        m.pod.clone(),
+        cell(m.s(&["role"])),
+        cell(m.s(&["epoch"])),
+        cell(m.s(&["redis", "role"])),
+        cell(m.s(&["redis", "offset"])),
+        cell(m.s(&["redis", "lag"])),
+        link,
+        cell(m.s(&["ready"])),
+        cell(m.s(&["redis", "fenced"])),
+        change,
+    ]
+}
+
+/// Columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out.push('\n');
+    out
+}
+
+/// The `status` table.
+pub fn render(
+    lease: Option<&LeaseView>,
+    members: &[Member],
+    problems: &[String],
+    now_unix: u64,
+) -> String {
+    let mut out = String::new();
+    match lease {
+        Some(l) => out.push_str(&format!(
+            "Lease {}: leader {}, epoch {}{}\n",
+            l.name,
+            if l.holder.is_empty() {
+                "none"
+            } else {
+                &l.holder
+            },
+            l.epoch,
+            if l.paused.is_empty() {
+                String::new()
+            } else {
+                format!(", PAUSED ({})", l.paused)
+            }
+        )),
+        None => out.push_str("Lease: none\n"),
+    }
+    let rows: Vec<Vec<String>> = members.iter().map(|m| row(m, now_unix)).collect();
+    out.push_str(&table(
+        &[
+            "POD",
+            "ROLE",
+            "EPOCH",
+            "REDIS",
+            "OFFSET",
+            "LAG",
+            "LINK",
+            "READY",
+            "FENCED",
+            "LAST CHANGE",
+        ],
+        &rows,
+    ));
+    if problems.is_empty() {
+        out.push_str("No disagreements.\n");
+    } else {
+        out.push_str("Disagreements:\n");
+        for p in problems {
+            out.push_str(&format!("  ! {p}\n"));
+        }
+    }
+    out
+}
+
+/// The `status -o json` document.
+pub fn to_json(
+    lease: Option<&LeaseView>,
+    members: &[Member],
+    routed_to: Option<&str>,
+    problems: &[String],
+) -> Value {
+    let mut pods = BTreeMap::new();
+    for m in members {
+        pods.insert(
+            m.pod.clone(),
+            json!({
+                "address": m.address, "roleLabel": m.role_label, "status": m.status,
+                "unreachable": m.unreachable,
+            }),
+        );
+    }
+    json!({
+        "lease": lease.map(|l| json!({
+            "name": l.name, "holder": l.holder, "holderAddress": l.holder_address,
+            "epoch": l.epoch, "paused": (!l.paused.is_empty()).then_some(&l.paused),
+        })),
+        "leaderServiceRoutesTo": routed_to,
+        "pods": pods,
+        "problems": problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(pod: &str, role: &str, redis: &str, master: &str, fenced: bool) -> Member {
+        Member {
+            pod: pod.into(),
+            address: format!("{pod}:6379"),
+            role_label: Some(
+                if role == "leader" {
+                    "leader"
+                } else {
+                    "replica"
+                }
+                .into(),
+            ),
+            status: Some(json!({
+                "role": role, "epoch": 3, "ready": true,
+                "redis": {"role": redis, "offset": 100, "master": (!master.is_empty()).then_some(master),
+                          "linkUp": true, "lag": 0, "fenced": fenced},
+                "lastChange": {"epoch": 3, "reason": "elected", "unixTime": 1000},
+            })),
+            unreachable: None,
+        }
+    }
+
+    fn lease() -> LeaseView {
+        LeaseView {
+            name: "redis".into(),
+            holder: "a".into(),
+            holder_address: "a:6379".into(),
+            epoch: 3,
+            paused: String::new(),
+        }
+    }
+
+    fn healthy() -> Vec<Member> {
+        vec![
+            member("a", "leader", "master", "", false),
+            member("b", "replica", "replica", "a:6379", false),
+            member("c", "replica", "replica", "a:6379", false),
+        ]
+    }
+
+    #[test]
+    fn a_healthy_group_has_no_disagreements() {
+        let p = problems(Some(&lease()), &healthy(), Some("a"), "redis-leader");
+        assert!(p.is_empty(), "{p:?}");
+        let text = render(Some(&lease()), &healthy(), &p, 1010);
+        assert!(text.contains("No disagreements"), "{text}");
+        assert!(text.contains("10s ago (elected)"), "{text}");
+        let first = text.lines().nth(1).unwrap();
+        assert!(first.starts_with("POD  ROLE"), "{text}");
+    }
+
+    #[test]
+    fn each_disagreement_is_named() {
+        let mut m = healthy();
+        m[1] = member("b", "replica", "master", "", false);
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert!(
+            p.iter().any(|x| x.contains("2 writable masters: a, b")),
+            "{p:?}"
+        );
+        let mut m = healthy();
+        m[2] = member("c", "replica", "replica", "old:6379", false);
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert!(
+            p.iter().any(|x| x.contains("c: replicates from old:6379")),
+            "{p:?}"
+        );
+        let mut m = healthy();
+        m[1].role_label = Some("leader".into());
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert!(p.iter().any(|x| x.contains("b: labelled leader")), "{p:?}");
+        let p = problems(Some(&lease()), &healthy(), Some("b"), "redis-leader");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("routes to b, not the leader a")),
+            "{p:?}"
+        );
+        let mut m = healthy();
+        m[0].status = None;
+        m[0].unreachable = Some("connection refused".into());
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert!(
+            p.iter().any(|x| x.contains("a: sidecar did not answer")),
+            "{p:?}"
+        );
+        assert!(render(Some(&lease()), &m, &p, 0).contains("unreachable"));
+        assert_eq!(
+            problems(None, &healthy(), None, "redis-leader"),
+            vec!["no Lease: no leader has ever been elected".to_string()]
+        );
+    }
+}
