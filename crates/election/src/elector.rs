@@ -500,7 +500,7 @@ impl Elector {
                             self.step_down("released", &mut out);
                         }
                     }
-                    (Some(_), true) if self.stopping || !self.healthy => {
+                    (Some(_), true) if self.stopping || (!self.healthy && !self.paused()) => {
                         // Won while shutting down or unhealthy: give it straight back.
                         self.write(now, Purpose::Release, &mut out);
                     }
@@ -1095,8 +1095,22 @@ mod tests {
             (w.purpose, w.paused.as_str(), w.history.as_str()),
             (Purpose::Renew, "by test", "[h]")
         );
-        e.step(ms(1_100), Input::WriteFailed);
-        let s = e.step(ms(6_000), Input::Tick);
+        let s = e.step(
+            ms(1_010),
+            Input::WriteSucceeded {
+                sent_at: ms(1_000),
+                lease: paused(lease("a", 0, "3", "r3")),
+            },
+        );
+        assert!(
+            s.actions.is_empty(),
+            "a renewal is kept, not given back: {s:?}"
+        );
+        assert!(matches!(e.role(), Role::Leader { .. }));
+        let s = e.step(ms(2_000), Input::Tick);
+        assert!(matches!(&s.actions[..], [Action::Write(w)] if w.purpose == Purpose::Renew));
+        e.step(ms(2_100), Input::WriteFailed);
+        let s = e.step(ms(7_000), Input::Tick);
         assert!(
             s.actions.contains(&Action::SteppedDown {
                 reason: "renew deadline passed"

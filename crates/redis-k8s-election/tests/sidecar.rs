@@ -431,104 +431,6 @@ async fn password_protected_group_replicates_and_fails_over() {
     assert!(!g.status(new).await.unwrap().to_string().contains("s3cret"));
 }
 
-/// A client as the leader Service would route it: each write goes to the pod the Service
-/// selects; on an error it re-reads the route and retries. Every acknowledged write is kept.
-struct Writer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Acknowledged writes so far, to wait on progress rather than on time.
-    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<(Vec<u64>, Duration)>,
-}
-
-impl Writer {
-    fn start(g: &Group) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = acked_count.clone();
-        let addrs: Vec<String> = (0..g.redis.len()).map(|i| g.redis_addr(i)).collect();
-        let kube = g.kube.clone();
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            let svc: kube::Api<k8s_openapi::api::core::v1::Service> =
-                kube::Api::default_namespaced(kube);
-            let mut acked = Vec::new();
-            let mut longest_gap = Duration::ZERO;
-            let mut last_ack = Instant::now();
-            let mut seq = 0u64;
-            let mut conns: std::collections::HashMap<String, redis::aio::MultiplexedConnection> =
-                Default::default();
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                let routed = svc.get("redis-leader").await.ok().and_then(|s| {
-                    s.spec?
-                        .selector?
-                        .get("statefulset.kubernetes.io/pod-name")
-                        .cloned()
-                });
-                let Some(i) = routed.and_then(|p| p.strip_prefix("redis-")?.parse::<usize>().ok())
-                else {
-                    continue;
-                };
-                let addr = addrs[i].clone();
-                if !conns.contains_key(&addr) {
-                    let Ok(client) = redis::Client::open(format!("redis://{addr}")) else {
-                        continue;
-                    };
-                    let Ok(Ok(c)) = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.get_multiplexed_async_connection(),
-                    )
-                    .await
-                    else {
-                        continue;
-                    };
-                    conns.insert(addr.clone(), c);
-                }
-                let conn = conns.get_mut(&addr).unwrap();
-                seq += 1;
-                let reply = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    redis::cmd("RPUSH")
-                        .arg("log")
-                        .arg(seq)
-                        .query_async::<u64>(conn),
-                )
-                .await;
-                if matches!(reply, Ok(Ok(_))) {
-                    acked.push(seq);
-                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    longest_gap = longest_gap.max(last_ack.elapsed());
-                    last_ack = Instant::now();
-                } else {
-                    // Refused (fenced, read-only) or dropped: reconnect on the next try.
-                    conns.remove(&addr);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            (acked, longest_gap)
-        });
-        Self {
-            stop,
-            acked: acked_count,
-            task,
-        }
-    }
-
-    /// Waits (with a deadline) until `more` further writes have been acknowledged.
-    async fn wait_for(&self, more: usize) {
-        let target = self.acked.load(std::sync::atomic::Ordering::Relaxed) + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.acked.load(std::sync::atomic::Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "the writer stalled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    async fn finish(self) -> (Vec<u64>, Duration) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     let mut g = Group::start(3).await;
@@ -563,7 +465,9 @@ async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     assert_eq!(g.selector().await.as_deref(), Some(new.as_str()));
     // Writes go on, on the new leader; then stop.
     writer.wait_for(50).await;
-    let (acked, longest_gap) = writer.finish().await;
+    let acks = writer.finish().await;
+    let longest_gap = longest_gap(&acks);
+    let acked: Vec<u64> = acks.iter().map(|(seq, _)| *seq).collect();
     let n = new
         .strip_prefix("redis-")
         .unwrap()
@@ -572,17 +476,7 @@ async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     let st = g.status(n).await.unwrap();
     assert_eq!(st["epoch"].as_u64(), Some(epoch + 1), "one leader change");
     // Every acknowledged write is on the new leader.
-    let client = redis::Client::open(format!("redis://{}", g.redis_addr(n))).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stored: Vec<u64> = redis::cmd("LRANGE")
-        .arg("log")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let stored: std::collections::HashSet<u64> = stored.into_iter().collect();
-    let lost: Vec<&u64> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    let lost = lost_writes(&g.redis_addr(n), &acks, None).await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes lost: {lost:?}",

@@ -102,9 +102,9 @@ pub enum HandoverError {
         /// `--max-lag`.
         max: u64,
     },
-    /// No replica qualifies.
-    #[error("no eligible, caught-up replica to hand over to")]
-    NoCandidate,
+    /// No replica qualifies; why not, per pod.
+    #[error("no eligible, caught-up replica to hand over to ({0})")]
+    NoCandidate(String),
     /// The target did not catch up while writes were held.
     #[error("{pod} did not catch up within {waited:?} with writes held; nothing changed")]
     Timeout {
@@ -135,7 +135,7 @@ impl HandoverError {
             HandoverError::NeverLeads(_) => "never_leads",
             HandoverError::NotReplica { .. } => "not_replica",
             HandoverError::NotCaughtUp { .. } => "not_caught_up",
-            HandoverError::NoCandidate => "no_candidate",
+            HandoverError::NoCandidate(_) => "no_candidate",
             HandoverError::Timeout { .. } => "timeout",
             HandoverError::Redis(_) => "redis",
             HandoverError::Api(_) => "api",
@@ -207,12 +207,26 @@ pub fn choose_target(
             check(v)?;
             Ok((v.name.clone(), v.address.clone()))
         }
-        None => peers
-            .iter()
-            .filter(|v| check(v).is_ok())
-            .min_by(|a, b| rank::compare(&a.candidate(), &b.candidate()))
-            .map(|v| (v.name.clone(), v.address.clone()))
-            .ok_or(HandoverError::NoCandidate),
+        None => {
+            let mut why_not = Vec::new();
+            let best = peers
+                .iter()
+                .filter(|v| match check(v) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        why_not.push(e.to_string());
+                        false
+                    }
+                })
+                .min_by(|a, b| rank::compare(&a.candidate(), &b.candidate()));
+            match best {
+                Some(v) => Ok((v.name.clone(), v.address.clone())),
+                None if why_not.is_empty() => {
+                    Err(HandoverError::NoCandidate("no other pod found".into()))
+                }
+                None => Err(HandoverError::NoCandidate(why_not.join("; "))),
+            }
+        }
     }
 }
 
@@ -486,7 +500,12 @@ mod tests {
         );
         assert_eq!(
             choose_target(&[], None, LEADER, 1000, 100),
-            Err(HandoverError::NoCandidate)
+            Err(HandoverError::NoCandidate("no other pod found".into()))
         );
+        let none = [peer("b", 0, replica_of("a:6379", true, 1000))];
+        assert!(matches!(
+            choose_target(&none, None, LEADER, 1000, 100),
+            Err(HandoverError::NoCandidate(why)) if why.contains("b has priority 0")
+        ));
     }
 }

@@ -131,7 +131,7 @@ fn handover_status(e: &HandoverError) -> StatusCode {
         | HandoverError::NeverLeads(_)
         | HandoverError::NotReplica { .. }
         | HandoverError::NotCaughtUp { .. }
-        | HandoverError::NoCandidate => StatusCode::UNPROCESSABLE_ENTITY,
+        | HandoverError::NoCandidate(_) => StatusCode::UNPROCESSABLE_ENTITY,
         HandoverError::Timeout { .. } | HandoverError::Redis(_) | HandoverError::Api(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }

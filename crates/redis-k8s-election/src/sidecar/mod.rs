@@ -576,7 +576,12 @@ impl Runtime {
                     Err(_) => continue,
                 },
             };
-            let probe = node.probe().await.ok();
+            // A cached connection the peer closed (role changes drop clients) fails once,
+            // then reconnects: one retry tells a dropped connection from a dead Redis.
+            let probe = match node.probe().await {
+                Ok(p) => Some(p),
+                Err(_) => node.probe().await.ok(),
+            };
             out.push(PeerView {
                 name: peer.name,
                 address: peer.address,

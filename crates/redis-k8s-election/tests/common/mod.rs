@@ -16,6 +16,8 @@ use testkit::RedisServer;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_redis-k8s-election");
 pub const TOKEN: &str = "T";
+/// The sidecars' admin bearer token (switchover).
+pub const ADMIN_TOKEN: &str = "admin-secret";
 /// Redis starts fenced (as the shipped manifests start it): undecided means read-only from
 /// its first instant, and only a promotion unfences it.
 pub const REDIS_ARGS: &[&str] = &[
@@ -261,6 +263,10 @@ impl Group {
                 &http.to_string(),
             ])
             .args(FAST)
+            .args([
+                "--admin-token-file",
+                self.admin_token_file().to_str().unwrap(),
+            ])
             .args(
                 self.password
                     .as_ref()
@@ -280,6 +286,34 @@ impl Group {
             .spawn()
             .unwrap();
         self.sidecars[i] = Some(Sidecar { child, http });
+    }
+
+    /// The admin token file every sidecar of the group accepts (written on first use).
+    pub fn admin_token_file(&self) -> std::path::PathBuf {
+        let file = self.dir.path().join("admin-token");
+        if !file.exists() {
+            std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).unwrap();
+        }
+        file
+    }
+
+    /// Runs a CLI command of the real binary against this group (admin kubeconfig);
+    /// returns success, stdout and stderr.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .env("ADMIN_TOKEN_FILE", self.admin_token_file())
+            .env_remove("KUBECONFIG")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn status(&self, i: usize) -> Option<Value> {
@@ -550,4 +584,140 @@ pub async fn takeover(g: &Group, old: usize, within: Duration) -> String {
 pub fn refuses_writes(r: &RedisServer) -> bool {
     let reply = r.command(&["SET", "probe", "x"]).unwrap_or_default();
     reply.starts_with("-NOREPLICAS") || reply.starts_with("-READONLY")
+}
+
+/// A client as the leader Service would route it: each write goes to the pod the Service
+/// selects; on an error it re-reads the route and retries. Every acknowledged write is kept.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Acknowledged writes so far, to wait on progress rather than on time.
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<(u64, Instant)>>,
+}
+
+impl Writer {
+    pub fn start(g: &Group) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = acked_count.clone();
+        let addrs: Vec<String> = (0..g.redis.len()).map(|i| g.redis_addr(i)).collect();
+        let kube = g.kube.clone();
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let svc: kube::Api<k8s_openapi::api::core::v1::Service> =
+                kube::Api::default_namespaced(kube);
+            let mut acked = Vec::new();
+            let mut seq = 0u64;
+            let mut conns: std::collections::HashMap<String, redis::aio::MultiplexedConnection> =
+                Default::default();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let routed = svc.get("redis-leader").await.ok().and_then(|s| {
+                    s.spec?
+                        .selector?
+                        .get("statefulset.kubernetes.io/pod-name")
+                        .cloned()
+                });
+                let Some(i) = routed.and_then(|p| p.strip_prefix("redis-")?.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                let addr = addrs[i].clone();
+                if !conns.contains_key(&addr) {
+                    let Ok(client) = redis::Client::open(format!("redis://{addr}")) else {
+                        continue;
+                    };
+                    let Ok(Ok(c)) = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.get_multiplexed_async_connection(),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    conns.insert(addr.clone(), c);
+                }
+                let conn = conns.get_mut(&addr).unwrap();
+                seq += 1;
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    redis::cmd("RPUSH")
+                        .arg("log")
+                        .arg(seq)
+                        .query_async::<u64>(conn),
+                )
+                .await;
+                if matches!(reply, Ok(Ok(_))) {
+                    acked.push((seq, Instant::now()));
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    // Refused (fenced, read-only) or dropped: reconnect on the next try.
+                    conns.remove(&addr);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            acked
+        });
+        Self {
+            stop,
+            acked: acked_count,
+            task,
+        }
+    }
+
+    /// Waits (with a deadline) until `more` further writes have been acknowledged.
+    pub async fn wait_for(&self, more: usize) {
+        let target = self.acked.load(std::sync::atomic::Ordering::Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.acked.load(std::sync::atomic::Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the writer stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops; every acknowledged write's sequence number and when it was acknowledged.
+    pub async fn finish(self) -> Vec<(u64, Instant)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// The longest time between two consecutive acknowledgements.
+pub fn longest_gap(acks: &[(u64, Instant)]) -> Duration {
+    acks.windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default()
+}
+
+/// The longest time between consecutive acknowledgements around `[from, to]`: the gap
+/// that spans `from`, and every gap ending before `to`, i.e. the write pause a change in that
+/// window caused.
+pub fn pause_within(acks: &[(u64, Instant)], from: Instant, to: Instant) -> Duration {
+    acks.windows(2)
+        .filter(|w| w[1].1 >= from && w[0].1 <= to)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default()
+}
+
+/// Acknowledged writes missing from the list `log` on the Redis at `addr`.
+pub async fn lost_writes(addr: &str, acks: &[(u64, Instant)], password: Option<&str>) -> Vec<u64> {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@{addr}"),
+        None => format!("redis://{addr}"),
+    };
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stored: Vec<u64> = redis::cmd("LRANGE")
+        .arg("log")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<u64> = stored.into_iter().collect();
+    acks.iter()
+        .map(|(s, _)| *s)
+        .filter(|s| !stored.contains(s))
+        .collect()
 }
