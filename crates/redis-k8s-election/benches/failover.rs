@@ -4,9 +4,12 @@
 //! * Redis killed: SIGKILL of the leader's `redis-server`; from the kill to the first write
 //!   accepted by another node (a writer tries every node every 2 ms).
 //! * Pod lost: SIGKILL of the leader's Redis and sidecar together; same measure.
+//! * Switchover: `redis-k8s-election switchover` (the CLI) under a writer that follows the
+//!   leader Service and writes every 2 ms; the write pause per switchover (the longest gap
+//!   between acknowledgements around it) and acknowledged writes lost (issue 4).
 //! * Steady state: sidecar resident memory and CPU, and API writes per retry period.
 //!
-//! `cargo bench -p redis-k8s-election --bench failover [-- --runs N]`
+//! `cargo bench -p redis-k8s-election --bench failover [-- --runs N] [--switchovers N]`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -77,6 +80,12 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let switchovers: usize = args
+        .iter()
+        .position(|a| a == "--switchovers")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let mut g = Group::start(3).await;
     let mut leader = g.converged(Duration::from_secs(30)).await;
 
@@ -123,6 +132,24 @@ async fn main() {
         leader = g.converged(Duration::from_secs(30)).await;
     }
 
+    let writer = Writer::start(&g);
+    writer.wait_for(20).await;
+    let mut windows = Vec::new();
+    for _ in 0..switchovers {
+        let started = Instant::now();
+        let (ok, _, err) = g.cli(&["switchover"]).await;
+        assert!(ok, "switchover failed: {err}");
+        leader = g.converged(Duration::from_secs(30)).await;
+        windows.push((started, Instant::now()));
+        writer.wait_for(5).await;
+    }
+    let acks = writer.finish().await;
+    let lost = lost_writes(&g.redis_addr(leader), &acks, None).await;
+    let pauses: Vec<f64> = windows
+        .iter()
+        .map(|(a, b)| pause_within(&acks, *a, *b).as_secs_f64() * 1000.0)
+        .collect();
+
     println!("\nsidecar failover, fast profile (lease 3s / renew 2s / retry 250ms), 3 pods");
     println!("| scenario | runs | median | p99 | max |");
     println!("|---|---|---|---|---|");
@@ -136,6 +163,18 @@ async fn main() {
             "leader pod (Redis + sidecar) SIGKILLed → write accepted",
             pod_lost
         )
+    );
+    println!(
+        "{}",
+        summary(
+            "switchover (CLI) → write pause seen by a Service-routed writer",
+            pauses
+        )
+    );
+    println!(
+        "\nswitchovers: {switchovers}, acknowledged writes {}, lost {}",
+        acks.len(),
+        lost.len()
     );
     println!(
         "\nsteady state, idle converged group, {} s:",
