@@ -1,7 +1,7 @@
 //! Invariant 1 at the election level, by simulation: several electors share one
 //! compare-and-set lease store through a network that delays, loses and partitions messages,
-//! with clocks running at different rates (within the tolerated bound), Redis health flapping
-//! and pods crashing. Whatever the interleaving, no two electors may lead at the same instant
+//! with clocks running at different rates (within the tolerated bound), Redis health flapping,
+//! pods crashing, and operators pausing and resuming automatic failover. Whatever the interleaving, no two electors may lead at the same instant
 //! of global time.
 //!
 //! A leader's window runs from its `Promote` to the moment its fence completes (`Fence` plus
@@ -51,6 +51,8 @@ enum Ev {
         healthy: bool,
     },
     Crash(usize),
+    /// An operator pauses or resumes automatic failover (a patch of the stored lease).
+    Pause(bool),
 }
 
 struct Node {
@@ -85,6 +87,7 @@ struct Plan {
     partitions: Vec<(usize, G, G)>,
     health: Vec<(usize, G, bool)>,
     crashes: Vec<(usize, G)>,
+    pauses: Vec<(G, bool)>,
 }
 
 fn timing() -> Timing {
@@ -111,16 +114,20 @@ fn plan() -> impl Strategy<Value = Plan> {
                 proptest::collection::vec((0..n, 0u64..20_000_000, 100_000u64..4_000_000), 0..3),
                 proptest::collection::vec((0..n, 0u64..20_000_000, any::<bool>()), 0..4),
                 proptest::collection::vec((0..n, 0u64..25_000_000), 0..2),
+                proptest::collection::vec((0u64..20_000_000, any::<bool>()), 0..3),
             )
         })
-        .prop_map(|(nodes, rates, delays, parts, health, crashes)| Plan {
-            nodes,
-            rates,
-            delays,
-            partitions: parts.into_iter().map(|(n, s, d)| (n, s, s + d)).collect(),
-            health,
-            crashes,
-        })
+        .prop_map(
+            |(nodes, rates, delays, parts, health, crashes, pauses)| Plan {
+                nodes,
+                rates,
+                delays,
+                partitions: parts.into_iter().map(|(n, s, d)| (n, s, s + d)).collect(),
+                health,
+                crashes,
+                pauses,
+            },
+        )
 }
 
 struct Sim {
@@ -253,7 +260,12 @@ impl Sim {
             version: self.version.to_string(),
         };
         self.store = Some(lease.clone());
-        // The watch delivers the change to every node.
+        self.broadcast(&lease, now);
+        Some(lease)
+    }
+
+    /// The watch delivers a change to every node (each delivery may be late or lost).
+    fn broadcast(&mut self, lease: &ObservedLease, now: G) {
         for j in 0..self.nodes.len() {
             if let Some(d) = self.delay(j, now) {
                 self.push(
@@ -265,7 +277,22 @@ impl Sim {
                 );
             }
         }
-        Some(lease)
+    }
+
+    /// The operator's merge patch of the pause marker: no compare-and-set, a new version.
+    fn set_paused(&mut self, paused: bool, now: G) {
+        let Some(mut lease) = self.store.clone() else {
+            return;
+        };
+        lease.record.paused = if paused {
+            "by op".into()
+        } else {
+            String::new()
+        };
+        self.version += 1;
+        lease.version = self.version.to_string();
+        self.store = Some(lease.clone());
+        self.broadcast(&lease, now);
     }
 
     fn run(plan: &Plan, horizon: G) -> Self {
@@ -313,6 +340,9 @@ impl Sim {
         for &(n, at) in &plan.crashes {
             sim.push(at, Ev::Crash(n));
         }
+        for &(at, p) in &plan.pauses {
+            sim.push(at, Ev::Pause(p));
+        }
         while let Some(Reverse((now, _, idx))) = sim.queue.pop() {
             if now > horizon {
                 break;
@@ -334,6 +364,7 @@ impl Sim {
                     sim.end_window(i, now);
                     sim.nodes[i].alive = false;
                 }
+                Ev::Pause(p) => sim.set_paused(p, now),
                 Ev::Arrive {
                     node,
                     intent,
@@ -444,6 +475,7 @@ fn skew_beyond_the_bound_breaks_safety() {
         partitions: vec![(0, 2_000_000, 30_000_000)],
         health: vec![(1, 0, false), (1, 1_000_000, true)],
         crashes: vec![],
+        pauses: vec![],
     };
     let sim = Sim::run(&plan, 30_000_000);
     assert!(
