@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod event_convert;
 pub mod faults;
 pub mod patch;
+pub mod podspec;
 pub mod protobuf;
 pub mod proxy;
 pub mod rbac;
