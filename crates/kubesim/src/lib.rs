@@ -20,6 +20,7 @@ pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod server;
+pub mod statefulset;
 pub mod status;
 pub mod store;
 pub mod table;
