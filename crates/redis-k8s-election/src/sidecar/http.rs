@@ -138,6 +138,10 @@ fn handover_status(e: &HandoverError) -> StatusCode {
     }
 }
 
+fn handover_refusal(e: &HandoverError) -> Response {
+    refusal(handover_status(e), e.code(), e.to_string())
+}
+
 async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(admin) = s.admin.clone() else {
         return refusal(
@@ -157,8 +161,7 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
     let (reply, outcome) = oneshot::channel();
     let req = SwitchoverRequest { to, force, reply };
     if admin.switchovers.try_send(req).is_err() {
-        let e = HandoverError::Busy;
-        return refusal(handover_status(&e), e.code(), e.to_string());
+        return handover_refusal(&HandoverError::Busy);
     }
     match tokio::time::timeout(admin.answer_within, outcome).await {
         Ok(Ok(Ok(h))) => json_reply(
@@ -168,7 +171,7 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
                 "pauseMs": h.pause.as_secs_f64() * 1000.0, "routed": h.routed,
             }),
         ),
-        Ok(Ok(Err(e))) => refusal(handover_status(&e), e.code(), e.to_string()),
+        Ok(Ok(Err(e))) => handover_refusal(&e),
         Ok(Err(_)) => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

@@ -120,8 +120,9 @@ struct Runtime {
     published: Option<String>,
     /// Whether the elector was last told it may run.
     eligible: bool,
-    /// When the local Redis was last pointed at the leader again.
-    last_refollow: Option<Instant>,
+    /// When the local Redis was last put back into its role (pointed at the leader again,
+    /// or made a writable master again): at most once per retry period.
+    last_role_repair: Option<Instant>,
 }
 
 impl Runtime {
@@ -338,13 +339,7 @@ impl Runtime {
                 None
             }
             Action::Promote { epoch } => {
-                let mut problems = Vec::new();
-                if let Err(e) = self.redis.promote().await {
-                    problems.push(format!("REPLICAOF NO ONE: {e}"));
-                }
-                if let Err(e) = self.redis.unfence().await {
-                    problems.push(format!("unfence: {e}"));
-                }
+                let mut problems = self.make_writable_master(true).await;
                 self.routing_pending = true;
                 self.service_routed = false;
                 self.labelled = false;
@@ -426,19 +421,14 @@ impl Runtime {
     /// and has none yet. `reason` and `held` describe a hand-over; for an acquisition they
     /// are worked out here.
     fn with_history(&self, mut intent: WriteIntent, reason: &str, held: Duration) -> WriteIntent {
-        let prev = self.elector.observed().map(|l| l.record.clone());
-        let new_epoch = match &prev {
-            None => true,
-            Some(p) => intent.transitions != p.transitions,
-        };
-        if !new_epoch
-            || intent.holder.is_empty()
-            || intent.history != prev.as_ref().map(|p| p.history.clone()).unwrap_or_default()
-        {
+        let prev = self.elector.observed().map(|l| &l.record);
+        let new_epoch = prev.is_none_or(|p| intent.transitions != p.transitions);
+        let stored_history = prev.map_or("", |p| p.history.as_str());
+        if !new_epoch || intent.holder.is_empty() || intent.history != stored_history {
             return intent;
         }
         let entries = history::parse(&intent.history);
-        let (from, why, millis) = match (&prev, intent.purpose) {
+        let (from, why, millis) = match (prev, intent.purpose) {
             (_, Purpose::Handover) => (self.cfg.pod_name.clone(), reason.to_string(), held),
             (None, _) => (String::new(), "elected".to_string(), self.leaderless_for()),
             (Some(p), _) if p.holder.is_empty() => (
@@ -678,6 +668,19 @@ impl Runtime {
         self.update_lag().await;
     }
 
+    /// Makes the local Redis a master (`REPLICAOF NO ONE`, when `promote`) and unfences it;
+    /// what failed, in words. Used by a promotion and by the leader's repair of its Redis.
+    async fn make_writable_master(&self, promote: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if promote && let Err(e) = self.redis.promote().await {
+            problems.push(format!("REPLICAOF NO ONE: {e}"));
+        }
+        if let Err(e) = self.redis.unfence().await {
+            problems.push(format!("unfence: {e}"));
+        }
+        problems
+    }
+
     /// A leader whose Redis is a replica or fenced although the elector made it a writable
     /// master (it restarted, which starts it fenced; a refused hand-over could not lift the
     /// fence; someone changed it) is made so again, at most once per retry period. The
@@ -690,7 +693,7 @@ impl Runtime {
         let master = matches!(probe.info.role, RedisRole::Master);
         if (master && !probe.fenced)
             || self
-                .last_refollow
+                .last_role_repair
                 .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
         {
             return;
@@ -699,14 +702,8 @@ impl Runtime {
         if !matches!(self.elector.role(), Role::Leader { .. }) || self.elector.fenced() {
             return;
         }
-        self.last_refollow = Some(Instant::now());
-        let mut problems = Vec::new();
-        if !master && let Err(e) = self.redis.promote().await {
-            problems.push(format!("REPLICAOF NO ONE: {e}"));
-        }
-        if let Err(e) = self.redis.unfence().await {
-            problems.push(format!("unfence: {e}"));
-        }
+        self.last_role_repair = Some(Instant::now());
+        let problems = self.make_writable_master(!master).await;
         let note = if problems.is_empty() {
             "the leader's Redis was not a writable master; made it one again".to_string()
         } else {
@@ -732,12 +729,12 @@ impl Runtime {
         let following = matches!(role, RedisRole::Replica { master_host, master_port, .. } if *master_host == host && *master_port == port);
         if following
             || self
-                .last_refollow
+                .last_role_repair
                 .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
         {
             return;
         }
-        self.last_refollow = Some(Instant::now());
+        self.last_role_repair = Some(Instant::now());
         tracing::info!(%address, "the local Redis is not replicating from the leader; pointing it there again");
         if let Err(e) = self.redis.follow(&host, port).await {
             tracing::warn!(error = %e, "REPLICAOF failed; retried after one retry period");
@@ -992,7 +989,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         previous_leader: None,
         published: None,
         eligible: false,
-        last_refollow: None,
+        last_role_repair: None,
     };
     // Undecided means read-only: the first step fences the local Redis.
     rt.feed(Input::Tick).await;
