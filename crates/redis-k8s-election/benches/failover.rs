@@ -71,21 +71,20 @@ fn proc_stat(pid: u32) -> (u64, u64) {
     (ticks, rss)
 }
 
+/// The number after `flag` on the command line, or `default`.
+fn count_flag(args: &[String], flag: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let runs: usize = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let switchovers: usize = args
-        .iter()
-        .position(|a| a == "--switchovers")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let runs = count_flag(&args, "--runs", 20);
+    let switchovers = count_flag(&args, "--switchovers", 100);
     let mut g = Group::start(3).await;
     let mut leader = g.converged(Duration::from_secs(30)).await;
 

@@ -9,35 +9,16 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use testkit::RedisServer;
 
-fn index(pod: &str) -> usize {
-    pod.strip_prefix("redis-").unwrap().parse().unwrap()
-}
-
-async fn epoch(g: &Group) -> u64 {
-    let (ok, out, err) = g.cli(&["status", "-o", "json"]).await;
-    assert!(ok, "status failed: {err}");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v["lease"]["epoch"].as_u64().unwrap()
-}
-
+/// `redis-k8s-election status -o json`.
 async fn status_json(g: &Group) -> Value {
     let (ok, out, err) = g.cli(&["status", "-o", "json"]).await;
     assert!(ok, "status failed: {err}");
     serde_json::from_str(&out).unwrap()
 }
 
-/// Waits until the sidecar process `i` has exited; asserts it exited 0.
-async fn exited(g: &mut Group, i: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(st) = g.sidecars[i].as_mut().unwrap().child.try_wait().unwrap() {
-            assert!(st.success(), "sidecar {i} exited with {st:?}");
-            g.sidecars[i] = None;
-            return;
-        }
-        assert!(Instant::now() < deadline, "sidecar {i} did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The Lease's epoch as `status` reports it.
+async fn epoch(g: &Group) -> u64 {
+    status_json(g).await["lease"]["epoch"].as_u64().unwrap()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -83,13 +64,7 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
         first_epoch + 100,
         "one epoch per switchover"
     );
-    let lost = lost_writes(&g.redis_addr(leader), &acks, None).await;
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {lost:?}",
-        lost.len(),
-        acks.len()
-    );
+    assert_none_lost(&g.redis_addr(leader), &acks).await;
     let mut pauses: Vec<Duration> = windows
         .iter()
         .map(|(a, b)| pause_within(&acks, *a, *b))
@@ -130,7 +105,7 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
     for i in order {
         let pid = g.sidecars[i].as_ref().unwrap().child.id();
         signal(pid, "-TERM");
-        exited(&mut g, i, Duration::from_secs(15)).await;
+        g.wait_exited(i, Duration::from_secs(15)).await;
         let addr = g.redis[i].as_ref().unwrap().addr;
         g.redis[i].as_mut().unwrap().kill();
         g.redis[i] = None;
@@ -150,13 +125,7 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
         first_epoch + 1,
         "one leader change for the leader's restart, none for the replicas'"
     );
-    let lost = lost_writes(&g.redis_addr(new), &acks, None).await;
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {lost:?}",
-        lost.len(),
-        acks.len()
-    );
+    assert_none_lost(&g.redis_addr(new), &acks).await;
     eprintln!(
         "rolling restart: {} acknowledged writes, longest gap {:?}",
         acks.len(),
@@ -344,7 +313,7 @@ async fn pause_holds_through_a_dead_leader_redis_and_resume_fails_over() {
     let (ok, out, err) = g.cli(&["resume"]).await;
     assert!(ok && out.contains("resumed"), "{err}");
     let new = takeover(&g, leader, Duration::from_secs(15)).await;
-    let n = index(&new);
+    let n = index_of(&new);
     g.write_and_replicate(n, "after-resume", "1").await;
     let (ok, out, _) = g.cli(&["history"]).await;
     assert!(ok && out.contains(&new), "{out}");

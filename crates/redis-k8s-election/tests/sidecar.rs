@@ -444,45 +444,18 @@ async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     signal(pid, "-TERM");
     let new = takeover(&g, leader, Duration::from_secs(10)).await;
     // The old sidecar exits by itself, after the new leader is routed.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(st) = g.sidecars[leader]
-            .as_mut()
-            .unwrap()
-            .child
-            .try_wait()
-            .unwrap()
-        {
-            assert!(st.success(), "{st:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the old leader's sidecar did not exit"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    g.wait_exited(leader, Duration::from_secs(15)).await;
     assert_eq!(g.selector().await.as_deref(), Some(new.as_str()));
     // Writes go on, on the new leader; then stop.
     writer.wait_for(50).await;
     let acks = writer.finish().await;
     let longest_gap = longest_gap(&acks);
     let acked: Vec<u64> = acks.iter().map(|(seq, _)| *seq).collect();
-    let n = new
-        .strip_prefix("redis-")
-        .unwrap()
-        .parse::<usize>()
-        .unwrap();
+    let n = index_of(&new);
     let st = g.status(n).await.unwrap();
     assert_eq!(st["epoch"].as_u64(), Some(epoch + 1), "one leader change");
     // Every acknowledged write is on the new leader.
-    let lost = lost_writes(&g.redis_addr(n), &acks, None).await;
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {lost:?}",
-        lost.len(),
-        acked.len()
-    );
+    assert_none_lost(&g.redis_addr(n), &acks).await;
     assert!(
         acked.len() > 50,
         "the writer made progress: {}",

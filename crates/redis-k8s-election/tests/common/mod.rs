@@ -69,6 +69,11 @@ pub fn name(i: usize) -> String {
     format!("redis-{i}")
 }
 
+/// The index of pod `redis-N` (the inverse of [`name`]).
+pub fn index_of(pod: &str) -> usize {
+    pod.strip_prefix("redis-").unwrap().parse().unwrap()
+}
+
 pub fn token(i: usize) -> String {
     format!("sidecar-{i}")
 }
@@ -314,6 +319,21 @@ impl Group {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Waits until sidecar process `i` has exited by itself, asserts it exited 0, and
+    /// forgets it.
+    pub async fn wait_exited(&mut self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.sidecars[i].as_mut().unwrap().child.try_wait().unwrap() {
+                assert!(st.success(), "sidecar {i} exited with {st:?}");
+                self.sidecars[i] = None;
+                return;
+            }
+            assert!(Instant::now() < deadline, "sidecar {i} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn status(&self, i: usize) -> Option<Value> {
@@ -698,6 +718,17 @@ pub fn pause_within(acks: &[(u64, Instant)], from: Instant, to: Instant) -> Dura
         .map(|w| w[1].1 - w[0].1)
         .max()
         .unwrap_or_default()
+}
+
+/// Asserts that every acknowledged write is in the list `log` on the Redis at `addr`.
+pub async fn assert_none_lost(addr: &str, acks: &[(u64, Instant)]) {
+    let lost = lost_writes(addr, acks, None).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acks.len()
+    );
 }
 
 /// Acknowledged writes missing from the list `log` on the Redis at `addr`.
