@@ -8,10 +8,12 @@
 //! and the HTTP edge in [`server`].
 
 pub mod api;
+pub mod controllers;
 pub mod discovery;
 pub mod endpoints;
 pub mod event_convert;
 pub mod faults;
+pub mod manifest;
 pub mod patch;
 pub mod podspec;
 pub mod protobuf;

@@ -1175,10 +1175,32 @@ pub fn apply_create_defaults(rt: &ResourceType, obj: &mut Value, next_cluster_ip
             }
             obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
         }
-        ("", "Secret") if obj.get("type").is_none() => {
-            obj["type"] = json!("Opaque");
+        ("", "Secret") => {
+            if obj.get("type").is_none() {
+                obj["type"] = json!("Opaque");
+            }
+            merge_string_data(obj);
         }
         _ => {}
+    }
+}
+
+/// `stringData` is write-only: the server merges it into `data` (base64, its keys winning)
+/// and never stores or returns it (`pkg/apis/core/v1/conversion.go`).
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    let Some(pairs) = string_data.as_object() else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in pairs {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
@@ -1213,6 +1235,7 @@ pub fn apply_update_rules(rt: &ResourceType, obj: &mut Value, old: &Value) {
                 }
             }
         }
+        ("", "Secret") => merge_string_data(obj),
         _ => {}
     }
 }

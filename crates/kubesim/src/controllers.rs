@@ -1,0 +1,425 @@
+//! The StatefulSet controller's loop and the Events controllers write: the I/O around the pure
+//! [`crate::statefulset`]. One reconcile pass ([`reconcile_statefulsets`]) runs under the store
+//! lock after every change, as the real controller's informer-driven queue would.
+
+use crate::api::{self, DeleteOptions, Part, WriteOptions};
+use crate::resources::{self, meta_str};
+use crate::statefulset::{self, ordinal_of};
+use crate::store::Store;
+use crate::util;
+use serde_json::{Value, json};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Records a core/v1 Event about `involved` from `component`, as client-go's recorder does:
+/// a repeat of the same reason and message on the same object bumps `count` and
+/// `lastTimestamp` instead of making a new Event.
+pub fn record_event(
+    store: &mut Store,
+    involved: &Value,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let ns = meta_str(involved, "namespace")
+        .unwrap_or("default")
+        .to_string();
+    let name = meta_str(involved, "name").unwrap_or_default().to_string();
+    let rt = resources::lookup("", "v1", "events").expect("events served");
+    let now = util::now_time();
+    let repeat = store.list("events", Some(&ns)).into_iter().find(|e| {
+        e.pointer("/involvedObject/uid") == involved.pointer("/metadata/uid")
+            && e["reason"] == reason
+            && e["message"] == message
+            && e.pointer("/source/component").and_then(Value::as_str) == Some(component)
+    });
+    if let Some(old) = repeat {
+        let mut e = api::to_view(rt, &old);
+        e["count"] = json!(e["count"].as_i64().unwrap_or(1) + 1);
+        e["lastTimestamp"] = json!(now);
+        let ev_name = meta_str(&e, "name").unwrap_or_default().to_string();
+        let _ = api::update(
+            store,
+            rt,
+            &ns,
+            &ev_name,
+            e,
+            Part::Main,
+            &WriteOptions::default(),
+        );
+        return;
+    }
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{name}.{}", util::new_uid().replace('-', "")[..16].to_string()), "namespace": ns},
+        "involvedObject": {
+            "apiVersion": involved["apiVersion"],
+            "kind": involved["kind"],
+            "name": name,
+            "namespace": ns,
+            "uid": involved.pointer("/metadata/uid").cloned().unwrap_or(json!("")),
+            "resourceVersion": involved.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!("")),
+        },
+        "reason": reason,
+        "message": message,
+        "type": event_type,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let _ = api::create(store, rt, &ns, event, &WriteOptions::default());
+}
+
+fn is_terminating(pod: &Value) -> bool {
+    pod.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+fn is_running_and_ready(pod: &Value) -> bool {
+    pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+        && pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+}
+
+fn owned_by(pod: &Value, set: &Value) -> bool {
+    pod.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["controller"] == true && r["uid"] == set["metadata"]["uid"])
+        })
+}
+
+/// One pass of the StatefulSet controller over every set: create missing pods (all at once
+/// for `Parallel`, one at a time in ordinal order once the lower ones are Running and Ready for
+/// `OrderedReady`), replace failed pods, delete pods above `replicas` (highest first), and
+/// write the set's status. Template changes are not rolled out (pods keep the template they
+/// were created with until deleted), which the closing notes record as a gap.
+pub fn reconcile_statefulsets(store: &mut Store) {
+    let pods_rt = resources::lookup("", "v1", "pods").expect("pods served");
+    let sets_rt = resources::lookup("apps", "v1", "statefulsets").expect("statefulsets served");
+    for set in store.list("statefulsets", None) {
+        if is_terminating(&set) {
+            continue;
+        }
+        let set = api::to_view(sets_rt, &set);
+        let ns = meta_str(&set, "namespace").unwrap_or_default().to_string();
+        let set_name = meta_str(&set, "name").unwrap_or_default().to_string();
+        let parallel = set
+            .pointer("/spec/podManagementPolicy")
+            .and_then(Value::as_str)
+            == Some("Parallel");
+        let want = statefulset::replicas(&set);
+        let pods: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .map(|p| api::to_view(pods_rt, &p))
+            .filter(|p| owned_by(p, &set))
+            .collect();
+        let by_ordinal = |i: usize| {
+            pods.iter()
+                .find(|p| ordinal_of(&set_name, meta_str(p, "name").unwrap_or_default()) == Some(i))
+        };
+        // Failed or finished pods are deleted so that they are made again.
+        for p in &pods {
+            let phase = p.pointer("/status/phase").and_then(Value::as_str);
+            if matches!(phase, Some("Failed" | "Succeeded")) && !is_terminating(p) {
+                delete_pod(store, &set, p);
+            }
+        }
+        for i in 0..want {
+            match by_ordinal(i) {
+                Some(_) => {}
+                None => {
+                    let lower_ready = (0..i).all(|j| {
+                        by_ordinal(j).is_some_and(|p| is_running_and_ready(p) && !is_terminating(p))
+                    });
+                    if !parallel && !lower_ready {
+                        break;
+                    }
+                    let pod = statefulset::pod_for(&set, i);
+                    let name = meta_str(&pod, "name").unwrap_or_default().to_string();
+                    match api::create(store, pods_rt, &ns, pod, &WriteOptions::default()) {
+                        Ok(_) => record_event(
+                            store,
+                            &set,
+                            "Normal",
+                            "SuccessfulCreate",
+                            &format!("create Pod {name} in StatefulSet {set_name} successful"),
+                            "statefulset-controller",
+                        ),
+                        Err(e) => record_event(
+                            store,
+                            &set,
+                            "Warning",
+                            "FailedCreate",
+                            &format!(
+                                "create Pod {name} in StatefulSet {set_name} failed error: {e}"
+                            ),
+                            "statefulset-controller",
+                        ),
+                    }
+                    if !parallel {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut extra: Vec<&Value> = pods
+            .iter()
+            .filter(|p| {
+                ordinal_of(&set_name, meta_str(p, "name").unwrap_or_default())
+                    .is_none_or(|o| o >= want)
+            })
+            .filter(|p| !is_terminating(p))
+            .collect();
+        extra.sort_by_key(|p| {
+            std::cmp::Reverse(ordinal_of(
+                &set_name,
+                meta_str(p, "name").unwrap_or_default(),
+            ))
+        });
+        let take = if parallel {
+            extra.len()
+        } else {
+            extra.len().min(1)
+        };
+        for p in extra.into_iter().take(take) {
+            delete_pod(store, &set, p);
+        }
+        write_status(store, sets_rt, &set, &pods);
+    }
+}
+
+fn delete_pod(store: &mut Store, set: &Value, pod: &Value) {
+    let pods_rt = resources::lookup("", "v1", "pods").expect("pods served");
+    let ns = meta_str(pod, "namespace").unwrap_or_default().to_string();
+    let name = meta_str(pod, "name").unwrap_or_default().to_string();
+    let opts = DeleteOptions {
+        uid: meta_str(pod, "uid").map(str::to_string),
+        ..Default::default()
+    };
+    if api::delete(store, pods_rt, &ns, &name, &opts).is_ok() {
+        let set_name = meta_str(set, "name").unwrap_or_default();
+        record_event(
+            store,
+            set,
+            "Normal",
+            "SuccessfulDelete",
+            &format!("delete Pod {name} in StatefulSet {set_name} successful"),
+            "statefulset-controller",
+        );
+    }
+}
+
+fn write_status(
+    store: &mut Store,
+    rt: &'static resources::ResourceType,
+    set: &Value,
+    pods: &[Value],
+) {
+    let live: Vec<&Value> = pods.iter().filter(|p| !is_terminating(p)).collect();
+    let ready = live.iter().filter(|p| is_running_and_ready(p)).count();
+    let mut status = set.get("status").cloned().unwrap_or_else(|| json!({}));
+    let before = status.clone();
+    status["observedGeneration"] = set
+        .pointer("/metadata/generation")
+        .cloned()
+        .unwrap_or(json!(1));
+    status["replicas"] = json!(live.len());
+    status["readyReplicas"] = json!(ready);
+    status["availableReplicas"] = json!(ready);
+    status["currentReplicas"] = json!(live.len());
+    status["updatedReplicas"] = json!(live.len());
+    if status == before {
+        return;
+    }
+    let mut updated = set.clone();
+    updated["status"] = status;
+    let ns = meta_str(set, "namespace").unwrap_or_default().to_string();
+    let name = meta_str(set, "name").unwrap_or_default().to_string();
+    let _ = api::update(
+        store,
+        rt,
+        &ns,
+        &name,
+        updated,
+        Part::Status,
+        &WriteOptions::default(),
+    );
+}
+
+/// The StatefulSet controller, running: a pass after every committed change (and every
+/// second, so nothing waits on a missed wake-up).
+pub struct StatefulSetController {
+    task: JoinHandle<()>,
+}
+
+impl StatefulSetController {
+    /// Starts the loop over `store`.
+    pub fn start(store: Arc<RwLock<Store>>) -> Self {
+        let task = tokio::spawn(async move {
+            let mut changes = {
+                let s = store.read().expect("store lock");
+                s.watch_from(s.rv()).map(|(_, rx)| rx).ok()
+            };
+            loop {
+                reconcile_statefulsets(&mut store.write().expect("store lock"));
+                match changes.as_mut() {
+                    Some(rx) => {
+                        let wait = async {
+                            // Only changes to what the controller reads wake it.
+                            loop {
+                                match rx.recv().await {
+                                    Ok(c) if matches!(c.storage, "pods" | "statefulsets") => return,
+                                    Ok(_) => {}
+                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                        return;
+                                    }
+                                    Err(_) => std::future::pending::<()>().await,
+                                }
+                            }
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for StatefulSetController {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_set(policy: &str, replicas: usize) -> Store {
+        let mut store = Store::default();
+        let ns = resources::lookup("", "v1", "namespaces").unwrap();
+        api::create(
+            &mut store,
+            ns,
+            "",
+            json!({"metadata": {"name": "db"}}),
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
+        let set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "redis"},
+            "spec": {"replicas": replicas, "serviceName": "h", "podManagementPolicy": policy,
+                "selector": {"matchLabels": {"app": "redis"}},
+                "template": {"metadata": {"labels": {"app": "redis"}},
+                    "spec": {"containers": [{"name": "redis", "image": "redis:7.2"}]}}}});
+        api::create(&mut store, rt, "db", set, &WriteOptions::default()).unwrap();
+        store
+    }
+
+    fn pod_names(store: &Store) -> Vec<String> {
+        store
+            .list("pods", Some("db"))
+            .iter()
+            .map(|p| meta_str(p, "name").unwrap().to_string())
+            .collect()
+    }
+
+    fn make_ready(store: &mut Store, name: &str) {
+        let rt = resources::lookup("", "v1", "pods").unwrap();
+        let mut p = api::get(store, rt, "db", name).unwrap();
+        p["status"] =
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        api::update(
+            store,
+            rt,
+            "db",
+            name,
+            p,
+            Part::Status,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn parallel_creates_all_pods_at_once_and_recreates_a_deleted_one() {
+        let mut store = store_with_set("Parallel", 3);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(pod_names(&store), ["redis-0", "redis-1", "redis-2"]);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(pod_names(&store).len(), 3, "a second pass creates nothing");
+        let rt = resources::lookup("", "v1", "pods").unwrap();
+        let old_uid = store.get("pods", "db", "redis-1").unwrap()["metadata"]["uid"].clone();
+        api::delete(&mut store, rt, "db", "redis-1", &DeleteOptions::default()).unwrap();
+        reconcile_statefulsets(&mut store);
+        assert_ne!(
+            store.get("pods", "db", "redis-1").unwrap()["metadata"]["uid"],
+            old_uid
+        );
+        let events: Vec<String> = store
+            .list("events", Some("db"))
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            events.contains(&"SuccessfulCreate".to_string()),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn ordered_ready_waits_for_each_pod_and_scale_down_removes_the_highest() {
+        let mut store = store_with_set("OrderedReady", 3);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(pod_names(&store), ["redis-0"]);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(
+            pod_names(&store),
+            ["redis-0"],
+            "redis-1 waits for redis-0 to be ready"
+        );
+        make_ready(&mut store, "redis-0");
+        reconcile_statefulsets(&mut store);
+        assert_eq!(pod_names(&store), ["redis-0", "redis-1"]);
+        make_ready(&mut store, "redis-1");
+        reconcile_statefulsets(&mut store);
+        make_ready(&mut store, "redis-2");
+        reconcile_statefulsets(&mut store);
+        let set = store.get("statefulsets", "db", "redis").unwrap();
+        assert_eq!(set["status"]["readyReplicas"], 3);
+        let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
+        let mut s = api::to_view(rt, &set);
+        s["spec"]["replicas"] = json!(1);
+        api::update(
+            &mut store,
+            rt,
+            "db",
+            "redis",
+            s,
+            Part::Main,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        reconcile_statefulsets(&mut store);
+        // Pods without a node are deleted at once; redis-2 went first.
+        assert_eq!(pod_names(&store), ["redis-0", "redis-1"]);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(pod_names(&store), ["redis-0"]);
+    }
+}
