@@ -1076,3 +1076,35 @@ pub fn delete_collection(
         "items": items,
     }))
 }
+
+/// What a `pods/binding` POST does (the scheduler's write): sets `spec.nodeName` on a pod
+/// that has none and marks it `PodScheduled`; a pod already bound is a 409, as
+/// `pkg/registry/core/pod/storage` answers.
+pub fn bind_pod(store: &mut Store, ns: &str, name: &str, node: &str) -> Result<Value, ApiError> {
+    let rt = resources::lookup("", "v1", "pods").expect("pods served");
+    let old = store
+        .get(rt.storage, ns, name)
+        .ok_or_else(|| ApiError::not_found(rt.gr(), name))?;
+    let mut pod = to_view(rt, &old);
+    let current = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !current.is_empty() {
+        return Err(ApiError::conflict_with(
+            rt.gr(),
+            name,
+            &format!("pod {name} is already assigned to node \"{current}\""),
+        ));
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    pod["status"]["phase"] = json!("Pending");
+    pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True",
+        "lastProbeTime": null, "lastTransitionTime": util::now_time()}]);
+    let stored = store.put(rt.storage, key(ns, name), to_storage(rt, pod));
+    after_write(store, rt, ns);
+    Ok(to_view(rt, &stored))
+}

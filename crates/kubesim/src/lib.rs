@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod event_convert;
 pub mod faults;
+pub mod kubelet;
 pub mod manifest;
 pub mod patch;
 pub mod podspec;

@@ -220,7 +220,7 @@ fn set_outage(shared: &Shared, on: bool) {
     shared.outage.send_replace(on);
 }
 
-fn issue_token(
+pub(crate) fn issue_token(
     store: &mut Store,
     namespace: &str,
     name: &str,
