@@ -237,6 +237,9 @@ pub struct Peer {
     pub labels: BTreeMap<String, String>,
     /// Its last published status (JSON), if any.
     pub status: Option<serde_json::Value>,
+    /// The pod is being deleted (it has a `deletionTimestamp`): it is shutting down and must
+    /// not be handed the lease, e.g. when a node drain stops several pods at once.
+    pub terminating: bool,
 }
 
 /// Kubernetes access for one sidecar.
@@ -426,6 +429,7 @@ impl Coord {
                     status: a
                         .get(POD_STATUS_ANNOTATION)
                         .and_then(|s| serde_json::from_str(s).ok()),
+                    terminating: p.metadata.deletion_timestamp.is_some(),
                 })
             })
             .collect())

@@ -1,9 +1,12 @@
 //! `redis-k8s-election`: Kubernetes-native leader/follower replication for Redis.
 //!
 //! Subcommands: `sidecar` runs beside each Redis and elects, fences and routes; `apiserver`
-//! runs kubesim's API server (the local stand-in for Kubernetes).
+//! runs kubesim's API server (the local stand-in for Kubernetes); `local` runs a whole group
+//! on this machine under kubesim; `status`, `switchover`, `pause`, `resume` and `history`
+//! are the operator's commands.
 
 mod ctl;
+mod local;
 mod sidecar;
 
 use anyhow::{Context, Result};
@@ -38,6 +41,10 @@ enum Command {
     Resume(ctl::PauseArgs),
     /// Show the last leader changes recorded on the Lease.
     History(ctl::HistoryArgs),
+    /// Run a whole HA group on this machine from the shipped manifests: kubesim (API server
+    /// with RBAC, StatefulSet controller, kubelet, service proxy), three Redis pods with their
+    /// sidecars, and a live table. Ctrl-C stops everything.
+    Local(local::LocalArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,6 +200,7 @@ fn main() -> std::process::ExitCode {
             Command::Pause(a) => ctl::set_paused(a, true).await,
             Command::Resume(a) => ctl::set_paused(a, false).await,
             Command::History(a) => ctl::history(a).await,
+            Command::Local(a) => local::run(a).await,
         }
     });
     match result {

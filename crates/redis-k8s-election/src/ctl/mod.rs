@@ -88,7 +88,7 @@ pub struct PauseArgs {
     group: GroupArgs,
 }
 
-async fn coord(g: &GroupArgs) -> Result<(Coord, String)> {
+pub async fn coord(g: &GroupArgs) -> Result<(Coord, String)> {
     let (client, ns) = crate::kube_client(g.kubeconfig.as_deref(), g.namespace.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("--kubeconfig: {e}"))?;
@@ -152,23 +152,47 @@ async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
     Ok(out)
 }
 
-/// `redis-k8s-election status`.
-pub async fn status(a: StatusArgs) -> Result<()> {
-    let (coord, _) = coord(&a.group).await?;
+/// What `status` shows: the Lease, each member with its sidecar's report, where the leader
+/// Service routes, and every disagreement.
+pub struct Snapshot {
+    /// The Lease, if it exists.
+    pub lease: Option<LeaseView>,
+    /// The group's pods.
+    pub members: Vec<Member>,
+    /// The pod the leader Service routes to.
+    pub routed: Option<String>,
+    /// Disagreements, in words.
+    pub problems: Vec<String>,
+}
+
+impl Snapshot {
+    /// The table `status` prints.
+    pub fn render(&self) -> String {
+        view::render(
+            self.lease.as_ref(),
+            &self.members,
+            &self.problems,
+            unix_now(),
+        )
+    }
+}
+
+/// Reads the group as `status` shows it.
+pub async fn snapshot(coord: &Coord, g: &GroupArgs) -> Result<Snapshot> {
     let lease = coord
         .get_lease()
         .await
         .context("reading the Lease")?
         .map(|l| LeaseView {
-            name: a.group.lease_name.clone(),
+            name: g.lease_name.clone(),
             holder: l.record.holder,
             holder_address: l.record.holder_address,
             epoch: l.record.transitions,
             paused: l.record.paused,
         });
-    let members = members(&coord, &a.group).await?;
+    let members = members(coord, g).await?;
     let routed = coord
-        .service_routes_to(&a.group.leader_service)
+        .service_routes_to(&g.leader_service)
         .await
         .ok()
         .flatten();
@@ -176,17 +200,31 @@ pub async fn status(a: StatusArgs) -> Result<()> {
         lease.as_ref(),
         &members,
         routed.as_deref(),
-        &a.group.leader_service,
+        &g.leader_service,
     );
+    Ok(Snapshot {
+        lease,
+        members,
+        routed,
+        problems,
+    })
+}
+
+/// `redis-k8s-election status`.
+pub async fn status(a: StatusArgs) -> Result<()> {
+    let (coord, _) = coord(&a.group).await?;
+    let snap = snapshot(&coord, &a.group).await?;
     match a.output {
         Output::Json => println!(
             "{:#}",
-            view::to_json(lease.as_ref(), &members, routed.as_deref(), &problems)
+            view::to_json(
+                snap.lease.as_ref(),
+                &snap.members,
+                snap.routed.as_deref(),
+                &snap.problems
+            )
         ),
-        Output::Table => print!(
-            "{}",
-            view::render(lease.as_ref(), &members, &problems, unix_now())
-        ),
+        Output::Table => print!("{}", snap.render()),
     }
     Ok(())
 }

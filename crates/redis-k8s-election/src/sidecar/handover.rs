@@ -84,6 +84,9 @@ pub enum HandoverError {
     /// Priority 0.
     #[error("{0} has priority 0 and never leads")]
     NeverLeads(String),
+    /// The target's pod is being deleted.
+    #[error("{0} is being deleted (its pod is shutting down) and cannot take over")]
+    Terminating(String),
     /// The target does not replicate from this leader.
     #[error("{pod} is not a replica of this leader: {why}")]
     NotReplica {
@@ -133,6 +136,7 @@ impl HandoverError {
             HandoverError::UnknownPod(_) => "unknown_pod",
             HandoverError::AlreadyLeader(_) => "already_leader",
             HandoverError::NeverLeads(_) => "never_leads",
+            HandoverError::Terminating(_) => "terminating",
             HandoverError::NotReplica { .. } => "not_replica",
             HandoverError::NotCaughtUp { .. } => "not_caught_up",
             HandoverError::NoCandidate(_) => "no_candidate",
@@ -158,6 +162,9 @@ pub fn choose_target(
     let check = |v: &PeerView| -> Result<(), HandoverError> {
         if v.priority == 0 {
             return Err(HandoverError::NeverLeads(v.name.clone()));
+        }
+        if v.terminating {
+            return Err(HandoverError::Terminating(v.name.clone()));
         }
         let not_replica = |why: String| HandoverError::NotReplica {
             pod: v.name.clone(),
@@ -430,10 +437,34 @@ mod tests {
             address: format!("{name}:6379"),
             priority,
             probe,
+            terminating: false,
         }
     }
 
     const LEADER: (&str, &str) = ("a", "a:6379");
+
+    #[test]
+    fn a_pod_being_deleted_is_never_the_target() {
+        let going = || {
+            let mut p = peer("b", 100, replica_of("a:6379", true, 1000));
+            p.terminating = true;
+            p
+        };
+        let peers = vec![going(), peer("c", 100, replica_of("a:6379", true, 900))];
+        assert_eq!(
+            choose_target(&peers, Some("b"), LEADER, 1000, 1000),
+            Err(HandoverError::Terminating("b".into()))
+        );
+        assert_eq!(
+            choose_target(&peers, None, LEADER, 1000, 1000),
+            Ok(("c".into(), "c:6379".into())),
+            "the best replica is skipped while its pod is going"
+        );
+        assert!(matches!(
+            choose_target(&[going()], None, LEADER, 1000, 1000),
+            Err(HandoverError::NoCandidate(_))
+        ));
+    }
 
     #[test]
     fn the_named_replica_must_replicate_from_us_caught_up_and_may_lead() {

@@ -129,6 +129,7 @@ fn handover_status(e: &HandoverError) -> StatusCode {
         HandoverError::UnknownPod(_)
         | HandoverError::AlreadyLeader(_)
         | HandoverError::NeverLeads(_)
+        | HandoverError::Terminating(_)
         | HandoverError::NotReplica { .. }
         | HandoverError::NotCaughtUp { .. }
         | HandoverError::NoCandidate(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -61,6 +61,8 @@ pub struct PeerView {
     pub priority: u32,
     /// A direct probe of its Redis; `None` when it did not answer.
     pub probe: Option<redis_node::Probe>,
+    /// Its pod is being deleted.
+    pub terminating: bool,
 }
 
 impl PeerView {
@@ -577,6 +579,7 @@ impl Runtime {
                 address: peer.address,
                 priority,
                 probe,
+                terminating: peer.terminating,
             });
         }
         Ok(out)

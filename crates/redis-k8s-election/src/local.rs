@@ -1,0 +1,550 @@
+//! `redis-k8s-election local`: a whole HA group on one machine from the shipped manifests.
+//!
+//! kubesim's API server (RBAC enforced for the pods' service accounts), its StatefulSet
+//! controller, kubelet and service proxy run in this process; the manifests are applied as
+//! `kubectl apply -k` would; the pods are real `redis-server` processes and this binary as the
+//! sidecar. Ctrl-C stops the pods as a node shutdown does and removes every file it made.
+
+use crate::ctl::{self, GroupArgs};
+use anyhow::{Context, Result, bail};
+use kubesim::controllers::StatefulSetController;
+use kubesim::kubelet::plan::ImageRule;
+use kubesim::kubelet::{Kubelet, KubeletConfig};
+use kubesim::manifest;
+use kubesim::proxy::{ServicePort, ServiceProxy};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The shipped manifests (`deploy/kubernetes/`), built in so that `local` runs anywhere.
+const SHIPPED: &[(&str, &str)] = &[
+    (
+        "kustomization.yaml",
+        include_str!("../../../deploy/kubernetes/kustomization.yaml"),
+    ),
+    (
+        "rbac.yaml",
+        include_str!("../../../deploy/kubernetes/rbac.yaml"),
+    ),
+    (
+        "secret.yaml",
+        include_str!("../../../deploy/kubernetes/secret.yaml"),
+    ),
+    (
+        "services.yaml",
+        include_str!("../../../deploy/kubernetes/services.yaml"),
+    ),
+    (
+        "statefulset.yaml",
+        include_str!("../../../deploy/kubernetes/statefulset.yaml"),
+    ),
+    (
+        "pdb.yaml",
+        include_str!("../../../deploy/kubernetes/pdb.yaml"),
+    ),
+];
+
+/// The image the shipped StatefulSet names for the sidecar, and its entrypoint.
+const SIDECAR_IMAGE: &str = "ghcr.io/redis-k8s-election/redis-k8s-election";
+const SIDECAR_ENTRYPOINT: &str = "/redis-k8s-election";
+
+/// `local` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Pods in the group (kustomize's `replicas` on the StatefulSet); default: the manifests'.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// A manifest directory (with a kustomization.yaml, or plain YAML files); default: the
+    /// shipped `deploy/kubernetes/`.
+    #[arg(long, conflicts_with = "empty")]
+    manifests: Option<PathBuf>,
+    /// Apply nothing: an empty cluster to `kubectl apply` manifests into.
+    #[arg(long)]
+    empty: bool,
+    /// Address the API server and the Service ports listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: IpAddr,
+    /// Port of the API server (0: any free port).
+    #[arg(long, default_value_t = 6443)]
+    api_port: u16,
+    /// Local port of the `redis-leader` Service (writes).
+    #[arg(long, default_value_t = 6380)]
+    leader_port: u16,
+    /// Local port of the `redis` Service (reads from any ready pod).
+    #[arg(long, default_value_t = 6381)]
+    read_port: u16,
+    /// Pod addresses: a loopback /24 (or smaller) whose hosts become pod IPs.
+    #[arg(long, default_value = "127.0.10.0/24", value_parser = parse_pod_network)]
+    pod_network: PodNetwork,
+    /// Namespace of the group.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Directory for the kubeconfig and the pods' files; must not exist yet, and is removed on
+    /// exit. Default: a new directory under the system's temporary directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// The hosts of a loopback network, handed out as pod IPs.
+#[derive(Clone, Debug)]
+pub struct PodNetwork(Vec<Ipv4Addr>);
+
+fn parse_pod_network(s: &str) -> std::result::Result<PodNetwork, String> {
+    let (ip, bits) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected a CIDR such as 127.0.10.0/24"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let bits: u32 = bits.parse().map_err(|e| format!("{s:?}: prefix: {e}"))?;
+    if !ip.is_loopback() {
+        return Err(format!(
+            "{s:?}: pods live on loopback addresses (127.0.0.0/8)"
+        ));
+    }
+    if !(16..=29).contains(&bits) {
+        return Err(format!("{s:?}: the prefix must be between /16 and /29"));
+    }
+    let base = u32::from(ip) & (u32::MAX << (32 - bits));
+    let size = 1u32 << (32 - bits);
+    // .0 is the network, .1 stays free (a gateway in a cluster; 127.0.0.1 for 127.0.0.0/24),
+    // the last is broadcast.
+    let hosts: Vec<Ipv4Addr> = (2..size - 1).map(|i| Ipv4Addr::from(base + i)).collect();
+    Ok(PodNetwork(hosts))
+}
+
+fn shipped_manifests() -> Result<Vec<Value>> {
+    let read = |name: &str| {
+        SHIPPED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| *text)
+    };
+    let k = read("kustomization.yaml").expect("shipped");
+    Ok(manifest::load_kustomization(
+        "deploy/kubernetes/kustomization.yaml",
+        k,
+        |r| {
+            let text = read(r).ok_or_else(|| manifest::ManifestError::Object {
+                path: r.into(),
+                message: "not among the shipped manifests".into(),
+            })?;
+            manifest::parse_documents(&format!("deploy/kubernetes/{r}"), text)
+        },
+    )?)
+}
+
+/// Removes the state directory when `local` ends, however it ends.
+struct StateDir(PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
+    let dir = match chosen {
+        Some(d) => {
+            if d.exists() {
+                bail!(
+                    "--state-dir {}: already exists (it is removed on exit, so it must be new)",
+                    d.display()
+                );
+            }
+            d.to_path_buf()
+        }
+        None => std::env::temp_dir().join(format!(
+            "redis-k8s-election-local-{}",
+            kubesim::util::random_token("")
+                .chars()
+                .take(10)
+                .collect::<String>()
+        )),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(StateDir(dir))
+}
+
+fn secret_value(server: &kubesim::ApiServer, ns: &str, secret: &str, key: &str) -> Option<String> {
+    use base64::Engine;
+    server.with_store(|s| {
+        let obj = s.get("secrets", ns, secret)?;
+        let b64 = obj.pointer(&format!("/data/{key}"))?.as_str()?.to_string();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        String::from_utf8(bytes).ok()
+    })
+}
+
+/// Deletes every pod of the namespace at once, as `kubectl delete pods --all` does, and waits
+/// (bounded by the grace periods) until they are gone. All are marked deleted in one write
+/// under the store lock before any sidecar hears SIGTERM, so a leader never hands over to a
+/// pod that is going too.
+async fn delete_pods(server: &kubesim::ApiServer, ns: &str) {
+    let rt = kubesim::resources::lookup("", "v1", "pods").expect("pods served");
+    server.with_store(|s| {
+        let names: Vec<String> = s
+            .list("pods", Some(ns))
+            .iter()
+            .filter_map(|p| {
+                p.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        for name in names {
+            let _ = kubesim::api::delete(s, rt, ns, &name, &Default::default());
+        }
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(40);
+    while std::time::Instant::now() < until
+        && server.with_store(|s| !s.list("pods", Some(ns)).is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The leader Service's port reaches `leader` through the proxy: its only ready endpoint is
+/// the leader pod's address.
+fn leader_reachable(server: &kubesim::ApiServer, ns: &str, leader: &str) -> bool {
+    server.with_store(|s| {
+        let Some(ip) = s.get("pods", ns, leader).and_then(|p| {
+            p.pointer("/status/podIP")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }) else {
+            return false;
+        };
+        let sp = ServicePort {
+            namespace: ns.into(),
+            service: "redis-leader".into(),
+            port: 6379,
+        };
+        let eps = kubesim::proxy::ready_endpoints(s, &sp);
+        eps.len() == 1 && eps[0].ip().to_string() == ip
+    })
+}
+
+/// A line per pod as the kubelet reports it (phase, ready containers, restarts, IP).
+fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
+    server.with_store(|s| {
+        let mut out = String::new();
+        for p in s.list("pods", Some(ns)) {
+            let statuses = p
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let ready = statuses.map_or(0, |c| c.iter().filter(|c| c["ready"] == true).count());
+            let total = p
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let restarts: u64 = statuses.map_or(0, |c| {
+                c.iter().filter_map(|c| c["restartCount"].as_u64()).sum()
+            });
+            let mut phase = p
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("Pending")
+                .to_string();
+            for c in statuses.into_iter().flatten() {
+                if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
+                    phase = r.to_string();
+                }
+            }
+            if p.pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
+                phase = "Terminating".into();
+            }
+            out.push_str(&format!(
+                "  pod {:<10} {:<18} {ready}/{total} ready  {restarts} restarts  {}\n",
+                p.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                phase,
+                p.pointer("/status/podIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+            ));
+        }
+        out
+    })
+}
+
+/// `redis-k8s-election local`.
+pub async fn run(a: LocalArgs) -> Result<()> {
+    let state = make_state_dir(a.state_dir.as_deref())?;
+    let objects = if a.empty {
+        Vec::new()
+    } else {
+        let mut objects = match &a.manifests {
+            Some(dir) => manifest::load_dir(dir)?,
+            None => shipped_manifests()?,
+        };
+        if let Some(n) = a.replicas {
+            let Some(name) = objects
+                .iter()
+                .find(|o| o["kind"] == "StatefulSet")
+                .and_then(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+                .map(str::to_string)
+            else {
+                bail!("--replicas: the manifests have no StatefulSet");
+            };
+            manifest::set_replicas(&mut objects, &name, n);
+        }
+        objects
+    };
+
+    let admin_token = kubesim::util::random_token("kubesim-admin-");
+    let listen = SocketAddr::new(a.address, a.api_port);
+    let server = kubesim::ApiServer::start(kubesim::Config::new(listen, admin_token.clone()))
+        .await
+        .with_context(|| {
+            format!("the API server cannot listen on {listen} (--address, --api-port)")
+        })?;
+    let kubeconfig = state.0.join("kubeconfig");
+    server
+        .write_kubeconfig(&kubeconfig, &admin_token, &a.namespace)
+        .context("writing the kubeconfig")?;
+    if a.namespace != "default" {
+        let ns = vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": a.namespace}}),
+        ];
+        server.with_store(|s| manifest::apply(s, "", &ns))?;
+    }
+
+    let exe = std::env::current_exe().context("finding this binary (the sidecar's image)")?;
+    let images = vec![
+        ImageRule {
+            repository: "docker.io/library/redis".into(),
+            entrypoint: vec!["redis-server".into()],
+            programs: Default::default(),
+        },
+        ImageRule {
+            repository: SIDECAR_IMAGE.into(),
+            entrypoint: vec![SIDECAR_ENTRYPOINT.into()],
+            programs: [
+                (SIDECAR_ENTRYPOINT.to_string(), exe.clone()),
+                ("redis-k8s-election".to_string(), exe),
+            ]
+            .into(),
+        },
+    ];
+    let kubelet_config = KubeletConfig::new(
+        "kubesim-node",
+        a.pod_network.0.clone(),
+        state.0.join("node"),
+        images,
+        server.addr(),
+        server.ca_pem(),
+    );
+    let kubelet = Kubelet::start(server.store(), kubelet_config).context("starting the kubelet")?;
+    let controller = StatefulSetController::start(server.store());
+
+    let applied = server.with_store(|s| manifest::apply(s, &a.namespace, &objects))?;
+    for ap in &applied {
+        println!("{} {}", ap.object, ap.action);
+    }
+
+    let proxy = |service: &str, port: u16| {
+        let store = server.store();
+        let sp = ServicePort {
+            namespace: a.namespace.clone(),
+            service: service.into(),
+            port: 6379,
+        };
+        async move { ServiceProxy::start(store, sp, SocketAddr::new(a.address, port)).await }
+    };
+    let leader_proxy = proxy("redis-leader", a.leader_port)
+        .await
+        .with_context(|| format!("--leader-port {}: cannot listen", a.leader_port))?;
+    let read_proxy = proxy("redis", a.read_port)
+        .await
+        .with_context(|| format!("--read-port {}: cannot listen", a.read_port))?;
+
+    let password = secret_value(&server, &a.namespace, "redis-auth", "password");
+    let auth = password
+        .as_deref()
+        .map(|p| format!(" -a {p} --no-auth-warning"))
+        .unwrap_or_default();
+    let admin_token_file = state.0.join("admin-token");
+    if let Some(t) = secret_value(&server, &a.namespace, "redis-auth", "admin-token") {
+        std::fs::write(&admin_token_file, t.trim()).context("writing the admin token file")?;
+    }
+    let la = leader_proxy.addr();
+    let ra = read_proxy.addr();
+    println!();
+    println!(
+        "kubesim API server: {} (RBAC enforced for the pods' service accounts)",
+        server.url()
+    );
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get pods,svc,endpoints,leases,events");
+    println!(
+        "writes (Service redis-leader): redis-cli -h {} -p {}{auth}",
+        la.ip(),
+        la.port()
+    );
+    println!(
+        "reads  (Service redis):        redis-cli -h {} -p {}{auth}",
+        ra.ip(),
+        ra.port()
+    );
+    println!(
+        "switchover: redis-k8s-election switchover --kubeconfig {} --admin-token-file {}",
+        kubeconfig.display(),
+        admin_token_file.display()
+    );
+    println!(
+        "pod files and logs: {}",
+        state.0.join("node/pods").display()
+    );
+    println!("Ctrl-C stops the group and removes these files.");
+    println!();
+
+    let group = GroupArgs {
+        kubeconfig: Some(kubeconfig.clone()),
+        namespace: Some(a.namespace.clone()),
+        lease_name: "redis".into(),
+        leader_service: "redis-leader".into(),
+        role_label: "redis-role".into(),
+        request_timeout: Duration::from_secs(2),
+    };
+    let result = tokio::select! {
+        r = live_table(&server, &group, &a.namespace) => r,
+        r = crate::wait_for_signal() => r,
+    };
+    println!("stopping the group…");
+    drop(controller);
+    delete_pods(&server, &a.namespace).await;
+    drop(leader_proxy);
+    drop(read_proxy);
+    kubelet.shutdown().await;
+    server.shutdown().await;
+    drop(state);
+    println!("stopped; no process or file left behind");
+    result
+}
+
+/// Prints the group table whenever something in it changes (roles, readiness, leader, pods),
+/// and `leader: POD` lines as the leader changes (what scripts and tests wait for).
+async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) -> Result<()> {
+    let mut changes = server.with_store(|s| s.watch_from(s.rv()).map(|(_, rx)| rx).ok());
+    let mut last_shown = String::new();
+    let mut last_leader = String::new();
+    let mut coord = None;
+    loop {
+        if coord.is_none() {
+            coord = ctl::coord(group).await.ok().map(|(c, _)| c);
+        }
+        if let Some(c) = &coord
+            && let Ok(snap) = ctl::snapshot(c, group).await
+        {
+            let leader = snap
+                .lease
+                .as_ref()
+                .map(|l| l.holder.clone())
+                .unwrap_or_default();
+            let routed = snap.routed.clone().unwrap_or_default();
+            if !leader.is_empty()
+                && leader == routed
+                && leader != last_leader
+                && leader_reachable(server, ns, &leader)
+            {
+                println!(
+                    "leader: {leader} (epoch {})",
+                    snap.lease.as_ref().map_or(0, |l| l.epoch)
+                );
+                last_leader = leader;
+            }
+            // Compared without its clock column, printed with it.
+            let signature = format!(
+                "{:?}{:?}{}",
+                snap.lease,
+                snap.problems,
+                pod_lines(server, ns)
+            ) + &snap
+                .members
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{:?}{:?}{:?}",
+                        m.role_label,
+                        m.status.as_ref().map(|s| (
+                            s.get("role").cloned(),
+                            s.pointer("/redis/role").cloned(),
+                            s.get("ready").cloned(),
+                            s.pointer("/redis/fenced").cloned(),
+                            s.pointer("/redis/link").cloned()
+                        )),
+                        m.unreachable.is_some()
+                    )
+                })
+                .collect::<String>();
+            if signature != last_shown {
+                println!("{}{}", pod_lines(server, ns), snap.render());
+                last_shown = signature;
+            }
+        }
+        // Wake on the next change in the API (or after 2 s for sidecar-only changes).
+        let wait = async {
+            match changes.as_mut() {
+                Some(rx) => {
+                    let _ = rx.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(rx) = changes.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_networks_are_loopback_hosts() {
+        let n = parse_pod_network("127.0.10.0/24").unwrap();
+        assert_eq!(n.0.first(), Some(&Ipv4Addr::new(127, 0, 10, 2)));
+        assert_eq!(n.0.last(), Some(&Ipv4Addr::new(127, 0, 10, 254)));
+        assert_eq!(parse_pod_network("127.5.6.7/29").unwrap().0.len(), 5);
+        for bad in [
+            "10.0.0.0/24",
+            "127.0.0.0/24",
+            "127.0.10.0",
+            "127.0.10.0/8",
+            "x/24",
+        ] {
+            assert!(parse_pod_network(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shipped_manifests_parse_and_name_both_images() {
+        let objs = shipped_manifests().unwrap();
+        let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+        let images: Vec<&str> = set
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["image"].as_str())
+            .collect();
+        assert!(
+            images
+                .iter()
+                .any(|i| i.starts_with("docker.io/library/redis:")),
+            "{images:?}"
+        );
+        assert!(
+            images.iter().any(|i| i.starts_with(SIDECAR_IMAGE)),
+            "{images:?}"
+        );
+        let mode = set.pointer("/spec/template/spec/volumes/1/secret/defaultMode");
+        assert_eq!(mode, Some(&serde_json::json!(0o440)));
+    }
+}
