@@ -512,13 +512,9 @@ mod tests {
         assert_eq!(n.0.first(), Some(&Ipv4Addr::new(127, 0, 10, 2)));
         assert_eq!(n.0.last(), Some(&Ipv4Addr::new(127, 0, 10, 254)));
         assert_eq!(parse_pod_network("127.5.6.7/29").unwrap().0.len(), 5);
-        for bad in [
-            "10.0.0.0/24",
-            "127.0.0.0/24",
-            "127.0.10.0",
-            "127.0.10.0/8",
-            "x/24",
-        ] {
+        let n = parse_pod_network("127.0.0.0/24").unwrap();
+        assert!(!n.0.contains(&Ipv4Addr::LOCALHOST));
+        for bad in ["10.0.0.0/24", "127.0.10.0", "127.0.10.0/8", "x/24"] {
             assert!(parse_pod_network(bad).is_err(), "{bad}");
         }
     }
