@@ -552,3 +552,26 @@ fn every_role_rule_is_needed_by_the_group_under_kubesim() {
         );
     }
 }
+
+#[test]
+fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
+    let mut local = Local::start(&["--empty"]);
+    local.wait_line("Ctrl-C stops", 0, Duration::from_secs(30));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+    let dir = shipped.to_str().unwrap();
+    // kubesim serves no OpenAPI documents, hence --validate=false (the server still checks
+    // the objects).
+    let applied = local.kubectl(&["apply", "--validate=false", "-k", dir]);
+    assert!(
+        applied.contains("statefulset.apps/redis created"),
+        "{applied}"
+    );
+    local.wait_line("leader: ", 0, Duration::from_secs(60));
+    assert_eq!(local.redis_cli(6380, &["SET", "k", "v"]), "OK");
+    let again = local.kubectl(&["apply", "--validate=false", "-k", dir]);
+    assert!(
+        again.contains("statefulset.apps/redis unchanged"),
+        "{again}"
+    );
+    assert!(local.interrupt(Duration::from_secs(60)).success());
+}
