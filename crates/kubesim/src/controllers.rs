@@ -5,7 +5,7 @@
 use crate::api::{self, DeleteOptions, Part, WriteOptions};
 use crate::resources::{self, meta_str};
 use crate::statefulset::{self, ordinal_of};
-use crate::store::Store;
+use crate::store::{Store, next_change};
 use crate::util;
 use serde_json::{Value, json};
 use std::sync::{Arc, RwLock};
@@ -75,7 +75,8 @@ pub fn record_event(
     let _ = api::create(store, rt, &ns, event, &WriteOptions::default());
 }
 
-fn is_terminating(pod: &Value) -> bool {
+/// The object is being deleted (it has a `deletionTimestamp`).
+pub fn is_terminating(pod: &Value) -> bool {
     pod.pointer("/metadata/deletionTimestamp")
         .is_some_and(|v| !v.is_null())
 }
@@ -269,31 +270,16 @@ impl StatefulSetController {
     /// Starts the loop over `store`.
     pub fn start(store: Arc<RwLock<Store>>) -> Self {
         let task = tokio::spawn(async move {
-            let mut changes = {
-                let s = store.read().expect("store lock");
-                s.watch_from(s.rv()).map(|(_, rx)| rx).ok()
-            };
+            let mut changes = store.read().expect("store lock").subscribe();
             loop {
                 reconcile_statefulsets(&mut store.write().expect("store lock"));
-                match changes.as_mut() {
-                    Some(rx) => {
-                        let wait = async {
-                            // Only changes to what the controller reads wake it.
-                            loop {
-                                match rx.recv().await {
-                                    Ok(c) if matches!(c.storage, "pods" | "statefulsets") => return,
-                                    Ok(_) => {}
-                                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                                        return;
-                                    }
-                                    Err(_) => std::future::pending::<()>().await,
-                                }
-                            }
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
-                    }
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
-                }
+                // Only changes to what the controller reads wake it.
+                next_change(
+                    &mut changes,
+                    &["pods", "statefulsets"],
+                    Duration::from_secs(1),
+                )
+                .await;
             }
         });
         Self { task }

@@ -201,6 +201,12 @@ impl Store {
         Some(last)
     }
 
+    /// The live channel of committed changes, for in-process controllers (see
+    /// [`next_change`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
     /// Subscribes for changes after `from_rv`: the retained changes to replay and the live
     /// channel, or `Err(floor)` when `from_rv` is older than the retained history.
     pub fn watch_from(&self, from_rv: u64) -> Result<Subscription, u64> {
@@ -244,6 +250,29 @@ impl Store {
         self.history.clear();
         self.floor = self.rv;
     }
+}
+
+/// Waits until a change to one of `storages` (any, when empty) arrives on `rx`, or `max`
+/// passes: the wake-up of kubesim's in-process controllers, with `max` as their periodic
+/// resync so that nothing waits on a missed wake-up. A lagging receiver missed changes, so it
+/// counts as one.
+pub async fn next_change(
+    rx: &mut broadcast::Receiver<Arc<Change>>,
+    storages: &[&str],
+    max: std::time::Duration,
+) {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(c) if storages.is_empty() || storages.contains(&c.storage) => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                // The store owns the sender: closed only while it is being dropped.
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(max, wait).await;
 }
 
 #[cfg(test)]

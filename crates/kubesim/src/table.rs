@@ -216,7 +216,9 @@ fn map_len(v: Option<&Value>) -> usize {
     v.and_then(Value::as_object).map_or(0, |m| m.len())
 }
 
-fn pod_cells(obj: &Value) -> Vec<Value> {
+/// A pod's row as `kubectl get pods -o wide` shows it: NAME, READY, STATUS, RESTARTS, AGE,
+/// IP, NODE, NOMINATED NODE, READINESS GATES (the server-side printer's columns).
+pub fn pod_cells(obj: &Value) -> Vec<Value> {
     let containers = obj
         .pointer("/spec/containers")
         .and_then(Value::as_array)

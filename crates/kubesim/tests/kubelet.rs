@@ -242,7 +242,7 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
 
     // A crashed container is restarted and the pod is Ready again.
     let pid = kubelet.container_pid("ns", "kv-1", "redis").unwrap();
-    unsafe_kill(pid);
+    testkit::signal(pid, "-KILL");
     tokio::task::block_in_place(|| {
         wait_for("kv-1 restarted and ready", Duration::from_secs(20), || {
             let p = pod(&sim, "kv-1")?;
@@ -273,7 +273,7 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
     );
     for pid in old_pids {
         assert!(
-            !process_alive(pid),
+            !testkit::process_alive(pid),
             "process {pid} of the deleted pod is gone"
         );
     }
@@ -300,24 +300,6 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
     drop(_controller);
     kubelet.shutdown().await;
     for pid in pids {
-        assert!(!process_alive(pid), "shutdown ended {pid}");
+        assert!(!testkit::process_alive(pid), "shutdown ended {pid}");
     }
-}
-
-fn unsafe_kill(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-fn process_alive(pid: u32) -> bool {
-    // A zombie is not alive for this purpose; /proc/PID/stat's third field says which.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
 }

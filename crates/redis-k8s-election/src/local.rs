@@ -224,46 +224,21 @@ fn leader_reachable(server: &kubesim::ApiServer, ns: &str, leader: &str) -> bool
     })
 }
 
-/// A line per pod as the kubelet reports it (phase, ready containers, restarts, IP).
+/// A line per pod with kubectl's READY, STATUS, RESTARTS and IP (the same printer as
+/// `kubectl get pods -o wide` against kubesim).
 fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
     server.with_store(|s| {
         let mut out = String::new();
         for p in s.list("pods", Some(ns)) {
-            let statuses = p
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array);
-            let ready = statuses.map_or(0, |c| c.iter().filter(|c| c["ready"] == true).count());
-            let total = p
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let restarts: u64 = statuses.map_or(0, |c| {
-                c.iter().filter_map(|c| c["restartCount"].as_u64()).sum()
-            });
-            let mut phase = p
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .unwrap_or("Pending")
-                .to_string();
-            for c in statuses.into_iter().flatten() {
-                if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
-                    phase = r.to_string();
-                }
-            }
-            if p.pointer("/metadata/deletionTimestamp")
-                .is_some_and(|v| !v.is_null())
-            {
-                phase = "Terminating".into();
-            }
+            let cells = kubesim::table::pod_cells(&p);
+            let cell = |i: usize| cells.get(i).and_then(Value::as_str).unwrap_or_default();
             out.push_str(&format!(
-                "  pod {:<10} {:<18} {ready}/{total} ready  {restarts} restarts  {}\n",
-                p.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                phase,
-                p.pointer("/status/podIP")
-                    .and_then(Value::as_str)
-                    .unwrap_or("-"),
+                "  pod {:<10} {:<18} {} ready  {} restarts  {}\n",
+                cell(0),
+                cell(2),
+                cell(1),
+                cell(3),
+                cell(5)
             ));
         }
         out
@@ -428,7 +403,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
 /// Prints the group table whenever something in it changes (roles, readiness, leader, pods),
 /// and `leader: POD` lines as the leader changes (what scripts and tests wait for).
 async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) -> Result<()> {
-    let mut changes = server.with_store(|s| s.watch_from(s.rv()).map(|(_, rx)| rx).ok());
+    let mut changes = server.with_store(|s| s.subscribe());
     let mut last_shown = String::new();
     let mut last_leader = String::new();
     let mut coord = None;
@@ -457,48 +432,36 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
                 last_leader = leader;
             }
             // Compared without its clock column, printed with it.
-            let signature = format!(
-                "{:?}{:?}{}",
-                snap.lease,
-                snap.problems,
-                pod_lines(server, ns)
-            ) + &snap
-                .members
-                .iter()
-                .map(|m| {
-                    format!(
-                        "{:?}{:?}{:?}",
-                        m.role_label,
-                        m.status.as_ref().map(|s| (
-                            s.get("role").cloned(),
-                            s.pointer("/redis/role").cloned(),
-                            s.get("ready").cloned(),
-                            s.pointer("/redis/fenced").cloned(),
-                            s.pointer("/redis/link").cloned()
-                        )),
-                        m.unreachable.is_some()
-                    )
-                })
-                .collect::<String>();
+            let pods = pod_lines(server, ns);
+            let signature = format!("{:?}{:?}{}", snap.lease, snap.problems, pods)
+                + &snap
+                    .members
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{:?}{:?}{:?}",
+                            m.role_label,
+                            m.status.as_ref().map(|s| (
+                                s.get("role").cloned(),
+                                s.pointer("/redis/role").cloned(),
+                                s.get("ready").cloned(),
+                                s.pointer("/redis/fenced").cloned(),
+                                s.pointer("/redis/link").cloned()
+                            )),
+                            m.unreachable.is_some()
+                        )
+                    })
+                    .collect::<String>();
             if signature != last_shown {
-                println!("{}{}", pod_lines(server, ns), snap.render());
+                println!("{pods}{}", snap.render());
                 last_shown = signature;
             }
         }
-        // Wake on the next change in the API (or after 2 s for sidecar-only changes).
-        let wait = async {
-            match changes.as_mut() {
-                Some(rx) => {
-                    let _ = rx.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        // Wake on the next change in the API (or after 2 s for sidecar-only changes), then
+        // let a burst of changes settle before reading the group again.
+        kubesim::store::next_change(&mut changes, &[], Duration::from_secs(2)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(rx) = changes.as_mut() {
-            while rx.try_recv().is_ok() {}
-        }
+        while changes.try_recv().is_ok() {}
     }
 }
 

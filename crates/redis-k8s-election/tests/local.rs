@@ -3,6 +3,9 @@
 //! outside as a user would: redis-cli through the leader port, kubectl, the status command,
 //! signals to the pods' processes, and Ctrl-C.
 
+mod common;
+
+use common::{longest_gap, shipped_rule_count};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -10,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::{process_alive, signal};
 
 const PASSWORD: &str = "change-me-redis-password";
 
@@ -182,7 +186,7 @@ impl Local {
 
     /// Ctrl-C: waits for a clean exit.
     fn interrupt(&mut self, within: Duration) -> std::process::ExitStatus {
-        signal(self.child.id(), "INT");
+        signal(self.child.id(), "-INT");
         let until = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -204,23 +208,6 @@ impl Drop for Local {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
 }
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
@@ -286,13 +273,6 @@ impl Writer {
         self.thread.join().unwrap();
         Arc::try_unwrap(self.acks).unwrap().into_inner().unwrap()
     }
-}
-
-fn longest_gap(acks: &[(u64, Instant)]) -> Duration {
-    acks.windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default()
 }
 
 /// A sidecar's `redis_election_api_errors_total{kind="forbidden"}`, read over a plain
@@ -423,8 +403,8 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         .unwrap();
     let redis_pid = local.pid(replica, "redis").unwrap();
     let sidecar_pid = local.pid(&next, "sidecar").unwrap();
-    signal(redis_pid, "KILL");
-    signal(sidecar_pid, "KILL");
+    signal(redis_pid, "-KILL");
+    signal(sidecar_pid, "-KILL");
     wait_until("both containers restarted", Duration::from_secs(30), || {
         let restarted = |pod: &str, c: &str| {
             local.pod(pod)["status"]["containerStatuses"]
@@ -463,7 +443,7 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
     let status = local.interrupt(Duration::from_secs(60));
     assert!(status.success(), "{status:?}\n{}", local.output());
     for pid in pids {
-        assert!(!alive(pid), "process {pid} outlived local");
+        assert!(!process_alive(pid), "process {pid} outlived local");
     }
     assert!(!local.state.exists(), "the state directory was removed");
 }
@@ -497,16 +477,6 @@ fn manifests_without_rule(dir: &Path, drop: usize) {
     }
     assert!(count > drop, "the Role has {count} rules");
     std::fs::write(dir.join("rbac.yaml"), out).unwrap();
-}
-
-fn shipped_rule_count() -> usize {
-    let rbac = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/rbac.yaml"),
-    )
-    .unwrap();
-    rbac.lines()
-        .filter(|l| l.trim_start().starts_with("- apiGroups:"))
-        .count()
 }
 
 #[test]

@@ -23,6 +23,26 @@ pub fn free_loopback_addr() -> SocketAddr {
     }
 }
 
+/// Sends `sig` (kill's option form: `-KILL`, `-STOP`, `-9`) to `pid` and asserts it was
+/// delivered.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Whether `pid` is a live process; a zombie (exited, not yet reaped) is not.
+pub fn process_alive(pid: u32) -> bool {
+    // /proc/PID/stat's state field follows the parenthesised command name.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
 /// A running `redis-server`.
 pub struct RedisServer {
     /// Where it listens.

@@ -19,10 +19,10 @@
 pub mod plan;
 
 use crate::api::{self, DeleteOptions, Part, WriteOptions};
-use crate::controllers::record_event;
+use crate::controllers::{is_terminating, record_event};
 use crate::podspec::PodFacts;
 use crate::resources::{self, meta_str};
-use crate::store::Store;
+use crate::store::{Store, next_change};
 use crate::util;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
@@ -121,6 +121,26 @@ impl PodRuntime {
     fn stop_deadline(&self) -> Option<Instant> {
         *self.stop.borrow()
     }
+
+    /// Asks the pod to stop by `deadline`; an earlier deadline already set stands (a second
+    /// delete with a shorter grace period, or a force deletion, only ever shortens it).
+    fn stop_by(&self, deadline: Instant) {
+        self.stop.send_if_modified(|d| {
+            if d.is_none_or(|old| deadline < old) {
+                *d = Some(deadline);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Records an Event about this pod from the kubelet.
+    fn event(&self, shared: &Shared, event_type: &str, reason: &str, message: &str) {
+        with_store(shared, |s| {
+            record_event(s, &self.involved(), event_type, reason, message, "kubelet")
+        });
+    }
 }
 
 struct Shared {
@@ -197,15 +217,7 @@ impl Kubelet {
             .cloned()
             .collect();
         for p in &pods {
-            let deadline = Instant::now() + p.grace;
-            p.stop.send_if_modified(|d| {
-                if d.is_none() {
-                    *d = Some(deadline);
-                    true
-                } else {
-                    false
-                }
-            });
+            p.stop_by(Instant::now() + p.grace);
         }
         let longest = pods.iter().map(|p| p.grace).max().unwrap_or_default();
         let until = Instant::now() + longest + Duration::from_secs(5);
@@ -253,32 +265,11 @@ fn run_dir() -> Option<PathBuf> {
 }
 
 async fn sync_loop(shared: Arc<Shared>) {
-    let mut changes = {
-        let s = shared.store.read().expect("store lock");
-        s.watch_from(s.rv()).map(|(_, rx)| rx).ok()
-    };
+    let mut changes = shared.store.read().expect("store lock").subscribe();
     loop {
         sync(&shared);
-        let wait = async {
-            match changes.as_mut() {
-                Some(rx) => loop {
-                    match rx.recv().await {
-                        Ok(c) if c.storage == "pods" => return,
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(_) => std::future::pending::<()>().await,
-                    }
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), wait).await;
+        next_change(&mut changes, &["pods"], Duration::from_secs(1)).await;
     }
-}
-
-fn is_terminating(pod: &Value) -> bool {
-    pod.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
 }
 
 /// One pass: bind unbound pods, start new ones, stop deleted ones.
@@ -336,19 +327,7 @@ fn sync(shared: &Arc<Shared>) {
                     .pointer("/metadata/deletionGracePeriodSeconds")
                     .and_then(Value::as_u64)
                     .map_or(rt.grace, Duration::from_secs);
-                let deadline = Instant::now() + grace;
-                rt.stop.send_if_modified(|d| match d {
-                    None => {
-                        *d = Some(deadline);
-                        true
-                    }
-                    Some(old) if deadline < *old => {
-                        // A second delete with a shorter grace period shortens it.
-                        *d = Some(deadline);
-                        true
-                    }
-                    _ => false,
-                });
+                rt.stop_by(Instant::now() + grace);
             }
             Some(_) => {}
         }
@@ -356,15 +335,7 @@ fn sync(shared: &Arc<Shared>) {
     // Pods removed from the API without us (force deletion): their processes go at once.
     for rt in shared.pods.lock().expect("pods lock").values() {
         if !seen.contains(&rt.uid) {
-            let now = Instant::now();
-            rt.stop.send_if_modified(|d| {
-                if d.is_none_or(|old| old > now) {
-                    *d = Some(now);
-                    true
-                } else {
-                    false
-                }
-            });
+            rt.stop_by(Instant::now());
         }
     }
 }
@@ -468,16 +439,7 @@ async fn run_pod(shared: Arc<Shared>, rt: Arc<PodRuntime>, pod: Pod) {
                         }
                     });
                 }
-                with_store(&shared, |s| {
-                    record_event(
-                        s,
-                        &rt.involved(),
-                        "Warning",
-                        "FailedMount",
-                        &message,
-                        "kubelet",
-                    )
-                });
+                rt.event(&shared, "Warning", "FailedMount", &message);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     _ = stopped(&mut stop) => break false,
@@ -1027,16 +989,7 @@ async fn run_container(
                         message: e.to_string(),
                     }
                 });
-                with_store(&shared, |s| {
-                    record_event(
-                        s,
-                        &rt.involved(),
-                        "Warning",
-                        "Failed",
-                        &format!("Error: {e}"),
-                        "kubelet",
-                    )
-                });
+                rt.event(&shared, "Warning", "Failed", &format!("Error: {e}"));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
                     _ = stopped(&mut stop) => return,
@@ -1061,9 +1014,7 @@ async fn run_container(
                         message: message.clone(),
                     }
                 });
-                with_store(&shared, |s| {
-                    record_event(s, &rt.involved(), "Warning", "Failed", &message, "kubelet")
-                });
+                rt.event(&shared, "Warning", "Failed", &message);
                 if !back_off(&shared, &rt, i, &c, failures, &mut stop).await {
                     return;
                 }
@@ -1080,16 +1031,12 @@ async fn run_container(
             v.started_once = true;
             v.ready = !has_readiness;
         });
-        with_store(&shared, |s| {
-            record_event(
-                s,
-                &rt.involved(),
-                "Normal",
-                "Started",
-                &format!("Started container {}", c.name),
-                "kubelet",
-            )
-        });
+        rt.event(
+            &shared,
+            "Normal",
+            "Started",
+            &format!("Started container {}", c.name),
+        );
         let (liveness_tx, mut liveness_failed) = tokio::sync::mpsc::channel::<String>(1);
         let mut probes = Vec::new();
         if let Some(p) = c.readiness_probe.clone() {
@@ -1121,8 +1068,8 @@ async fn run_container(
                 stop_container(&shared, &rt, &c, &plan, &mut child, deadline).await
             }
             Some(why) = liveness_failed.recv() => {
-                with_store(&shared, |s| record_event(s, &rt.involved(), "Normal", "Killing",
-                    &format!("Container {} failed liveness probe, will be restarted: {why}", c.name), "kubelet"));
+                rt.event(&shared, "Normal", "Killing",
+                    &format!("Container {} failed liveness probe, will be restarted: {why}", c.name));
                 stop_container(&shared, &rt, &c, &plan, &mut child, Instant::now() + rt.grace).await
             }
         };
@@ -1197,19 +1144,15 @@ async fn back_off(
             message,
         }
     });
-    with_store(shared, |s| {
-        record_event(
-            s,
-            &rt.involved(),
-            "Warning",
-            "BackOff",
-            &format!(
-                "Back-off restarting failed container {} in pod {}_{}({})",
-                c.name, rt.name, rt.namespace, rt.uid
-            ),
-            "kubelet",
-        )
-    });
+    rt.event(
+        shared,
+        "Warning",
+        "BackOff",
+        &format!(
+            "Back-off restarting failed container {} in pod {}_{}({})",
+            c.name, rt.name, rt.namespace, rt.uid
+        ),
+    );
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = stopped(stop) => false,
@@ -1240,16 +1183,12 @@ async fn stop_container(
     child: &mut tokio::process::Child,
     deadline: Instant,
 ) -> Option<std::process::ExitStatus> {
-    with_store(shared, |s| {
-        record_event(
-            s,
-            &rt.involved(),
-            "Normal",
-            "Killing",
-            &format!("Stopping container {}", c.name),
-            "kubelet",
-        )
-    });
+    rt.event(
+        shared,
+        "Normal",
+        "Killing",
+        &format!("Stopping container {}", c.name),
+    );
     let pid = child.id()?;
     if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
         let run_hook = async {
@@ -1279,8 +1218,8 @@ async fn stop_container(
         };
         tokio::select! {
             r = run_hook => if let Err(e) = r {
-                with_store(shared, |s| record_event(s, &rt.involved(), "Warning", "FailedPreStopHook",
-                    &format!("PreStopHook failed: {e}"), "kubelet"));
+                rt.event(shared, "Warning", "FailedPreStopHook",
+                    &format!("PreStopHook failed: {e}"));
             },
             status = child.wait() => return status.ok(),
             _ = tokio::time::sleep_until(deadline.into()) => {}
@@ -1343,16 +1282,12 @@ async fn probe_loop(
             .await
             .unwrap_or_else(|_| Err(format!("timeout after {timeout:?}")));
         if let Err(why) = &result {
-            with_store(&shared, |s| {
-                record_event(
-                    s,
-                    &rt.involved(),
-                    "Warning",
-                    "Unhealthy",
-                    &format!("{kind} probe failed: {why}"),
-                    "kubelet",
-                )
-            });
+            rt.event(
+                &shared,
+                "Warning",
+                "Unhealthy",
+                &format!("{kind} probe failed: {why}"),
+            );
         }
         if let Some(verdict) = counter.record(result.is_ok()) {
             match &liveness {

@@ -572,15 +572,8 @@ pub fn addrs(g: &Group) -> Vec<SocketAddr> {
     g.redis.iter().flatten().map(|r| r.addr).collect()
 }
 
-pub fn signal(pid: u32, sig: &str) {
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
+#[allow(unused_imports)] // not every includer of this harness sends signals
+pub use testkit::signal;
 
 /// Waits until the Lease names someone other than `old`; returns the new holder.
 pub async fn takeover(g: &Group, old: usize, within: Duration) -> String {
