@@ -8,6 +8,7 @@
 //! and the HTTP edge in [`server`].
 
 pub mod api;
+pub mod cluster;
 pub mod controllers;
 pub mod discovery;
 pub mod endpoints;

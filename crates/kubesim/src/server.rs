@@ -61,6 +61,8 @@ struct Shared {
     tls: crate::tls::ServingCert,
     admin_tokens: HashSet<String>,
     faults: Faults,
+    /// API requests received (not the `/kubesim/` administrator paths), for load figures.
+    requests: std::sync::atomic::AtomicU64,
     /// True while the server refuses connections.
     outage: watch::Sender<bool>,
     /// Bumped each time an outage starts: every open connection is dropped on a change, even
@@ -114,6 +116,7 @@ impl ApiServer {
             outage: watch::channel(false).0,
             cuts: watch::channel(0).0,
             server_address: addr.to_string(),
+            requests: std::sync::atomic::AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(shared.clone(), listener, addr, shutdown_rx));
@@ -123,6 +126,14 @@ impl ApiServer {
             shutdown,
             task,
         })
+    }
+
+    /// API requests received so far (each watch counted once, when it starts; the
+    /// `/kubesim/` administrator paths not at all): what a group of clients costs the server.
+    pub fn requests_received(&self) -> u64 {
+        self.shared
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The bound address.
@@ -494,6 +505,9 @@ async fn handle(
     let path = req.uri().path().to_string();
     let is_admin_path = path.starts_with("/kubesim/");
     if !is_admin_path {
+        shared
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         match shared.faults.gate(token.as_deref(), is_write).await {
             Verdict::Proceed => {}

@@ -7,13 +7,12 @@
 
 use crate::ctl::{self, GroupArgs};
 use anyhow::{Context, Result, bail};
-use kubesim::controllers::StatefulSetController;
+use kubesim::cluster::{Cluster, ClusterConfig};
 use kubesim::kubelet::plan::ImageRule;
-use kubesim::kubelet::{Kubelet, KubeletConfig};
 use kubesim::manifest;
-use kubesim::proxy::{ServicePort, ServiceProxy};
+use kubesim::proxy::ServicePort;
 use serde_json::Value;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +47,33 @@ const SHIPPED: &[(&str, &str)] = &[
 /// The image the shipped StatefulSet names for the sidecar, and its entrypoint.
 const SIDECAR_IMAGE: &str = "ghcr.io/redis-k8s-election/redis-k8s-election";
 const SIDECAR_ENTRYPOINT: &str = "/redis-k8s-election";
+
+/// How the kubelet runs the shipped images here: Debian's `redis-server` for Redis, and
+/// `sidecar_program` (this binary) for the sidecar's image.
+pub fn images(sidecar_program: &Path) -> Vec<ImageRule> {
+    vec![
+        ImageRule {
+            repository: "docker.io/library/redis".into(),
+            entrypoint: vec!["redis-server".into()],
+            programs: Default::default(),
+        },
+        ImageRule {
+            repository: SIDECAR_IMAGE.into(),
+            entrypoint: vec![SIDECAR_ENTRYPOINT.into()],
+            programs: [
+                (
+                    SIDECAR_ENTRYPOINT.to_string(),
+                    sidecar_program.to_path_buf(),
+                ),
+                (
+                    "redis-k8s-election".to_string(),
+                    sidecar_program.to_path_buf(),
+                ),
+            ]
+            .into(),
+        },
+    ]
+}
 
 /// `local` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -165,44 +191,6 @@ fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
     Ok(StateDir(dir))
 }
 
-fn secret_value(server: &kubesim::ApiServer, ns: &str, secret: &str, key: &str) -> Option<String> {
-    use base64::Engine;
-    server.with_store(|s| {
-        let obj = s.get("secrets", ns, secret)?;
-        let b64 = obj.pointer(&format!("/data/{key}"))?.as_str()?.to_string();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-        String::from_utf8(bytes).ok()
-    })
-}
-
-/// Deletes every pod of the namespace at once, as `kubectl delete pods --all` does, and waits
-/// (bounded by the grace periods) until they are gone. All are marked deleted in one write
-/// under the store lock before any sidecar hears SIGTERM, so a leader never hands over to a
-/// pod that is going too.
-async fn delete_pods(server: &kubesim::ApiServer, ns: &str) {
-    let rt = kubesim::resources::lookup("", "v1", "pods").expect("pods served");
-    server.with_store(|s| {
-        let names: Vec<String> = s
-            .list("pods", Some(ns))
-            .iter()
-            .filter_map(|p| {
-                p.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .collect();
-        for name in names {
-            let _ = kubesim::api::delete(s, rt, ns, &name, &Default::default());
-        }
-    });
-    let until = std::time::Instant::now() + Duration::from_secs(40);
-    while std::time::Instant::now() < until
-        && server.with_store(|s| !s.list("pods", Some(ns)).is_empty())
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The leader Service's port reaches `leader` through the proxy: its only ready endpoint is
 /// the leader pod's address.
 fn leader_reachable(server: &kubesim::ApiServer, ns: &str, leader: &str) -> bool {
@@ -269,84 +257,40 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         objects
     };
 
-    let admin_token = kubesim::util::random_token("kubesim-admin-");
-    let listen = SocketAddr::new(a.address, a.api_port);
-    let server = kubesim::ApiServer::start(kubesim::Config::new(listen, admin_token.clone()))
-        .await
-        .with_context(|| {
-            format!("the API server cannot listen on {listen} (--address, --api-port)")
-        })?;
-    let kubeconfig = state.0.join("kubeconfig");
-    server
-        .write_kubeconfig(&kubeconfig, &admin_token, &a.namespace)
-        .context("writing the kubeconfig")?;
-    if a.namespace != "default" {
-        let ns = vec![
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": a.namespace}}),
-        ];
-        server.with_store(|s| manifest::apply(s, "", &ns))?;
-    }
-
     let exe = std::env::current_exe().context("finding this binary (the sidecar's image)")?;
-    let images = vec![
-        ImageRule {
-            repository: "docker.io/library/redis".into(),
-            entrypoint: vec!["redis-server".into()],
-            programs: Default::default(),
-        },
-        ImageRule {
-            repository: SIDECAR_IMAGE.into(),
-            entrypoint: vec![SIDECAR_ENTRYPOINT.into()],
-            programs: [
-                (SIDECAR_ENTRYPOINT.to_string(), exe.clone()),
-                ("redis-k8s-election".to_string(), exe),
-            ]
-            .into(),
-        },
-    ];
-    let kubelet_config = KubeletConfig::new(
-        "kubesim-node",
-        a.pod_network.0.clone(),
-        state.0.join("node"),
-        images,
-        server.addr(),
-        server.ca_pem(),
-    );
-    let kubelet = Kubelet::start(server.store(), kubelet_config).context("starting the kubelet")?;
-    let controller = StatefulSetController::start(server.store());
-
-    let applied = server.with_store(|s| manifest::apply(s, &a.namespace, &objects))?;
-    for ap in &applied {
+    let config = ClusterConfig {
+        namespace: a.namespace.clone(),
+        address: a.address,
+        api_port: a.api_port,
+        pod_ips: a.pod_network.0.clone(),
+        state_dir: state.0.clone(),
+        images: images(&exe),
+        proxies: vec![
+            ("redis-leader".into(), 6379, a.leader_port),
+            ("redis".into(), 6379, a.read_port),
+        ],
+        crash_backoff: None,
+    };
+    let cluster = Cluster::start(config, &objects).await.context(
+        "starting the local cluster (--address, --api-port, --leader-port, --read-port)",
+    )?;
+    for ap in &cluster.applied {
         println!("{} {}", ap.object, ap.action);
     }
+    let server = &cluster.server;
+    let kubeconfig = cluster.kubeconfig.clone();
 
-    let proxy = |service: &str, port: u16| {
-        let store = server.store();
-        let sp = ServicePort {
-            namespace: a.namespace.clone(),
-            service: service.into(),
-            port: 6379,
-        };
-        async move { ServiceProxy::start(store, sp, SocketAddr::new(a.address, port)).await }
-    };
-    let leader_proxy = proxy("redis-leader", a.leader_port)
-        .await
-        .with_context(|| format!("--leader-port {}: cannot listen", a.leader_port))?;
-    let read_proxy = proxy("redis", a.read_port)
-        .await
-        .with_context(|| format!("--read-port {}: cannot listen", a.read_port))?;
-
-    let password = secret_value(&server, &a.namespace, "redis-auth", "password");
+    let password = cluster.secret_value("redis-auth", "password");
     let auth = password
         .as_deref()
         .map(|p| format!(" -a {p} --no-auth-warning"))
         .unwrap_or_default();
     let admin_token_file = state.0.join("admin-token");
-    if let Some(t) = secret_value(&server, &a.namespace, "redis-auth", "admin-token") {
+    if let Some(t) = cluster.secret_value("redis-auth", "admin-token") {
         std::fs::write(&admin_token_file, t.trim()).context("writing the admin token file")?;
     }
-    let la = leader_proxy.addr();
-    let ra = read_proxy.addr();
+    let la = cluster.proxy_addr("redis-leader").expect("started above");
+    let ra = cluster.proxy_addr("redis").expect("started above");
     println!();
     println!(
         "kubesim API server: {} (RBAC enforced for the pods' service accounts)",
@@ -385,16 +329,11 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         request_timeout: Duration::from_secs(2),
     };
     let result = tokio::select! {
-        r = live_table(&server, &group, &a.namespace) => r,
+        r = live_table(server, &group, &a.namespace) => r,
         r = crate::wait_for_signal() => r,
     };
     println!("stopping the group…");
-    drop(controller);
-    delete_pods(&server, &a.namespace).await;
-    drop(leader_proxy);
-    drop(read_proxy);
-    kubelet.shutdown().await;
-    server.shutdown().await;
+    cluster.shutdown().await;
     drop(state);
     println!("stopped; no process or file left behind");
     result
