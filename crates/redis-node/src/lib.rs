@@ -97,6 +97,12 @@ pub struct Probe {
     pub fenced: bool,
 }
 
+/// What [`RedisNode::request`] sends.
+enum Request<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipeline(&'a redis::Pipeline),
+}
+
 /// One Redis, reached over one multiplexed connection that is re-opened after a failure.
 pub struct RedisNode {
     cfg: NodeConfig,
@@ -183,16 +189,34 @@ impl RedisNode {
         name: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, NodeError> {
+        self.request(name, Request::Cmd(cmd)).await
+    }
+
+    /// Runs a command or a pipeline within the timeout.
+    ///
+    /// A timeout keeps the connection: the Redis behind it is hung (stopped, swapping, stuck
+    /// in a fork), not gone, and when it resumes it executes what waits on its established
+    /// connections in the order they became readable, before it accepts new ones. A fence
+    /// sent on this connection while it hangs therefore takes effect in its first pass after
+    /// resuming, ahead of every client that connects afterwards; a new connection would only
+    /// be accepted after the stall, and its handshake (AUTH, `CLIENT SETINFO`) would time out
+    /// before the fence was even sent. (The late replies are discarded by redis-rs.) An I/O
+    /// error does drop the connection: that Redis is gone or restarted.
+    async fn request<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        request: Request<'_>,
+    ) -> Result<T, NodeError> {
         let mut conn = self.connection().await?;
-        match tokio::time::timeout(self.cfg.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Err(_) => {
-                *self.conn.lock().await = None;
-                Err(self.timeout_err())
+        let reply = async {
+            match request {
+                Request::Cmd(c) => c.query_async::<T>(&mut conn).await,
+                Request::Pipeline(p) => p.query_async::<T>(&mut conn).await,
             }
-            Ok(Err(e)) if e.is_timeout() => {
-                *self.conn.lock().await = None;
-                Err(self.timeout_err())
-            }
+        };
+        match tokio::time::timeout(self.cfg.timeout, reply).await {
+            Err(_) => Err(self.timeout_err()),
+            Ok(Err(e)) if e.is_timeout() => Err(self.timeout_err()),
             Ok(Err(e))
                 if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
             {
@@ -238,17 +262,28 @@ impl RedisNode {
     }
 
     /// Refuses writes (reads still served) and drops normal and pub/sub clients.
+    ///
+    /// One pipeline, so that on a hung Redis the whole fence waits on the connection and
+    /// runs at once when it resumes (see [`RedisNode::request`]), even though this call
+    /// reports a timeout.
     pub async fn fence(&self) -> Result<(), NodeError> {
-        let _: () = self
-            .run(
-                "CONFIG SET",
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("min-replicas-to-write")
-                    .arg(FENCE_MIN_REPLICAS),
-            )
-            .await?;
-        self.drop_clients().await.map(|_| ())
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(FENCE_MIN_REPLICAS)
+            .ignore();
+        for ty in ["normal", "pubsub"] {
+            pipe.cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg(ty)
+                .arg("SKIPME")
+                .arg("yes")
+                .ignore();
+        }
+        self.request::<()>("CONFIG SET + CLIENT KILL", Request::Pipeline(&pipe))
+            .await
     }
 
     /// Accepts writes again (when master), restoring the configured `min-replicas-to-write`.

@@ -199,3 +199,41 @@ async fn garbage_replies_are_clear_errors() {
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// A fence sent while Redis hangs waits on the established connection and takes effect as
+/// Redis resumes, before any client that connected during the hang is served.
+#[tokio::test]
+async fn a_fence_sent_during_a_hang_takes_effect_first_when_redis_resumes() {
+    let a = RedisServer::start(&[]);
+    let (host, port) = a.host_port();
+    let mut cfg = NodeConfig::new(host, port);
+    cfg.timeout = Duration::from_millis(200);
+    let n = RedisNode::new(cfg).unwrap();
+    assert!(!n.probe().await.unwrap().fenced);
+
+    a.signal("-STOP");
+    // As in the sidecar: a probe notices the hang first, then the fence is sent.
+    let e = n.probe().await.unwrap_err();
+    assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
+    let e = n.fence().await.unwrap_err();
+    assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
+    // A client connects while Redis hangs and sends a write; it waits for the resume.
+    let addr = a.addr;
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"SET during-hang 1\r\n").unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.signal("-CONT");
+    let reply = client.await.unwrap();
+    assert!(
+        reply.starts_with("-NOREPLICAS"),
+        "the write that arrived during the hang was served before the fence: {reply:?}"
+    );
+    assert!(n.probe().await.unwrap().fenced, "the fence took effect");
+}
