@@ -55,6 +55,25 @@ pub fn should_back_off(me: &Candidate, peers: &[Candidate]) -> bool {
         .any(|p| p.name != me.name && p.eligible() && compare(p, me) == Ordering::Less)
 }
 
+/// As [`should_back_off`], when the lease lapsed in `lapsed_holder`'s hands (it expired
+/// unreleased). That holder could not renew: it is cut off from the API, or its sidecar is
+/// stopped or gone. Waiting for it to take the lease back is worth it only for data this
+/// candidate lacks, so it is deferred to only while its offset is greater than ours. A tie,
+/// the usual case (it fenced its Redis at its renew deadline and its replicas have everything
+/// it took), no longer costs the group a lease duration without a leader.
+pub fn should_back_off_from(
+    me: &Candidate,
+    peers: &[Candidate],
+    lapsed_holder: Option<&str>,
+) -> bool {
+    peers.iter().any(|p| {
+        p.name != me.name
+            && p.eligible()
+            && compare(p, me) == Ordering::Less
+            && (Some(p.name.as_str()) != lapsed_holder || p.offset > me.offset)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +87,30 @@ mod tests {
             has_data,
             healthy: true,
         }
+    }
+
+    #[test]
+    fn a_lapsed_holder_is_waited_for_only_for_data_we_lack() {
+        let me = c("b", 100, 50, true);
+        let holder = c("a", 100, 50, true);
+        assert!(
+            should_back_off(&me, std::slice::from_ref(&holder)),
+            "name breaks the tie"
+        );
+        assert!(!should_back_off_from(
+            &me,
+            std::slice::from_ref(&holder),
+            Some("a")
+        ));
+        let ahead = c("a", 100, 60, true);
+        assert!(should_back_off_from(
+            &me,
+            std::slice::from_ref(&ahead),
+            Some("a")
+        ));
+        // Another better peer is still waited for.
+        let other = c("a", 100, 70, true);
+        assert!(should_back_off_from(&me, &[holder, other], Some("z")));
     }
 
     #[test]

@@ -796,7 +796,13 @@ impl Runtime {
                 return;
             }
         };
-        let back_off = rank::should_back_off(&me, &candidates);
+        // A candidate sees a non-empty holder only when that lease expired unreleased.
+        let lapsed_holder = self
+            .elector
+            .observed()
+            .map(|o| o.record.holder.clone())
+            .filter(|h| !h.is_empty() && *h != self.cfg.pod_name);
+        let back_off = rank::should_back_off_from(&me, &candidates, lapsed_holder.as_deref());
         if back_off {
             let better = rank::best(&candidates)
                 .map(|c| c.name.clone())
