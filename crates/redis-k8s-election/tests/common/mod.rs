@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod faults;
+pub mod measure;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Value, json};

@@ -1,0 +1,675 @@
+//! Failover benchmark (issue 6): this project on kubesim (the shipped manifests run by its
+//! kubelet, default and fast timing) against Redis Sentinel (Debian's `redis-sentinel`, three
+//! Sentinels, quorum 2, `down-after-milliseconds` 1000 and 5000), side by side in one run.
+//!
+//! Scenarios: (a) SIGKILL of the leader's redis-server, (b) SIGKILL of the whole leader pod
+//! (Redis and sidecar; for Sentinel the master's Redis and the Sentinel beside it), (c)
+//! SIGTERM of the leader pod as in a rolling update (pod deletion; for Sentinel SIGTERM of the
+//! master's Redis), (d) switchover (`redis-k8s-election switchover`; `SENTINEL FAILOVER`), (e)
+//! leader cut off from the API server while clients still reach it (no Sentinel equivalent).
+//!
+//! Per run a client writes every 2 ms through what a client would use (the `redis-leader`
+//! Service's proxy; Sentinel discovery after every error) and keeps every acknowledgement with
+//! the node that gave it. Measured: write unavailability (fault → first acknowledged write on
+//! another node), the longest gap between acknowledgements, acknowledged writes lost, time
+//! until every other node replicates from the new master, and rounds in which two Redis
+//! accepted writes. At steady state: CPU and memory of the sidecars (Sentinels), and API
+//! requests per second.
+//!
+//! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
+//!  [--json PATH] [--systems fast,default,sentinel-1000,sentinel-5000]`
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod sentinel;
+
+use common::cluster::{KubeGroup, Profile, REDIS_PORT};
+use common::faults::flag;
+use common::measure::{
+    ClientWriter, Route, WritableSampler, cpu_and_rss, longest_gap_within, lost_writes,
+    replicas_follow, send_signal,
+};
+use sentinel::{MASTER_NAME, SentinelGroup};
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    RedisKilled,
+    PodKilled,
+    PodTerminated,
+    Switchover,
+    ApiCut,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [
+        Scenario::RedisKilled,
+        Scenario::PodKilled,
+        Scenario::PodTerminated,
+        Scenario::Switchover,
+        Scenario::ApiCut,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::RedisKilled => "(a) leader's Redis SIGKILL",
+            Scenario::PodKilled => "(b) leader pod SIGKILL",
+            Scenario::PodTerminated => "(c) leader pod SIGTERM",
+            Scenario::Switchover => "(d) switchover",
+            Scenario::ApiCut => "(e) leader cut from API",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug)]
+struct Run {
+    unavailable_ms: f64,
+    longest_gap_ms: f64,
+    lost: usize,
+    acknowledged: usize,
+    follow_ms: Option<f64>,
+    double_rounds: u64,
+    double_ms: f64,
+}
+
+enum System {
+    Ours(Box<KubeGroup>, Profile),
+    Sentinel(SentinelGroup),
+}
+
+impl System {
+    fn name(&self) -> String {
+        match self {
+            System::Ours(_, p) => format!("this project, {}", p.name),
+            System::Sentinel(s) => format!("Sentinel, down-after {} ms", s.down_after_ms),
+        }
+    }
+
+    fn password(&self) -> String {
+        match self {
+            System::Ours(g, _) => g.password.clone(),
+            System::Sentinel(s) => s.password.clone(),
+        }
+    }
+
+    fn route(&self) -> Route {
+        match self {
+            System::Ours(g, _) => Route::Service(g.leader_service()),
+            System::Sentinel(s) => Route::Sentinel {
+                sentinels: s.sentinel_addrs(),
+                master_name: MASTER_NAME.into(),
+            },
+        }
+    }
+
+    fn all_addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            System::Ours(g, _) => g.all_redis_addrs(),
+            System::Sentinel(s) => s.redis_addrs(),
+        }
+    }
+
+    async fn converged(&self) -> Result<IpAddr, String> {
+        match self {
+            System::Ours(g, _) => g
+                .converged(Duration::from_secs(90))
+                .await
+                .map(|(_, ip)| IpAddr::V4(ip)),
+            System::Sentinel(s) => s.converged(Duration::from_secs(90)).await,
+        }
+    }
+
+    /// Whether every other node of the group replicates from `master`.
+    async fn followed(&self, master: IpAddr) -> bool {
+        let nodes: Vec<SocketAddr> = match self {
+            System::Ours(g, _) => {
+                let ips: Vec<SocketAddr> = g
+                    .cluster
+                    .pod_names()
+                    .iter()
+                    .filter_map(|p| g.cluster.pod_ip(p))
+                    .map(|ip| SocketAddr::new(IpAddr::V4(ip), REDIS_PORT))
+                    .collect();
+                if ips.len() != g.replicas {
+                    return false;
+                }
+                ips
+            }
+            System::Sentinel(s) => s.redis_addrs(),
+        };
+        replicas_follow(
+            &nodes,
+            SocketAddr::new(master, REDIS_PORT),
+            Some(&self.password()),
+        )
+        .await
+        .is_ok()
+    }
+
+    /// Injects the fault on the master at `old`; `Ok(None)` when the system has no
+    /// equivalent. Returns an API fault id to heal, if any.
+    async fn inject(&mut self, sc: Scenario, old: IpAddr) -> Result<Option<u64>, String> {
+        match self {
+            System::Ours(g, _) => {
+                let pod = g.holder().ok_or("no holder")?;
+                let pid = |c: &str| {
+                    g.cluster
+                        .container_pid(&pod, c)
+                        .ok_or(format!("{pod}/{c} is not running"))
+                };
+                match sc {
+                    Scenario::RedisKilled => {
+                        send_signal(pid("redis")?, "KILL");
+                    }
+                    Scenario::PodKilled => {
+                        let (r, s) = (pid("redis")?, pid("sidecar")?);
+                        send_signal(r, "KILL");
+                        send_signal(s, "KILL");
+                    }
+                    Scenario::PodTerminated => {
+                        g.cluster.delete_pod(&pod).map_err(|e| e.to_string())?;
+                    }
+                    Scenario::Switchover => {
+                        let (ok, out) = g.switchover().await;
+                        if !ok {
+                            return Err(format!("switchover: {out}"));
+                        }
+                    }
+                    Scenario::ApiCut => {
+                        let token = g.cluster.pod_token(&pod).ok_or("no token")?;
+                        return Ok(Some(g.cluster.server.faults().add(kubesim::Fault {
+                            token: Some(token),
+                            blackhole: true,
+                            ..Default::default()
+                        })));
+                    }
+                }
+                Ok(None)
+            }
+            System::Sentinel(s) => {
+                let i = s.index_of(old).ok_or("master is not a group node")?;
+                match sc {
+                    Scenario::RedisKilled => s.signal_redis(i, "KILL"),
+                    Scenario::PodKilled => {
+                        s.signal_redis(i, "KILL");
+                        s.kill_sentinel(i);
+                    }
+                    Scenario::PodTerminated => s.signal_redis(i, "TERM"),
+                    Scenario::Switchover => s.failover().await?,
+                    Scenario::ApiCut => return Err("no equivalent".into()),
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// After the new master took a write: heal the API cut; restart what was killed.
+    async fn recover(&mut self, sc: Scenario, old: IpAddr, fault: Option<u64>) {
+        match self {
+            System::Ours(g, _) => {
+                if let Some(id) = fault {
+                    g.cluster.server.faults().remove(id);
+                }
+            }
+            System::Sentinel(s) => {
+                let Some(i) = s.index_of(old) else { return };
+                if matches!(sc, Scenario::PodTerminated) {
+                    // Redis takes its time to shut down after SIGTERM (it waits for replicas).
+                    let until = Instant::now() + Duration::from_secs(15);
+                    while !s.redis_exited(i) && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                // Restarted only now, after Sentinel promoted a replica: a master without
+                // persistence restarted before the failover comes back empty and its replicas
+                // copy the empty data set (Redis' replication docs warn against exactly
+                // that), which would turn this run into total loss.
+                if matches!(
+                    sc,
+                    Scenario::RedisKilled | Scenario::PodKilled | Scenario::PodTerminated
+                ) {
+                    s.start_redis(i);
+                }
+                if matches!(sc, Scenario::PodKilled) {
+                    s.start_sentinel(i);
+                }
+            }
+        }
+    }
+}
+
+async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String> {
+    let old = sys.converged().await?;
+    let key = format!("log:{sc:?}:{n}");
+    let password = sys.password();
+    let writer = ClientWriter::start(sys.route(), Some(password.clone()), key.clone());
+    let sampler = WritableSampler::start(sys.all_addrs(), Some(password.clone()));
+    if !writer.wait_for(50, Duration::from_secs(20)).await {
+        return Err("the writer does not get writes through before the fault".into());
+    }
+    let t0 = Instant::now();
+    let fault = sys.inject(sc, old).await?;
+    let deadline = t0 + Duration::from_secs(90);
+    let first = loop {
+        if let Some(a) = writer.first_elsewhere(t0, old) {
+            break a;
+        }
+        if Instant::now() > deadline {
+            sys.recover(sc, old, fault).await;
+            return Err("no write reached a new master within 90 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    sys.recover(sc, old, fault).await;
+    let mut follow_ms = None;
+    while Instant::now() < deadline {
+        if sys.followed(first.node).await {
+            follow_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.wait_for(50, Duration::from_secs(20)).await;
+    let acks = writer.finish().await;
+    let sampled = sampler.finish().await;
+    let lost = lost_writes(
+        SocketAddr::new(first.node, REDIS_PORT),
+        Some(&password),
+        &key,
+        &acks,
+    )
+    .await
+    .ok_or("the new master's log cannot be read")?;
+    Ok(Run {
+        unavailable_ms: (first.at - t0).as_secs_f64() * 1000.0,
+        longest_gap_ms: longest_gap_within(&acks, t0, first.at).as_secs_f64() * 1000.0,
+        lost: lost.len(),
+        acknowledged: acks.len(),
+        follow_ms,
+        double_rounds: sampled.doubles,
+        double_ms: sampled.double_time.as_secs_f64() * 1000.0,
+    })
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v >= 10_000.0 {
+        format!("{:.1} s", v / 1000.0)
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+struct Cell {
+    system: String,
+    scenario: Scenario,
+    runs: Vec<Run>,
+    errors: Vec<String>,
+    skipped: bool,
+}
+
+impl Cell {
+    fn unavail(&self) -> Vec<f64> {
+        self.runs.iter().map(|r| r.unavailable_ms).collect()
+    }
+    fn median(&self) -> f64 {
+        percentile(&self.unavail(), 0.5)
+    }
+}
+
+async fn steady_state(sys: &System) -> Value {
+    let window = Duration::from_secs(10);
+    match sys {
+        System::Ours(g, _) => {
+            let pids: Vec<u32> = g
+                .cluster
+                .pod_names()
+                .iter()
+                .filter_map(|p| g.cluster.container_pid(p, "sidecar"))
+                .collect();
+            let r0 = g.cluster.server.requests_received();
+            let stats = cpu_and_rss(&pids, window).await;
+            let r1 = g.cluster.server.requests_received();
+            json!({
+                "process": "sidecar",
+                "cpu_percent": stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+                "rss_mib": stats.iter().map(|s| s.1).collect::<Vec<_>>(),
+                "api_requests_per_second": (r1 - r0) as f64 / window.as_secs_f64(),
+            })
+        }
+        System::Sentinel(s) => {
+            let stats = cpu_and_rss(&s.sentinel_pids(), window).await;
+            json!({
+                "process": "redis-sentinel",
+                "cpu_percent": stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+                "rss_mib": stats.iter().map(|s| s.1).collect::<Vec<_>>(),
+                "api_requests_per_second": 0.0,
+            })
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs: usize = flag(&args, "--runs")
+        .map(|r| r.parse().expect("--runs: a number"))
+        .unwrap_or(if quick { 2 } else { 10 });
+    let systems: Vec<String> = flag(&args, "--systems")
+        .unwrap_or("fast,default,sentinel-1000,sentinel-5000".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let json_path = flag(&args, "--json");
+    let started = chrono_like_now();
+    println!("failover benchmark: {runs} runs per scenario and system; systems {systems:?}\n");
+
+    let mut cells: Vec<Cell> = Vec::new();
+    let mut steady: Vec<(String, Value)> = Vec::new();
+    for which in &systems {
+        let mut sys = match which.as_str() {
+            "fast" => System::Ours(
+                Box::new(KubeGroup::start(3, &Profile::fast()).await),
+                Profile::fast(),
+            ),
+            "default" => System::Ours(
+                Box::new(KubeGroup::start(3, &Profile::default_timing()).await),
+                Profile::default_timing(),
+            ),
+            s if s.starts_with("sentinel-") => {
+                let d: u64 = s["sentinel-".len()..]
+                    .parse()
+                    .expect("sentinel-<down-after ms>");
+                let ips = common::cluster::free_pod_network(3);
+                match SentinelGroup::start(ips, d).await {
+                    Ok(g) => System::Sentinel(g),
+                    Err(e) => {
+                        eprintln!("{s}: {e}");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            other => panic!("--systems: unknown {other}"),
+        };
+        let name = sys.name();
+        if let Err(e) = sys.converged().await {
+            eprintln!("{name}: never converged: {e}");
+            std::process::exit(2);
+        }
+        steady.push((name.clone(), steady_state(&sys).await));
+        for sc in Scenario::ALL {
+            let mut cell = Cell {
+                system: name.clone(),
+                scenario: sc,
+                runs: Vec::new(),
+                errors: Vec::new(),
+                skipped: false,
+            };
+            if matches!(sys, System::Sentinel(_)) && sc == Scenario::ApiCut {
+                cell.skipped = true;
+                cells.push(cell);
+                continue;
+            }
+            for n in 0..runs {
+                match one_run(&mut sys, sc, n).await {
+                    Ok(r) => {
+                        eprintln!(
+                            "{name} {}: run {n}: unavailable {:.0} ms, gap {:.0} ms, lost {}/{}, follow {:?} ms, two writable {} rounds",
+                            sc.label(),
+                            r.unavailable_ms,
+                            r.longest_gap_ms,
+                            r.lost,
+                            r.acknowledged,
+                            r.follow_ms.map(|f| f.round()),
+                            r.double_rounds
+                        );
+                        cell.runs.push(r)
+                    }
+                    Err(e) => {
+                        eprintln!("{name} {}: run {n} failed: {e}", sc.label());
+                        cell.errors.push(e);
+                    }
+                }
+            }
+            cells.push(cell);
+        }
+        if let System::Ours(g, _) = sys {
+            g.stop().await;
+        }
+    }
+
+    print_tables(&cells, &steady, runs, &started);
+    if let Some(path) = json_path {
+        let data = json!({
+            "started": started,
+            "runs_per_scenario": runs,
+            "machine": machine(),
+            "cells": cells.iter().map(|c| json!({
+                "system": c.system,
+                "scenario": c.scenario.label(),
+                "skipped": c.skipped,
+                "errors": c.errors,
+                "runs": c.runs.iter().map(|r| json!({
+                    "unavailable_ms": r.unavailable_ms,
+                    "longest_gap_ms": r.longest_gap_ms,
+                    "lost": r.lost,
+                    "acknowledged": r.acknowledged,
+                    "replicas_follow_ms": r.follow_ms,
+                    "two_writable_rounds": r.double_rounds,
+                    "two_writable_ms": r.double_ms,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "steady_state": steady.iter().map(|(s, v)| json!({"system": s, "measures": v})).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&data).unwrap()).expect("--json");
+        println!("\nJSON: {path}");
+    }
+}
+
+/// The machine line for the record.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} cores ({model}), Linux {}", kernel.trim())
+}
+
+/// UTC now as `YYYY-MM-DD HH:MM` (from `date`, to keep a time crate out of the benchmark).
+fn chrono_like_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started: &str) {
+    println!(
+        "\n## Failover, {runs} runs each ({started}; {})\n",
+        machine()
+    );
+    println!(
+        "| scenario | system | runs | unavailable median | p99 | max | longest write gap p99 | acknowledged writes lost (total / worst run) | every replica follows, median / p99 | two writable masters: rounds (time) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for sc in Scenario::ALL {
+        for c in cells.iter().filter(|c| c.scenario == sc) {
+            if c.skipped {
+                println!(
+                    "| {} | {} | – | no equivalent | | | | | | |",
+                    sc.label(),
+                    c.system
+                );
+                continue;
+            }
+            let u = c.unavail();
+            let gaps: Vec<f64> = c.runs.iter().map(|r| r.longest_gap_ms).collect();
+            let follow: Vec<f64> = c
+                .runs
+                .iter()
+                .map(|r| r.follow_ms.unwrap_or(f64::NAN))
+                .collect();
+            let not_followed = c.runs.iter().filter(|r| r.follow_ms.is_none()).count();
+            println!(
+                "| {} | {} | {}{} | {} | {} | {} | {} | {} / {} | {} / {}{} | {} ({}) |",
+                sc.label(),
+                c.system,
+                c.runs.len(),
+                if c.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} failed)", c.errors.len())
+                },
+                ms(percentile(&u, 0.5)),
+                ms(percentile(&u, 0.99)),
+                ms(percentile(&u, 1.0)),
+                ms(percentile(&gaps, 0.99)),
+                c.runs.iter().map(|r| r.lost).sum::<usize>(),
+                c.runs.iter().map(|r| r.lost).max().unwrap_or(0),
+                ms(percentile(&follow, 0.5)),
+                ms(percentile(&follow, 0.99)),
+                if not_followed > 0 {
+                    format!(" ({not_followed} never within 90 s)")
+                } else {
+                    String::new()
+                },
+                c.runs.iter().map(|r| r.double_rounds).sum::<u64>(),
+                ms(c.runs.iter().map(|r| r.double_ms).sum::<f64>()),
+            );
+        }
+    }
+    println!("\n## Ratio of median unavailability to Sentinel's (below 1: faster than Sentinel)\n");
+    let sentinels: Vec<&str> = {
+        let mut v: Vec<&str> = cells
+            .iter()
+            .filter(|c| c.system.starts_with("Sentinel"))
+            .map(|c| c.system.as_str())
+            .collect();
+        v.dedup();
+        v
+    };
+    print!("| scenario | system |");
+    for s in &sentinels {
+        print!(" vs {s} |");
+    }
+    println!();
+    println!("|---|---|{}", "---|".repeat(sentinels.len()));
+    for sc in Scenario::ALL {
+        for c in cells
+            .iter()
+            .filter(|c| c.scenario == sc && !c.system.starts_with("Sentinel"))
+        {
+            print!("| {} | {} |", sc.label(), c.system);
+            for s in &sentinels {
+                let theirs = cells
+                    .iter()
+                    .find(|x| x.scenario == sc && x.system == *s && !x.skipped)
+                    .map(Cell::median);
+                match theirs {
+                    Some(t) if t.is_finite() && t > 0.0 => print!(" {:.3} |", c.median() / t),
+                    _ => print!(" – |"),
+                }
+            }
+            println!();
+        }
+    }
+    println!("\n## Steady state (idle, converged, 10 s)\n");
+    println!(
+        "| system | process | CPU % of one core (each) | resident memory MiB (each) | API requests/s (group) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (s, v) in steady {
+        let list = |k: &str, p: usize| {
+            v[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{:.*}", p, x.as_f64().unwrap_or(f64::NAN)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        println!(
+            "| {s} | {} | {} | {} | {:.1} |",
+            v["process"].as_str().unwrap_or_default(),
+            list("cpu_percent", 2),
+            list("rss_mib", 1),
+            v["api_requests_per_second"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!("\n## Targets (this project)\n");
+    for c in cells
+        .iter()
+        .filter(|c| !c.system.starts_with("Sentinel") && !c.skipped)
+    {
+        let u = c.unavail();
+        let lease = if c.system.contains("fast") {
+            3000.0
+        } else {
+            10_000.0
+        };
+        let lost: usize = c.runs.iter().map(|r| r.lost).sum();
+        let sentinel_lost_max = cells
+            .iter()
+            .filter(|x| x.scenario == c.scenario && x.system.starts_with("Sentinel"))
+            .map(|x| x.runs.iter().map(|r| r.lost).sum::<usize>())
+            .min();
+        let (target, met) = match c.scenario {
+            Scenario::RedisKilled => (
+                "median < 250 ms, p99 < 1 s, lost ≤ Sentinel's".to_string(),
+                percentile(&u, 0.5) < 250.0
+                    && percentile(&u, 0.99) < 1000.0
+                    && sentinel_lost_max.is_none_or(|s| lost <= s),
+            ),
+            Scenario::PodKilled => (
+                format!(
+                    "every run < lease + 0.5 s = {}, lost ≤ Sentinel's",
+                    ms(lease + 500.0)
+                ),
+                percentile(&u, 1.0) < lease + 500.0 && sentinel_lost_max.is_none_or(|s| lost <= s),
+            ),
+            Scenario::PodTerminated | Scenario::Switchover => (
+                "p99 < 300 ms, 0 lost".to_string(),
+                percentile(&u, 0.99) < 300.0 && lost == 0,
+            ),
+            Scenario::ApiCut => (
+                "0 rounds with two writable masters".to_string(),
+                c.runs.iter().all(|r| r.double_rounds == 0),
+            ),
+        };
+        println!(
+            "* {} — {}: {target}: **{}** (median {}, p99 {}, max {}, lost {lost})",
+            c.system,
+            c.scenario.label(),
+            if met && c.errors.is_empty() {
+                "met"
+            } else {
+                "missed"
+            },
+            ms(percentile(&u, 0.5)),
+            ms(percentile(&u, 0.99)),
+            ms(percentile(&u, 1.0)),
+        );
+    }
+}

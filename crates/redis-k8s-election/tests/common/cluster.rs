@@ -1,0 +1,374 @@
+//! A group from the shipped manifests (`deploy/kubernetes/`) run by kubesim's kubelet, as
+//! `redis-k8s-election local` runs it: the failover benchmark and the fault-injection suite
+//! use it, because their faults are the pod's (kill a container, delete the pod, cut one pod's
+//! API access) and their clients go through the `redis-leader` Service's proxy.
+
+use kubesim::cluster::{Cluster, ClusterConfig};
+use kubesim::kubelet::plan::ImageRule;
+use kubesim::manifest;
+use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The sidecar's timing: the shipped defaults, or a faster profile set through the
+/// StatefulSet's environment (`LEASE_DURATION`, …), as an operator would.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Short name for tables (`default`, `fast`).
+    pub name: &'static str,
+    /// Environment added to the sidecar container.
+    pub env: Vec<(&'static str, &'static str)>,
+    /// The lease duration it implies (for budgets).
+    pub lease: Duration,
+}
+
+impl Profile {
+    /// The shipped configuration: lease 10 s, renew deadline 6 s, retry period 1 s.
+    pub fn default_timing() -> Self {
+        Self {
+            name: "default (10s/6s/1s)",
+            env: Vec::new(),
+            lease: Duration::from_secs(10),
+        }
+    }
+
+    /// Lease 3 s, renew deadline 2 s, retry period 250 ms (request timeout 500 ms, Redis
+    /// timeout 150 ms).
+    pub fn fast() -> Self {
+        Self {
+            name: "fast (3s/2s/250ms)",
+            env: vec![
+                ("LEASE_DURATION", "3s"),
+                ("RENEW_DEADLINE", "2s"),
+                ("RETRY_PERIOD", "250ms"),
+                ("REQUEST_TIMEOUT", "500ms"),
+                ("REDIS_TIMEOUT", "150ms"),
+            ],
+            lease: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The Redis port of every pod (the manifests' `containerPort`).
+pub const REDIS_PORT: u16 = 6379;
+/// The port of the replication relay that [`KubeGroup::start_relayed`] puts in front of each
+/// pod's Redis for its peers.
+pub const RELAY_PORT: u16 = 6390;
+
+/// A free loopback /24's first `n` host addresses (from .2), none of them in use on port
+/// 6379: one group's pod network.
+pub fn free_pod_network(n: usize) -> Vec<Ipv4Addr> {
+    loop {
+        let (a, b) = (rand::random_range(100..250u8), rand::random_range(0..250u8));
+        let ips: Vec<Ipv4Addr> = (0..n as u8)
+            .map(|i| Ipv4Addr::new(127, a, b, 2 + i))
+            .collect();
+        if ips
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, REDIS_PORT)).is_ok())
+        {
+            return ips;
+        }
+    }
+}
+
+/// The shipped manifests with `replicas` pods and the profile's environment on the sidecar.
+pub fn shipped_objects(
+    replicas: usize,
+    profile: &Profile,
+    extra_env: &[(&str, &str)],
+) -> Vec<Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
+    let mut objects = manifest::load_dir(&dir).expect("the shipped manifests load");
+    manifest::set_replicas(&mut objects, "redis", replicas);
+    let set = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "StatefulSet")
+        .expect("a StatefulSet");
+    let containers = set
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+        .expect("containers");
+    let sidecar = containers
+        .iter_mut()
+        .find(|c| c["name"] == "sidecar")
+        .expect("the sidecar container");
+    let env = sidecar["env"].as_array_mut().expect("env");
+    for (k, v) in profile.env.iter().chain(extra_env) {
+        env.retain(|e| e["name"] != *k);
+        env.push(json!({"name": k, "value": v}));
+    }
+    objects
+}
+
+/// How the kubelet runs the shipped images: Debian's `redis-server`, and the binary under
+/// test as the sidecar image.
+fn images() -> Vec<ImageRule> {
+    let bin = PathBuf::from(super::BIN);
+    vec![
+        ImageRule {
+            repository: "docker.io/library/redis".into(),
+            entrypoint: vec!["redis-server".into()],
+            programs: Default::default(),
+        },
+        ImageRule {
+            repository: "ghcr.io/redis-k8s-election/redis-k8s-election".into(),
+            entrypoint: vec!["/redis-k8s-election".into()],
+            programs: [("/redis-k8s-election".to_string(), bin)].into(),
+        },
+    ]
+}
+
+/// A running group on kubesim.
+pub struct KubeGroup {
+    pub cluster: Cluster,
+    /// The Redis password from the shipped Secret.
+    pub password: String,
+    /// The admin token file for `switchover`.
+    pub admin_token_file: PathBuf,
+    /// Every address the kubelet may give a pod.
+    pub pod_ips: Vec<Ipv4Addr>,
+    pub replicas: usize,
+    pub relay: Option<super::faults::Relay>,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl KubeGroup {
+    /// Starts `replicas` pods of the shipped manifests with the profile's timing.
+    pub async fn start(replicas: usize, profile: &Profile) -> Self {
+        Self::start_full(replicas, profile, false).await
+    }
+
+    /// As [`KubeGroup::start`], but each pod announces a relay (`POD_IP:6390`) in front of its
+    /// Redis, so that a test can cut one pod off from its peers' replication and probes while
+    /// clients and its own sidecar still reach it.
+    pub async fn start_relayed(replicas: usize, profile: &Profile) -> Self {
+        Self::start_full(replicas, profile, true).await
+    }
+
+    async fn start_full(replicas: usize, profile: &Profile, relayed: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for every pod to be re-created once on a new address.
+        let pod_ips = free_pod_network(replicas * 2 + 1);
+        let relay = relayed.then(|| super::faults::Relay::start(&pod_ips, RELAY_PORT, REDIS_PORT));
+        let extra: &[(&str, &str)] = if relayed {
+            &[("ANNOUNCE_ADDR", "$(POD_IP):6390")]
+        } else {
+            &[]
+        };
+        let objects = shipped_objects(replicas, profile, extra);
+        let config = ClusterConfig {
+            namespace: "default".into(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            api_port: 0,
+            pod_ips: pod_ips.clone(),
+            state_dir: dir.path().to_path_buf(),
+            images: images(),
+            proxies: vec![("redis-leader".into(), REDIS_PORT, 0)],
+            // The first restart of a crashed container is immediate, as in Kubernetes; later
+            // ones wait at most a second instead of minutes, so that runs and fault schedules
+            // that crash the same pod again do not wait on back-off.
+            crash_backoff: Some((Duration::from_millis(250), Duration::from_secs(1))),
+        };
+        let cluster = Cluster::start(config, &objects)
+            .await
+            .expect("the local cluster starts");
+        let password = cluster
+            .secret_value("redis-auth", "password")
+            .expect("the shipped Secret has a password")
+            .trim()
+            .to_string();
+        let admin_token_file = dir.path().join("admin-token");
+        std::fs::write(
+            &admin_token_file,
+            cluster
+                .secret_value("redis-auth", "admin-token")
+                .expect("the shipped Secret has an admin token")
+                .trim(),
+        )
+        .unwrap();
+        Self {
+            cluster,
+            password,
+            admin_token_file,
+            pod_ips,
+            replicas,
+            relay,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Where clients write: the `redis-leader` Service's proxy.
+    pub fn leader_service(&self) -> SocketAddr {
+        self.cluster.proxy_addr("redis-leader").expect("started")
+    }
+
+    /// Every address a pod's Redis may listen on (for samplers that must not miss one).
+    pub fn all_redis_addrs(&self) -> Vec<SocketAddr> {
+        self.pod_ips
+            .iter()
+            .map(|ip| SocketAddr::new(IpAddr::V4(*ip), REDIS_PORT))
+            .collect()
+    }
+
+    /// The Lease's holder.
+    pub fn holder(&self) -> Option<String> {
+        self.cluster.server.with_store(|s| {
+            s.get("leases", "default", "redis")?
+                .pointer("/spec/holderIdentity")?
+                .as_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+        })
+    }
+
+    /// The ready endpoints of `redis-leader` (where the proxy sends new connections).
+    pub fn routed(&self) -> Vec<SocketAddr> {
+        let sp = kubesim::proxy::ServicePort {
+            namespace: "default".into(),
+            service: "redis-leader".into(),
+            port: REDIS_PORT,
+        };
+        self.cluster
+            .server
+            .with_store(|s| kubesim::proxy::ready_endpoints(s, &sp))
+    }
+
+    /// The running (not terminating) pods that are Ready, with their IPs.
+    pub fn ready_pods(&self) -> Vec<(String, Ipv4Addr)> {
+        self.cluster.server.with_store(|s| {
+            s.list("pods", Some("default"))
+                .iter()
+                .filter(|p| !kubesim::controllers::is_terminating(p))
+                .filter(|p| {
+                    p.pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                })
+                .filter_map(|p| {
+                    Some((
+                        p.pointer("/metadata/name")?.as_str()?.to_string(),
+                        p.pointer("/status/podIP")?.as_str()?.parse().ok()?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// What still keeps the group from being converged, or the leader pod when it is: every
+    /// pod Ready, one Lease holder, the Service routing to it alone, its Redis writable and
+    /// every other Redis replicating from it with the link up.
+    pub async fn converged_now(&self) -> Result<(String, Ipv4Addr), String> {
+        let pods = self.ready_pods();
+        if pods.len() != self.replicas {
+            return Err(format!("{} of {} pods ready", pods.len(), self.replicas));
+        }
+        let holder = self.holder().ok_or("no lease holder")?;
+        let (_, ip) = pods
+            .iter()
+            .find(|(n, _)| *n == holder)
+            .ok_or_else(|| format!("holder {holder} is not a ready pod"))?;
+        let routed = self.routed();
+        if routed != [SocketAddr::new(IpAddr::V4(*ip), REDIS_PORT)] {
+            return Err(format!(
+                "redis-leader routes to {routed:?}, holder {holder}"
+            ));
+        }
+        let addrs: Vec<SocketAddr> = pods
+            .iter()
+            .map(|(_, ip)| SocketAddr::new(IpAddr::V4(*ip), REDIS_PORT))
+            .collect();
+        let master = self
+            .relay
+            .as_ref()
+            .map_or(SocketAddr::new(IpAddr::V4(*ip), REDIS_PORT), |_| {
+                SocketAddr::new(IpAddr::V4(*ip), RELAY_PORT)
+            });
+        super::measure::replicas_follow(&addrs, master, Some(&self.password)).await?;
+        // Every sidecar agrees: the holder's says it leads, the others' that they replicate
+        // (a pod's Ready condition lags its sidecar by up to a probe period).
+        for (pod, ip) in &pods {
+            let path = if *pod == holder { "leader" } else { "replica" };
+            let code = self
+                .http
+                .get(format!("http://{ip}:9121/{path}"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if code != 200 {
+                return Err(format!("{pod}'s sidecar answers {code} to /{path}"));
+            }
+        }
+        Ok((holder, *ip))
+    }
+
+    /// Waits until converged; the leader pod and its IP, or what was still missing.
+    pub async fn converged(&self, within: Duration) -> Result<(String, Ipv4Addr), String> {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.converged_now().await {
+                Ok(l) => return Ok(l),
+                Err(why) if Instant::now() >= deadline => return Err(why),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// `redis-k8s-election switchover` against this group; success and its output.
+    pub async fn switchover(&self) -> (bool, String) {
+        let out = tokio::process::Command::new(super::BIN)
+            .arg("switchover")
+            .arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .arg("--admin-token-file")
+            .arg(&self.admin_token_file)
+            .env_remove("KUBECONFIG")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// The last lines of every container log of the pods that exist now.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for pod in self.cluster.pod_names() {
+            let Some(dir) = self.cluster.kubelet.pod_dir("default", &pod) else {
+                continue;
+            };
+            for c in ["sidecar", "redis"] {
+                let text =
+                    std::fs::read_to_string(dir.join(format!("logs/{c}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                out += &format!("--- {pod}/{c}\n");
+                for l in tail.into_iter().rev() {
+                    out += l;
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// The group's directory (kubeconfig, pods' files).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops every pod and the cluster.
+    pub async fn stop(self) {
+        self.cluster.shutdown().await;
+    }
+}
