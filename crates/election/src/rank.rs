@@ -74,6 +74,20 @@ pub fn should_back_off_from(
     })
 }
 
+/// May a candidate that backed off for its bounded time run anyway? Only if no eligible peer
+/// holds more data: one with data when it has none, or a greater replication offset. (A peer
+/// better only by priority or name is not worth waiting longer for.) Without this, a leader pod
+/// killed whole came back within the lease with a Redis that was empty or had reloaded an old
+/// RDB file, backed off for one lease duration, and then raced its peers, for whom its
+/// unrenewed lease had only just expired; the fault-injection suite saw it win and every
+/// replica copy its stale data set. The sidecar still runs after a longer bound, so that a
+/// group whose most complete peer can never lead is not leaderless forever.
+pub fn may_stop_backing_off(me: &Candidate, peers: &[Candidate]) -> bool {
+    !peers.iter().any(|p| {
+        p.name != me.name && p.eligible() && p.has_data && (!me.has_data || p.offset > me.offset)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +101,27 @@ mod tests {
             has_data,
             healthy: true,
         }
+    }
+
+    #[test]
+    fn an_empty_candidate_never_stops_backing_off_while_a_peer_holds_data() {
+        let empty = c("a", 100, 0, false);
+        let full = c("b", 100, 500, true);
+        assert!(!may_stop_backing_off(&empty, std::slice::from_ref(&full)));
+        let mut gone = full.clone();
+        gone.healthy = false;
+        assert!(
+            may_stop_backing_off(&empty, &[gone]),
+            "no eligible peer holds data"
+        );
+        assert!(
+            !may_stop_backing_off(&c("a", 100, 10, true), std::slice::from_ref(&full)),
+            "stale"
+        );
+        assert!(
+            may_stop_backing_off(&c("a", 100, 500, true), &[full]),
+            "as complete"
+        );
     }
 
     #[test]

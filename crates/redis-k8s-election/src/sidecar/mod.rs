@@ -774,14 +774,6 @@ impl Runtime {
             Err(_) => return,
         };
         self.last_rank_check = Some(Instant::now());
-        if let Some(until) = self.back_off_until
-            && Instant::now() >= until
-        {
-            // Bounded: the better peer did not take over in time; run anyway.
-            self.eligible = true;
-            self.feed(Input::Eligible(true)).await;
-            return;
-        }
         let me = Candidate {
             name: self.cfg.pod_name.clone(),
             priority: self.cfg.priority,
@@ -796,6 +788,16 @@ impl Runtime {
                 return;
             }
         };
+        if let Some(until) = self.back_off_until
+            && Instant::now() >= until
+            && (rank::may_stop_backing_off(&me, &candidates)
+                || Instant::now() >= until + self.cfg.timing.lease_duration * 2)
+        {
+            // Bounded: the better peer did not take over in time; run anyway.
+            self.eligible = true;
+            self.feed(Input::Eligible(true)).await;
+            return;
+        }
         // A candidate sees a non-empty holder only when that lease expired unreleased.
         let lapsed_holder = self
             .elector
