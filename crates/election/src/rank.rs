@@ -50,9 +50,7 @@ pub fn best(candidates: &[Candidate]) -> Option<&Candidate> {
 
 /// Should `me` back off because a reachable eligible peer ranks above it?
 pub fn should_back_off(me: &Candidate, peers: &[Candidate]) -> bool {
-    peers
-        .iter()
-        .any(|p| p.name != me.name && p.eligible() && compare(p, me) == Ordering::Less)
+    should_back_off_from(me, peers, None)
 }
 
 /// As [`should_back_off`], when the lease lapsed in `lapsed_holder`'s hands (it expired

@@ -97,6 +97,16 @@ pub struct Probe {
     pub fenced: bool,
 }
 
+/// `CLIENT KILL` of every normal and every pub/sub client but the sender: what a fence and a
+/// role change do to the clients of this Redis, so that they reconnect through the Service.
+fn client_kills() -> [redis::Cmd; 2] {
+    ["normal", "pubsub"].map(|ty| {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("KILL").arg("TYPE").arg(ty).arg("SKIPME").arg("yes");
+        c
+    })
+}
+
 /// What [`RedisNode::request`] sends.
 enum Request<'a> {
     Cmd(&'a redis::Cmd),
@@ -273,14 +283,8 @@ impl RedisNode {
             .arg("min-replicas-to-write")
             .arg(FENCE_MIN_REPLICAS)
             .ignore();
-        for ty in ["normal", "pubsub"] {
-            pipe.cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg(ty)
-                .arg("SKIPME")
-                .arg("yes")
-                .ignore();
+        for kill in client_kills() {
+            pipe.add_command(kill).ignore();
         }
         self.request::<()>("CONFIG SET + CLIENT KILL", Request::Pipeline(&pipe))
             .await
@@ -301,18 +305,8 @@ impl RedisNode {
     /// Drops normal and pub/sub clients, never this connection; returns how many.
     pub async fn drop_clients(&self) -> Result<u64, NodeError> {
         let mut n = 0;
-        for ty in ["normal", "pubsub"] {
-            n += self
-                .run::<u64>(
-                    "CLIENT KILL",
-                    redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("TYPE")
-                        .arg(ty)
-                        .arg("SKIPME")
-                        .arg("yes"),
-                )
-                .await?;
+        for kill in client_kills() {
+            n += self.run::<u64>("CLIENT KILL", &kill).await?;
         }
         Ok(n)
     }

@@ -1038,28 +1038,23 @@ async fn run_container(
             &format!("Started container {}", c.name),
         );
         let (liveness_tx, mut liveness_failed) = tokio::sync::mpsc::channel::<String>(1);
+        // Readiness only reports; liveness also asks for a restart through the channel.
         let mut probes = Vec::new();
-        if let Some(p) = c.readiness_probe.clone() {
-            probes.push(tokio::spawn(probe_loop(
-                shared.clone(),
-                rt.clone(),
-                i,
-                c.clone(),
-                p,
-                plan.clone(),
-                None,
-            )));
-        }
-        if let Some(p) = c.liveness_probe.clone() {
-            probes.push(tokio::spawn(probe_loop(
-                shared.clone(),
-                rt.clone(),
-                i,
-                c.clone(),
-                p,
-                plan.clone(),
-                Some(liveness_tx),
-            )));
+        for (probe, on_failure) in [
+            (c.readiness_probe.clone(), None),
+            (c.liveness_probe.clone(), Some(liveness_tx)),
+        ] {
+            if let Some(p) = probe {
+                probes.push(tokio::spawn(probe_loop(
+                    shared.clone(),
+                    rt.clone(),
+                    i,
+                    c.clone(),
+                    p,
+                    plan.clone(),
+                    on_failure,
+                )));
+            }
         }
         let status = tokio::select! {
             status = child.wait() => status.ok(),
