@@ -14,25 +14,18 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use common::measure::percentile;
 use common::*;
 use std::time::{Duration, Instant};
 use testkit::RedisServer;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn summary(label: &str, mut v: Vec<f64>) -> String {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+fn summary(label: &str, v: Vec<f64>) -> String {
     format!(
         "| {label} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
         v.len(),
         percentile(&v, 0.5),
         percentile(&v, 0.99),
-        v.last().copied().unwrap_or(f64::NAN)
+        percentile(&v, 1.0)
     )
 }
 
@@ -50,59 +43,27 @@ async fn first_accepted_write(g: &Group, t0: Instant) -> f64 {
     }
 }
 
-fn proc_stat(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(") ").next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    (ticks, rss)
-}
-
-/// The number after `flag` on the command line, or `default`.
-fn count_flag(args: &[String], flag: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let runs = count_flag(&args, "--runs", 20);
-    let switchovers = count_flag(&args, "--switchovers", 100);
+    let count = |name: &str, default: usize| {
+        flag(&args, name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let runs = count("--runs", 20);
+    let switchovers = count("--switchovers", 100);
     let mut g = Group::start(3).await;
     let mut leader = g.converged(Duration::from_secs(30)).await;
 
     // Steady state: 10 s of an idle, converged group.
     let pids: Vec<u32> = g.sidecars.iter().flatten().map(|s| s.child.id()).collect();
-    let before: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect();
     let rv0 = g.api.with_store(|s| s.rv());
     let window = Duration::from_secs(10);
-    tokio::time::sleep(window).await;
+    let stats = measure::cpu_and_rss(&pids, window).await;
     let rv1 = g.api.with_store(|s| s.rv());
-    let after: Vec<(u64, u64)> = pids.iter().map(|p| proc_stat(*p)).collect();
-    let hz = 100.0; // USER_HZ on Linux
-    let cpu: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| (a.0 - b.0) as f64 / hz / window.as_secs_f64() * 100.0)
-        .collect();
-    let rss: Vec<f64> = after.iter().map(|a| a.1 as f64 / 1024.0).collect();
+    let cpu: Vec<f64> = stats.iter().map(|s| s.0).collect();
+    let rss: Vec<f64> = stats.iter().map(|s| s.1).collect();
     let retry_period = 0.25;
     let writes_per_rp = (rv1 - rv0) as f64 / (window.as_secs_f64() / retry_period);
 

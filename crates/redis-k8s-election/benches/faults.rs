@@ -10,7 +10,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::faults::{flag, run};
+use common::faults::run;
+use common::flag;
 use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]

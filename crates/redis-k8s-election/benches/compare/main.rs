@@ -24,9 +24,9 @@ mod common;
 mod sentinel;
 
 use common::cluster::{KubeGroup, Profile, REDIS_PORT};
-use common::faults::flag;
+use common::flag;
 use common::measure::{
-    ClientWriter, Route, WritableSampler, cpu_and_rss, longest_gap_within, lost_writes,
+    ClientWriter, Route, WritableSampler, cpu_and_rss, longest_gap_within, lost_writes, percentile,
     replicas_follow, send_signal,
 };
 use sentinel::{MASTER_NAME, SentinelGroup};
@@ -292,15 +292,6 @@ async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String
         double_rounds: sampled.doubles,
         double_ms: sampled.double_time.as_secs_f64() * 1000.0,
     })
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn ms(v: f64) -> String {

@@ -87,34 +87,29 @@ impl SentinelGroup {
         Ok(g)
     }
 
+    /// (Re)starts node `i`'s Redis from its config file.
     pub fn start_redis(&mut self, i: usize) {
-        if let Some(mut old) = self.redis[i].take() {
-            let _ = old.kill();
-            let _ = old.wait();
-        }
-        let conf = self.dir.path().join(format!("redis-{i}/redis.conf"));
-        self.redis[i] = Some(
-            Command::new("redis-server")
-                .arg(conf)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server"),
-        );
+        stop(&mut self.redis[i]);
+        self.redis[i] = Some(self.spawn("redis-server", &format!("redis-{i}/redis.conf")));
     }
 
+    /// (Re)starts node `i`'s Sentinel from its config file.
     pub fn start_sentinel(&mut self, i: usize) {
-        self.kill_sentinel(i);
-        let conf = self.dir.path().join(format!("sentinel-{i}/sentinel.conf"));
-        self.sentinels[i] = Some(
-            Command::new("redis-sentinel")
-                .arg(conf)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-sentinel"),
-        );
+        stop(&mut self.sentinels[i]);
+        self.sentinels[i] =
+            Some(self.spawn("redis-sentinel", &format!("sentinel-{i}/sentinel.conf")));
     }
 
-    /// Sends `sig` to node `i`'s Redis; on KILL, reaps it.
+    /// Starts `program` on `conf`, a config file in the group's directory.
+    fn spawn(&self, program: &str, conf: &str) -> Child {
+        Command::new(program)
+            .arg(self.dir.path().join(conf))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e}"))
+    }
+
+    /// Sends `sig` to node `i`'s Redis (reaped when it is restarted or the group ends).
     pub fn signal_redis(&mut self, i: usize, sig: &str) {
         if let Some(c) = self.redis[i].as_mut() {
             send_signal(c.id(), sig);
@@ -130,10 +125,7 @@ impl SentinelGroup {
     }
 
     pub fn kill_sentinel(&mut self, i: usize) {
-        if let Some(mut c) = self.sentinels[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        stop(&mut self.sentinels[i]);
     }
 
     pub fn sentinel_pids(&self) -> Vec<u32> {
@@ -260,16 +252,18 @@ impl SentinelGroup {
     }
 }
 
+/// Kills and reaps the process in `slot`, if any.
+fn stop(slot: &mut Option<Child>) {
+    if let Some(mut c) = slot.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 impl Drop for SentinelGroup {
     fn drop(&mut self) {
-        for c in self
-            .redis
-            .iter_mut()
-            .chain(self.sentinels.iter_mut())
-            .flatten()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
+        for slot in self.redis.iter_mut().chain(self.sentinels.iter_mut()) {
+            stop(slot);
         }
     }
 }

@@ -286,7 +286,6 @@ pub async fn run(seed: u64, duration: Duration, min_faults: usize) -> Report {
     writer.wait_for(20, Duration::from_secs(20)).await;
 
     // (kind, window start, window end) for attributing lost writes.
-    let mut windows: Vec<(Kind, Instant, Instant)> = Vec::new();
     let mut known_lost: HashSet<u64> = HashSet::new();
     let steps = schedule(seed, 100_000);
     let started = Instant::now();
@@ -310,7 +309,6 @@ pub async fn run(seed: u64, duration: Duration, min_faults: usize) -> Report {
             Target::Leader | Target::All => leader.clone(),
             Target::Replica(i) => replicas[i % replicas.len()].clone(),
         };
-        let t_inject = Instant::now();
         timeline.note(format!(
             "fault {n}: {:?} on {} (hold {} ms{})",
             step.kind,
@@ -391,7 +389,6 @@ pub async fn run(seed: u64, duration: Duration, min_faults: usize) -> Report {
                 }
             }
         }
-        windows.push((step.kind, t_inject, Instant::now()));
         report.faults += 1;
         let st = sampler.state();
         if st.doubles > 0 {
@@ -560,12 +557,4 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
         }
     }
     Ok(())
-}
-
-/// `--duration 30m`-style flag values and `--seed N`, shared by the bench's command line.
-pub fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
 }

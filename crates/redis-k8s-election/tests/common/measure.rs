@@ -183,11 +183,38 @@ fn laddr_ip(info: &str) -> Option<IpAddr> {
 
 /// The longest time between consecutive acknowledgements that overlaps `[from, to]`.
 pub fn longest_gap_within(acks: &[Ack], from: Instant, to: Instant) -> Duration {
-    acks.windows(2)
-        .filter(|w| w[1].at >= from && w[0].at <= to)
-        .map(|w| w[1].at - w[0].at)
-        .max()
-        .unwrap_or_default()
+    gap_within(acks.iter().map(|a| a.at), from, to)
+}
+
+/// The longest time between consecutive instants (in order) whose interval overlaps
+/// `[from, to]`: the write pause a change in that window caused.
+pub fn gap_within(
+    times: impl IntoIterator<Item = Instant>,
+    from: Instant,
+    to: Instant,
+) -> Duration {
+    let mut times = times.into_iter();
+    let Some(mut previous) = times.next() else {
+        return Duration::ZERO;
+    };
+    let mut longest = Duration::ZERO;
+    for t in times {
+        if t >= from && previous <= to {
+            longest = longest.max(t - previous);
+        }
+        previous = t;
+    }
+    longest
+}
+
+/// The `p` quantile (0.0–1.0, nearest rank) of the finite values; NaN when there are none.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Acknowledged writes missing from `key` on the Redis at `addr`; `None` if it cannot be
@@ -198,6 +225,17 @@ pub async fn lost_writes(
     key: &str,
     acks: &[Ack],
 ) -> Option<Vec<u64>> {
+    missing_from_list(addr, password, key, acks.iter().map(|a| a.seq)).await
+}
+
+/// The numbers of `seqs` that the list `key` on the Redis at `addr` lacks; `None` if it cannot
+/// be read.
+pub async fn missing_from_list(
+    addr: SocketAddr,
+    password: Option<&str>,
+    key: &str,
+    seqs: impl IntoIterator<Item = u64>,
+) -> Option<Vec<u64>> {
     let mut c = connect(addr, password, Duration::from_secs(5)).await?;
     let stored: Vec<u64> = redis::cmd("LRANGE")
         .arg(key)
@@ -207,61 +245,43 @@ pub async fn lost_writes(
         .await
         .ok()?;
     let stored: std::collections::HashSet<u64> = stored.into_iter().collect();
-    Some(
-        acks.iter()
-            .map(|a| a.seq)
-            .filter(|s| !stored.contains(s))
-            .collect(),
-    )
-}
-
-/// One `INFO replication` reply as a field map.
-async fn replication_info(
-    addr: SocketAddr,
-    password: Option<&str>,
-) -> Option<std::collections::HashMap<String, String>> {
-    let mut c = connect(addr, password, Duration::from_millis(300)).await?;
-    let text: String = redis::cmd("INFO")
-        .arg("replication")
-        .query_async(&mut c)
-        .await
-        .ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.trim_end().split_once(':'))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
+    Some(seqs.into_iter().filter(|s| !stored.contains(s)).collect())
 }
 
 /// Ok when the Redis at `master`'s IP is a master and every other address in `nodes`
-/// replicates from `master` with its link up; else what is not so.
+/// replicates from `master` with its link up; else what is not so. Read as the sidecar reads
+/// it (`redis_node`'s probe and INFO parser).
 pub async fn replicas_follow(
     nodes: &[SocketAddr],
     master: SocketAddr,
     password: Option<&str>,
 ) -> Result<(), String> {
+    use redis_node::info::Role;
     for n in nodes {
-        let info = replication_info(*n, password)
+        let mut cfg = redis_node::NodeConfig::new(n.ip().to_string(), n.port());
+        cfg.timeout = Duration::from_millis(300);
+        cfg.password = password.map(str::to_string);
+        let probe = redis_node::RedisNode::new(cfg)
+            .map_err(|e| format!("{n}: {e}"))?
+            .probe()
             .await
-            .ok_or_else(|| format!("{n} does not answer"))?;
-        let get = |k: &str| info.get(k).map(String::as_str).unwrap_or_default();
-        if n.ip() == master.ip() {
-            if get("role") != "master" {
-                return Err(format!("{n} (the master) is {}", get("role")));
+            .map_err(|e| format!("{n} does not answer: {e}"))?;
+        let follows = match &probe.info.role {
+            Role::Master => n.ip() == master.ip(),
+            Role::Replica {
+                master_host,
+                master_port,
+                link_up,
+                ..
+            } => {
+                n.ip() != master.ip()
+                    && *master_host == master.ip().to_string()
+                    && *master_port == master.port()
+                    && *link_up
             }
-        } else if get("role") != "slave"
-            || get("master_host") != master.ip().to_string()
-            || get("master_port") != master.port().to_string()
-            || get("master_link_status") != "up"
-        {
-            return Err(format!(
-                "{n}: role {} of {}:{} link {}",
-                get("role"),
-                get("master_host"),
-                get("master_port"),
-                get("master_link_status")
-            ));
+        };
+        if !follows {
+            return Err(format!("{n}: {:?} (master {master})", probe.info.role));
         }
     }
     Ok(())

@@ -710,11 +710,15 @@ pub fn longest_gap(acks: &[(u64, Instant)]) -> Duration {
 /// that spans `from`, and every gap ending before `to`, i.e. the write pause a change in that
 /// window caused.
 pub fn pause_within(acks: &[(u64, Instant)], from: Instant, to: Instant) -> Duration {
-    acks.windows(2)
-        .filter(|w| w[1].1 >= from && w[0].1 <= to)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default()
+    measure::gap_within(acks.iter().map(|a| a.1), from, to)
+}
+
+/// The value after `name` on a benchmark's command line (`--runs 5`), if any.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 /// Asserts that every acknowledged write is in the list `log` on the Redis at `addr`.
@@ -730,22 +734,8 @@ pub async fn assert_none_lost(addr: &str, acks: &[(u64, Instant)]) {
 
 /// Acknowledged writes missing from the list `log` on the Redis at `addr`.
 pub async fn lost_writes(addr: &str, acks: &[(u64, Instant)], password: Option<&str>) -> Vec<u64> {
-    let url = match password {
-        Some(p) => format!("redis://:{p}@{addr}"),
-        None => format!("redis://{addr}"),
-    };
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stored: Vec<u64> = redis::cmd("LRANGE")
-        .arg("log")
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
+    let addr: SocketAddr = addr.parse().expect("a Redis address");
+    measure::missing_from_list(addr, password, "log", acks.iter().map(|(s, _)| *s))
         .await
-        .unwrap();
-    let stored: std::collections::HashSet<u64> = stored.into_iter().collect();
-    acks.iter()
-        .map(|(s, _)| *s)
-        .filter(|s| !stored.contains(s))
-        .collect()
+        .unwrap_or_else(|| panic!("the list `log` on {addr} cannot be read"))
 }
