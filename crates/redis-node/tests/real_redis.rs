@@ -219,16 +219,22 @@ async fn a_fence_sent_during_a_hang_takes_effect_first_when_redis_resumes() {
     assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
     // A client connects while Redis hangs and sends a write; it waits for the resume.
     let addr = a.addr;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
     let client = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"SET during-hang 1\r\n").unwrap();
+        sent_tx.send(()).unwrap();
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Resume only once the write waits in the kernel for the hung Redis.
+    tokio::task::spawn_blocking(move || sent_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the client sent its write during the hang");
     a.signal("-CONT");
     let reply = client.await.unwrap();
     assert!(
