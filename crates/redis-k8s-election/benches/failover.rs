@@ -75,7 +75,9 @@ async fn main() {
         g.redis[leader] = None;
         redis_killed.push(first_accepted_write(&g, t0).await);
         // The pod's Redis comes back empty, as after a container restart.
-        g.redis[leader] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+        let args = g.redis_args(addr);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        g.redis[leader] = Some(RedisServer::start_at(addr, &args));
         leader = g.converged(Duration::from_secs(30)).await;
     }
 
@@ -87,7 +89,9 @@ async fn main() {
         g.redis[leader].as_mut().unwrap().kill();
         g.redis[leader] = None;
         pod_lost.push(first_accepted_write(&g, t0).await);
-        g.redis[leader] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+        let args = g.redis_args(addr);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        g.redis[leader] = Some(RedisServer::start_at(addr, &args));
         g.start_sidecar(leader);
         leader = g.converged(Duration::from_secs(30)).await;
     }

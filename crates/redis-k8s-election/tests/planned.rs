@@ -109,7 +109,7 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
         let addr = g.redis[i].as_ref().unwrap().addr;
         g.redis[i].as_mut().unwrap().kill();
         g.redis[i] = None;
-        let args = g.redis_args();
+        let args = g.redis_args(addr);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         g.redis[i] = Some(RedisServer::start_at(addr, &args));
         g.start_sidecar(i);

@@ -280,7 +280,9 @@ async fn replica_restarted_empty_does_not_win() {
     g.redis[empty].as_mut().unwrap().kill();
     g.redis[leader].as_mut().unwrap().kill();
     g.redis[leader] = None;
-    g.redis[empty] = Some(RedisServer::start_at(addr, REDIS_ARGS));
+    let args = g.redis_args(addr);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    g.redis[empty] = Some(RedisServer::start_at(addr, &args));
     let new = g.converged(Duration::from_secs(20)).await;
     assert_eq!(new, replicas[1], "the empty Redis won; logs:\n{}", g.logs());
     assert_eq!(

@@ -216,9 +216,10 @@ impl Group {
                 .create(&Default::default(), &pod)
                 .await
                 .unwrap();
-            let args = g.redis_args();
+            let addr = testkit::free_loopback_addr();
+            let args = g.redis_args(addr);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            g.redis.push(Some(RedisServer::start(&args)));
+            g.redis.push(Some(RedisServer::start_at(addr, &args)));
             g.sidecars.push(None);
             g.start_sidecar(i);
         }
@@ -232,9 +233,16 @@ impl Group {
             .unwrap_or_default()
     }
 
-    /// Arguments for this group's Redis (fenced at start; with the password if any).
-    pub fn redis_args(&self) -> Vec<String> {
+    /// Arguments for this group's Redis at `addr`, started as the shipped manifests start it:
+    /// fenced, and a replica of itself, so that a restarted (empty) Redis serves no full
+    /// sync to peers that still point at it; with the password if any.
+    pub fn redis_args(&self, addr: SocketAddr) -> Vec<String> {
         let mut a: Vec<String> = REDIS_ARGS.iter().map(|s| s.to_string()).collect();
+        a.extend([
+            "--replicaof".to_string(),
+            addr.ip().to_string(),
+            addr.port().to_string(),
+        ]);
         if let Some(p) = &self.password {
             a.extend(["--requirepass".to_string(), p.clone()]);
         }
