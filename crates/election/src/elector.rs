@@ -236,6 +236,12 @@ pub struct Elector {
     fenced: bool,
     healthy: bool,
     eligible: bool,
+    /// A ranking verdict ([`Input::Eligible`]) arrived while a candidate: `eligible` is the
+    /// sidecar's judgement, not the initial `false`.
+    ranked: bool,
+    /// This process has led at some point. An elector that never led but finds its own name
+    /// on the Lease belongs to a restarted pod.
+    led: bool,
     stopping: bool,
     /// Set when a read is needed before the next write (after a conflict or failure).
     stale: bool,
@@ -263,6 +269,8 @@ impl Elector {
             fenced: false,
             healthy: false,
             eligible: false,
+            ranked: false,
+            led: false,
             stopping: false,
             stale: true,
             jitter: 1.0,
@@ -524,6 +532,7 @@ impl Elector {
                             epoch,
                             base: sent_at,
                         };
+                        self.led = true;
                     }
                     (None, true) => {}
                 }
@@ -538,7 +547,10 @@ impl Elector {
                 self.stale = true;
             }
             Input::RedisHealth(h) => self.healthy = h,
-            Input::Eligible(e) => self.eligible = e,
+            Input::Eligible(e) => {
+                self.eligible = e;
+                self.ranked |= self.role == Role::Candidate;
+            }
             Input::Shutdown => self.stopping = true,
         }
         self.evaluate(now, &mut out);
@@ -634,6 +646,17 @@ impl Elector {
             .as_ref()
             .is_some_and(|(l, _)| l.record.holder == self.id);
         if self.paused() && !own {
+            return;
+        }
+        // A restarted pod finding its own name, whose sidecar ranked a reachable peer above
+        // it (its Redis came back empty, or with less data): nobody renews that lease, so
+        // waiting for it to expire would leave the group without a writable master for up
+        // to a lease duration. Its Redis is fenced (it was started fenced and this elector
+        // fenced it as a candidate), so it gives the lease up at once, as a leader whose Redis
+        // died does, and the best peer takes it within milliseconds. Not while paused: then
+        // nobody may take over automatically anyway.
+        if own && !self.led && self.ranked && !self.eligible && self.fenced && !self.paused() {
+            self.write(now, Purpose::Release, out);
             return;
         }
         if self.eligible && self.healthy && !self.stopping {
@@ -1003,6 +1026,104 @@ mod tests {
             !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
             "{s:?}"
         );
+    }
+
+    fn writes(s: &Step) -> Vec<WriteIntent> {
+        s.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_holder_outranked_by_a_peer_releases_its_lease_at_once() {
+        // "a" restarted (its pod was killed whole) and finds its own unexpired lease.
+        let mut e = Elector::new("a", "a:6379", timing());
+        e.step(ms(0), Input::RedisHealth(true));
+        let s = e.step(ms(1), Input::Observed(Some(lease("a", 3, "7", "r1"))));
+        assert_eq!(e.role(), &Role::Candidate);
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+        assert!(writes(&s).is_empty(), "no verdict yet: {s:?}");
+        // Its sidecar ranks a peer with data above its emptied Redis.
+        let s = e.step(ms(5), Input::Eligible(false));
+        let w = writes(&s);
+        assert_eq!(w.len(), 1, "{s:?}");
+        assert_eq!(
+            (
+                w[0].purpose,
+                w[0].holder.as_str(),
+                w[0].transitions,
+                w[0].version.as_deref()
+            ),
+            (Purpose::Release, "", 3, Some("7"))
+        );
+        // It never led in this process: nothing to step down from.
+        let mut free = lease("", 3, "8", "r2");
+        free.record.holder_address.clear();
+        let s = e.step(
+            ms(7),
+            Input::WriteSucceeded {
+                sent_at: ms(5),
+                lease: free,
+            },
+        );
+        assert!(
+            !s.actions
+                .iter()
+                .any(|a| matches!(a, Action::SteppedDown { .. } | Action::Write(_))),
+            "{s:?}"
+        );
+        assert_eq!(e.role(), &Role::Candidate);
+        // The peer takes the free lease; "a" follows it.
+        let s = e.step(ms(9), Input::Observed(Some(lease("b", 4, "9", "r3"))));
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Follow { .. })));
+    }
+
+    #[test]
+    fn a_restarted_holder_that_ranks_first_takes_its_lease_back() {
+        let mut e = Elector::new("a", "a:6379", timing());
+        e.step(ms(0), Input::RedisHealth(true));
+        e.step(ms(1), Input::Observed(Some(lease("a", 3, "7", "r1"))));
+        let s = e.step(ms(5), Input::Eligible(true));
+        assert!(writes(&s).is_empty(), "paced by the retry period: {s:?}");
+        let s = e.step(ms(1_300), Input::Tick);
+        let w = writes(&s);
+        assert_eq!(
+            w.iter()
+                .map(|w| (w.purpose, w.holder.as_str()))
+                .collect::<Vec<_>>(),
+            [(Purpose::Acquire, "a")],
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn an_own_lease_is_not_released_while_paused_or_after_leading_here() {
+        // Paused: nobody takes over automatically, so a release would only leave it empty.
+        let mut e = Elector::new("a", "a:6379", timing());
+        e.step(ms(0), Input::RedisHealth(true));
+        e.step(
+            ms(1),
+            Input::Observed(Some(paused(lease("a", 3, "7", "r1")))),
+        );
+        let s = e.step(ms(5), Input::Eligible(false));
+        assert!(writes(&s).is_empty(), "{s:?}");
+        // A leader of this process that stepped down (renew deadline passed) keeps the
+        // old rule: it may take its own lease back when eligible, and does not give it away.
+        let mut l = leading(3);
+        l.step(ms(1), Input::Eligible(false));
+        let s = l.step(ms(6_001), Input::Tick);
+        assert!(
+            s.actions.contains(&Action::SteppedDown {
+                reason: "renew deadline passed"
+            }),
+            "{s:?}"
+        );
+        let s = l.step(ms(6_002), Input::Eligible(false));
+        assert!(writes(&s).is_empty(), "{s:?}");
     }
 
     fn paused(mut l: ObservedLease) -> ObservedLease {

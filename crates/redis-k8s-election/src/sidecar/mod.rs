@@ -268,11 +268,21 @@ impl Runtime {
                                 Some(sent_instant);
                         }
                         if intent.purpose == Purpose::Release {
+                            // A candidate releases only a lease left in its name by the
+                            // process before a restart, when a peer ranks above it.
+                            let why = if matches!(self.elector.role(), Role::Leader { .. }) {
+                                ""
+                            } else {
+                                " held before this pod restarted: a reachable peer ranks above it"
+                            };
                             self.event(
                                 EventType::Normal,
                                 "Released",
                                 "Release",
-                                format!("released the lease at epoch {}", lease.record.transitions),
+                                format!(
+                                    "released the lease at epoch {}{why}",
+                                    lease.record.transitions
+                                ),
                             )
                             .await;
                         }
