@@ -5,6 +5,7 @@
 
 use crate::common::measure::{connect, replicas_follow, send_signal};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -102,11 +103,18 @@ impl SentinelGroup {
 
     /// Starts `program` on `conf`, a config file in the group's directory.
     fn spawn(&self, program: &str, conf: &str) -> Child {
-        Command::new(program)
-            .arg(self.dir.path().join(conf))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e}"))
+        let mut cmd = Command::new(program);
+        cmd.arg(self.dir.path().join(conf)).stdout(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A benchmark stopped by a signal (Drop does not run) takes its Redis and
+                // Sentinel processes with it, as kubesim's kubelet does with its pods.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap_or_else(|e| panic!("{program}: {e}"))
     }
 
     /// Sends `sig` to node `i`'s Redis (reaped when it is restarted or the group ends).
