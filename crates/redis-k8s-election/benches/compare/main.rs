@@ -432,6 +432,9 @@ async fn main() {
                     }
                     Err(e) => {
                         eprintln!("{name} {}: run {n} failed: {e}", sc.label());
+                        if let System::Ours(g, _) = &sys {
+                            eprintln!("pod logs (last 30 lines each):\n{}", g.logs(30));
+                        }
                         cell.errors.push(e);
                     }
                 }
