@@ -318,3 +318,50 @@ async fn pause_holds_through_a_dead_leader_redis_and_resume_fails_over() {
     let (ok, out, _) = g.cli(&["history"]).await;
     assert!(ok && out.contains(&new), "{out}");
 }
+
+/// The leader's copy of the Lease can be one version behind when a switchover starts: a
+/// renewal whose answer it missed, a watch event still on its way, or someone annotating the
+/// Lease. The hand-over write then loses its compare-and-set; found by the 30-minute fault
+/// run (a switchover right after API latency on the leader failed with "the hand-over write
+/// did not commit"). The leader re-reads the Lease and, still its holder, writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_goes_through_while_the_lease_changes_under_the_leader() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let g = Group::start(3).await;
+    let mut leader = g.converged(Duration::from_secs(30)).await;
+    // Something else touches the Lease every few milliseconds (each touch a new
+    // resourceVersion and a watch event), as a tool annotating it would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toucher = {
+        let leases = kube::Api::<Lease>::default_namespaced(g.kube.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let patch =
+                    serde_json::json!({"metadata": {"annotations": {"test/touch": n.to_string()}}});
+                let _ = leases
+                    .patch(
+                        "redis",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            n
+        })
+    };
+    for n in 0..10 {
+        let to = name((leader + 1) % 3);
+        let (ok, out, err) = g.cli(&["switchover", "--to", &to]).await;
+        assert!(ok, "switchover {n} failed: {err}{out}\n{}", g.logs());
+        let new = g.converged(Duration::from_secs(20)).await;
+        assert_eq!(name(new), to, "switchover {n} went elsewhere");
+        leader = new;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let touches = toucher.await.unwrap();
+    assert!(touches > 100, "the Lease was barely touched: {touches}");
+}

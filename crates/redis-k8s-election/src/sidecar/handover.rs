@@ -308,22 +308,50 @@ impl Runtime {
             self.resume_writes().await;
             return Err(HandoverError::Redis(format!("fence: {e}")));
         }
-        let Some(intent) = self.elector.handover(self.now(), &target, &address) else {
-            self.resume_writes().await;
-            return Err(HandoverError::Api("a Lease write is in flight".into()));
-        };
-        let intent = self.with_history(intent, trigger.reason(), started.elapsed());
-        let epoch = intent.transitions;
-        if let Some(next) = self.perform(Action::Write(intent)).await {
-            self.feed(next).await;
-        }
-        if matches!(self.elector.role(), Role::Leader { .. }) {
+        // Our copy of the Lease may be a version behind (a renewal whose answer was lost, a
+        // watch event still on its way, someone annotating the Lease), and then the
+        // compare-and-set loses. Still fenced and holding writes, with the target caught up,
+        // it is safe to read the Lease and write again while it still names us, up to the
+        // same bound as the catch-up wait (this loop does not renew).
+        let mut epoch;
+        let mut attempt = 0u32;
+        loop {
+            let Some(intent) = self.elector.handover(self.now(), &target, &address) else {
+                self.resume_writes().await;
+                return Err(HandoverError::Api("a Lease write is in flight".into()));
+            };
+            let intent = self.with_history(intent, trigger.reason(), started.elapsed());
+            epoch = intent.transitions;
+            if let Some(next) = self.perform(Action::Write(intent)).await {
+                self.feed(next).await;
+            }
+            if !matches!(self.elector.role(), Role::Leader { .. }) {
+                break;
+            }
             // The write failed or lost a race; it may still have committed. Read the Lease
             // before letting writes go: if the target holds it, we step down instead.
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            attempt += 1;
             match self.coord.get_lease().await {
                 Ok(l) => self.feed(Input::Observed(l)).await,
-                Err(e) => self.api_error(&e),
+                Err(e) => {
+                    self.api_error(&e);
+                    break;
+                }
             }
+            let paused_now = self
+                .elector
+                .observed()
+                .is_some_and(|l| !l.record.paused.is_empty());
+            if !matches!(self.elector.role(), Role::Leader { .. })
+                || (trigger == Trigger::Switchover && paused_now && !force)
+                || Instant::now() >= wait_until
+            {
+                break;
+            }
+            tracing::info!(%target, attempt, "the hand-over write lost a race with a newer Lease; writing again");
         }
         if matches!(self.elector.role(), Role::Leader { .. }) {
             self.resume_writes().await;
