@@ -376,10 +376,18 @@ impl Elector {
             .then_some(*at + r.lease_duration)
     }
 
-    fn paused(&self) -> bool {
+    /// The observed Lease's pause marker while automatic failover is paused (someone ran
+    /// `pause`), for status and for refusing a switchover.
+    pub fn pause_marker(&self) -> Option<&str> {
         self.observed
             .as_ref()
-            .is_some_and(|(l, _)| l.record.is_paused())
+            .map(|(l, _)| &l.record)
+            .filter(|r| r.is_paused())
+            .map(|r| r.paused.as_str())
+    }
+
+    fn paused(&self) -> bool {
+        self.pause_marker().is_some()
     }
 
     fn write(&mut self, now: Mono, purpose: Purpose, out: &mut Vec<Action>) {
@@ -720,6 +728,24 @@ mod tests {
         }
     }
 
+    /// A released (free) lease: no holder, no address.
+    fn free(transitions: u32, version: &str) -> ObservedLease {
+        let mut l = lease("", transitions, version, "r2");
+        l.record.holder_address.clear();
+        l
+    }
+
+    /// The Lease writes a step asks for, in order.
+    fn writes(s: &Step) -> Vec<WriteIntent> {
+        s.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// "a", which created the lease at epoch `epoch` (sent at 0 ms, answered at 1 ms).
     fn leading(epoch: u32) -> Elector {
         let mut e = Elector::new("a", "a:6379", timing());
@@ -885,8 +911,7 @@ mod tests {
         assert!(
             matches!(&s.actions[1], Action::Write(w) if w.purpose == Purpose::Release && w.holder.is_empty())
         );
-        let mut released = lease("", 0, "2", "r2");
-        released.record.holder_address.clear();
+        let released = free(0, "2");
         let s = e.step(
             ms(510),
             Input::WriteSucceeded {
@@ -911,9 +936,7 @@ mod tests {
         let mut e = Elector::new("b", "b:6379", timing());
         ready(&mut e, ms(0));
         e.step(ms(0), Input::Observed(Some(lease("a", 2, "5", "r1"))));
-        let mut free = lease("", 2, "6", "r2");
-        free.record.holder_address.clear();
-        let s = e.step(ms(100), Input::Observed(Some(free)));
+        let s = e.step(ms(100), Input::Observed(Some(free(2, "6"))));
         assert!(
             matches!(&s.actions[..], [Action::Fence { .. }, Action::Write(w)] if w.transitions == 3)
         );
@@ -1004,14 +1027,7 @@ mod tests {
         b.step(ms(0), Input::RedisHealth(true));
         b.step(ms(0), Input::Observed(Some(lease("a", 3, "1", "r1"))));
         let s = b.step(ms(13), Input::Observed(Some(handed.clone())));
-        let w = s
-            .actions
-            .iter()
-            .find_map(|a| match a {
-                Action::Write(w) => Some(w.clone()),
-                _ => None,
-            })
-            .expect("a write");
+        let w = writes(&s).into_iter().next().expect("a write");
         assert_eq!(
             (w.holder.as_str(), w.transitions, w.version.as_deref()),
             ("b", 4, Some("2"))
@@ -1026,16 +1042,6 @@ mod tests {
             !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
             "{s:?}"
         );
-    }
-
-    fn writes(s: &Step) -> Vec<WriteIntent> {
-        s.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Write(w) => Some(w.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     #[test]
@@ -1061,13 +1067,11 @@ mod tests {
             (Purpose::Release, "", 3, Some("7"))
         );
         // It never led in this process: nothing to step down from.
-        let mut free = lease("", 3, "8", "r2");
-        free.record.holder_address.clear();
         let s = e.step(
             ms(7),
             Input::WriteSucceeded {
                 sent_at: ms(5),
-                lease: free,
+                lease: free(3, "8"),
             },
         );
         assert!(
@@ -1163,9 +1167,7 @@ mod tests {
     fn a_paused_free_lease_is_not_taken_but_an_own_one_is() {
         let mut e = Elector::new("b", "b:6379", timing());
         ready(&mut e, ms(0));
-        let mut free = paused(lease("", 2, "6", "r2"));
-        free.record.holder_address.clear();
-        let s = e.step(ms(0), Input::Observed(Some(free)));
+        let s = e.step(ms(0), Input::Observed(Some(paused(free(2, "6")))));
         assert!(
             !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
             "{s:?}"
@@ -1180,14 +1182,7 @@ mod tests {
             ms(30_001),
             Input::Observed(Some(paused(lease("b", 2, "9", "r3")))),
         );
-        let w = s
-            .actions
-            .iter()
-            .find_map(|a| match a {
-                Action::Write(w) => Some(w.clone()),
-                _ => None,
-            })
-            .expect("a write");
+        let w = writes(&s).into_iter().next().expect("a write");
         assert_eq!(
             (
                 w.purpose,

@@ -17,7 +17,6 @@ mod common;
 use common::measure::percentile;
 use common::*;
 use std::time::{Duration, Instant};
-use testkit::RedisServer;
 
 fn summary(label: &str, v: Vec<f64>) -> String {
     format!(
@@ -75,9 +74,7 @@ async fn main() {
         g.redis[leader] = None;
         redis_killed.push(first_accepted_write(&g, t0).await);
         // The pod's Redis comes back empty, as after a container restart.
-        let args = g.redis_args(addr);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        g.redis[leader] = Some(RedisServer::start_at(addr, &args));
+        g.redis[leader] = Some(g.start_redis_at(addr));
         leader = g.converged(Duration::from_secs(30)).await;
     }
 
@@ -89,9 +86,7 @@ async fn main() {
         g.redis[leader].as_mut().unwrap().kill();
         g.redis[leader] = None;
         pod_lost.push(first_accepted_write(&g, t0).await);
-        let args = g.redis_args(addr);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        g.redis[leader] = Some(RedisServer::start_at(addr, &args));
+        g.redis[leader] = Some(g.start_redis_at(addr));
         g.start_sidecar(leader);
         leader = g.converged(Duration::from_secs(30)).await;
     }

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use testkit::RedisServer;
 
 /// `redis-k8s-election status -o json`.
 async fn status_json(g: &Group) -> Value {
@@ -109,9 +108,7 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
         let addr = g.redis[i].as_ref().unwrap().addr;
         g.redis[i].as_mut().unwrap().kill();
         g.redis[i] = None;
-        let args = g.redis_args(addr);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        g.redis[i] = Some(RedisServer::start_at(addr, &args));
+        g.redis[i] = Some(g.start_redis_at(addr));
         g.start_sidecar(i);
         g.converged(Duration::from_secs(30)).await;
         writer.wait_for(20).await;

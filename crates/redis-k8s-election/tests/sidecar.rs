@@ -8,7 +8,6 @@ use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_election_routes_replicates_and_reports() {
@@ -280,9 +279,7 @@ async fn replica_restarted_empty_does_not_win() {
     g.redis[empty].as_mut().unwrap().kill();
     g.redis[leader].as_mut().unwrap().kill();
     g.redis[leader] = None;
-    let args = g.redis_args(addr);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    g.redis[empty] = Some(RedisServer::start_at(addr, &args));
+    g.redis[empty] = Some(g.start_redis_at(addr));
     let new = g.converged(Duration::from_secs(20)).await;
     assert_eq!(new, replicas[1], "the empty Redis won; logs:\n{}", g.logs());
     assert_eq!(

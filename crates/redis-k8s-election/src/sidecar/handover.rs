@@ -238,6 +238,14 @@ pub fn choose_target(
 }
 
 impl Runtime {
+    /// The pause marker, when the Lease is paused and this hand-over is a switchover that was
+    /// not forced (a stopping leader hands over whatever the pause says).
+    fn refused_by_pause(&self, trigger: Trigger, force: bool) -> Option<String> {
+        (trigger == Trigger::Switchover && !force)
+            .then(|| self.elector.pause_marker().map(str::to_string))
+            .flatten()
+    }
+
     /// Hands the lease to a caught-up replica (`to`, or the best). On success this sidecar
     /// follows the new leader; on any refusal the leader keeps leading with writes resumed.
     pub(super) async fn hand_over(
@@ -252,13 +260,8 @@ impl Runtime {
             let leader = self.status.read().expect("status lock").leader.clone();
             return Err(HandoverError::NotLeader { leader });
         }
-        let paused = self
-            .elector
-            .observed()
-            .map(|l| l.record.paused.clone())
-            .unwrap_or_default();
-        if trigger == Trigger::Switchover && !paused.is_empty() && !force {
-            return Err(HandoverError::Paused(paused));
+        if let Some(marker) = self.refused_by_pause(trigger, force) {
+            return Err(HandoverError::Paused(marker));
         }
         let started = Instant::now();
         let deadline = started + self.cfg.handover_timeout;
@@ -341,12 +344,8 @@ impl Runtime {
                     break;
                 }
             }
-            let paused_now = self
-                .elector
-                .observed()
-                .is_some_and(|l| !l.record.paused.is_empty());
             if !matches!(self.elector.role(), Role::Leader { .. })
-                || (trigger == Trigger::Switchover && paused_now && !force)
+                || self.refused_by_pause(trigger, force).is_some()
                 || Instant::now() >= wait_until
             {
                 break;

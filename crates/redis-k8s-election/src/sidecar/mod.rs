@@ -202,11 +202,7 @@ impl Runtime {
         let mut st = self.status.write().expect("status lock");
         st.role = role;
         st.fenced = self.elector.fenced();
-        st.paused = self
-            .elector
-            .observed()
-            .map(|l| l.record.paused.clone())
-            .filter(|p| !p.is_empty());
+        st.paused = self.elector.pause_marker().map(str::to_string);
         match self.elector.role() {
             Role::Leader { epoch, .. } => {
                 st.leader = Some(self.cfg.pod_name.clone());

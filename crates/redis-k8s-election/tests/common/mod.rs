@@ -217,9 +217,7 @@ impl Group {
                 .await
                 .unwrap();
             let addr = testkit::free_loopback_addr();
-            let args = g.redis_args(addr);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            g.redis.push(Some(RedisServer::start_at(addr, &args)));
+            g.redis.push(Some(g.start_redis_at(addr)));
             g.sidecars.push(None);
             g.start_sidecar(i);
         }
@@ -233,20 +231,22 @@ impl Group {
             .unwrap_or_default()
     }
 
-    /// Arguments for this group's Redis at `addr`, started as the shipped manifests start it:
-    /// fenced, and a replica of itself, so that a restarted (empty) Redis serves no full
-    /// sync to peers that still point at it; with the password if any.
-    pub fn redis_args(&self, addr: SocketAddr) -> Vec<String> {
-        let mut a: Vec<String> = REDIS_ARGS.iter().map(|s| s.to_string()).collect();
-        a.extend([
+    /// An empty `redis-server` at `addr` (first start, or a restart "in the same pod"),
+    /// started as the shipped manifests start it: fenced, and a replica of itself, so that a
+    /// restarted (empty) Redis serves no full sync to peers that still point at it; with the
+    /// password if any.
+    pub fn start_redis_at(&self, addr: SocketAddr) -> RedisServer {
+        let mut args: Vec<String> = REDIS_ARGS.iter().map(|s| s.to_string()).collect();
+        args.extend([
             "--replicaof".to_string(),
             addr.ip().to_string(),
             addr.port().to_string(),
         ]);
         if let Some(p) = &self.password {
-            a.extend(["--requirepass".to_string(), p.clone()]);
+            args.extend(["--requirepass".to_string(), p.clone()]);
         }
-        a
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_at(addr, &args)
     }
 
     pub fn start_sidecar(&mut self, i: usize) {
