@@ -1,10 +1,18 @@
-//! Candidate ranking (invariant 3): among eligible candidates the best one leads.
+//! Candidate ranking (invariant 3): among eligible candidates the most complete copy leads.
 //!
-//! Order: eligible first (priority 0 never leads); a Redis holding data before an empty one
-//! (a Redis that restarted empty never wins over a peer that holds data); then the lower
-//! non-zero priority, as Redis' `replica-priority` and Sentinel use it; then the larger
-//! replication offset; then the smaller name, so that the order is total and every sidecar
-//! computes the same winner.
+//! Order for a failover ([`compare`]): eligible first (priority 0 never leads); a Redis holding
+//! data before an empty one (a Redis that restarted empty never wins over a peer that holds
+//! data); then the larger replication offset; then the lower non-zero priority; then the
+//! smaller name, so that the order is total and every sidecar computes the same winner.
+//!
+//! Data comes before priority, as in Patroni (a member never promotes while another healthy
+//! one has more WAL), and unlike Sentinel (which sorts by `replica-priority` first): with
+//! priority first, a preferred replica that lagged would win over one that held a write a
+//! client had confirmed with `WAIT 1`, and that write would be lost. Data first makes the
+//! guarantee hold: the winner holds every byte any reachable, eligible replica acknowledged.
+//! Priority still decides among equally complete copies, which is the usual case after a
+//! master dies (its replicas received the same stream), and it decides a planned hand-over
+//! outright ([`compare_planned`]), where the target is caught up before the lease moves.
 
 use std::cmp::Ordering;
 
@@ -30,8 +38,21 @@ impl Candidate {
     }
 }
 
-/// `Less` means `a` ranks above (is better than) `b`.
+/// `Less` means `a` ranks above (is better than) `b` for a failover: data, then priority.
 pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
+    b.eligible()
+        .cmp(&a.eligible())
+        .then(b.has_data.cmp(&a.has_data))
+        .then(b.offset.cmp(&a.offset))
+        .then(a.priority.cmp(&b.priority))
+        .then(a.name.cmp(&b.name))
+}
+
+/// The order among replicas that a planned hand-over may choose from: priority, then offset,
+/// then name. Every such replica is caught up (writes are then held until the chosen one has
+/// every byte), so a few bytes of lag in the moment must not outweigh the operator's
+/// preference.
+pub fn compare_planned(a: &Candidate, b: &Candidate) -> Ordering {
     b.eligible()
         .cmp(&a.eligible())
         .then(b.has_data.cmp(&a.has_data))
@@ -157,9 +178,20 @@ mod tests {
         );
         let a1 = c("a", 50, 10, true);
         assert_eq!(
-            best(&[a1, b.clone()]).unwrap().name,
+            best(&[a1.clone(), b.clone()]).unwrap().name,
+            "b",
+            "more data wins over a preferred priority"
+        );
+        let a2 = c("a", 50, 20, true);
+        assert_eq!(
+            best(&[a2, b.clone()]).unwrap().name,
             "a",
-            "lower priority decides first"
+            "priority decides among equally complete copies"
+        );
+        assert_eq!(
+            compare_planned(&a1, &b),
+            Ordering::Less,
+            "a planned hand-over prefers priority"
         );
         let empty = c("e", 1, 0, false);
         assert_eq!(
@@ -204,6 +236,19 @@ mod tests {
                 prop_assert_eq!(not_backing_off, vec![b]);
                 for other in cs.iter().filter(|o| o.eligible() && o.has_data) {
                     prop_assert!(b.has_data || !other.has_data);
+                }
+            }
+        }
+
+        /// The winner holds every offset any eligible candidate with data holds, whatever the
+        /// priorities: a write that one of them acknowledged (`WAIT 1`) is on the winner.
+        #[test]
+        fn the_winner_holds_every_acknowledged_offset(
+            cs in proptest::collection::vec(arb(), 1..6)
+        ) {
+            if let Some(b) = best(&cs) {
+                for other in cs.iter().filter(|o| o.eligible() && o.has_data) {
+                    prop_assert!(b.offset >= other.offset, "{b:?} lacks what {other:?} holds");
                 }
             }
         }

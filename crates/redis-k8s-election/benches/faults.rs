@@ -29,10 +29,12 @@ async fn main() {
     );
     let report = run(seed, duration, 1).await;
     println!(
-        "\nseed {seed}: {} faults in {:.0} s, {} writes acknowledged (every 2 ms through the leader Service), {} sampler rounds, {} violations\n",
+        "\nseed {seed}: {} faults in {:.0} s, {} writes acknowledged (every 2 ms through the leader Service), {} writes confirmed with WAIT 1 by a second writer ({} of them lost), {} sampler rounds, {} violations\n",
         report.faults,
         report.elapsed.as_secs_f64(),
         report.acknowledged,
+        report.confirmed,
+        report.confirmed_lost,
         report.sampler_rounds,
         report.violations.len()
     );

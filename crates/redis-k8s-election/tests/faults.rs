@@ -20,10 +20,12 @@ async fn seeded_fault_schedule_keeps_every_invariant() {
         .unwrap_or(Duration::from_secs(100));
     let report = common::faults::run(seed, duration, 13).await;
     println!(
-        "seed {seed}: {} faults in {:.0} s, {} writes acknowledged, {} sampler rounds\n{}",
+        "seed {seed}: {} faults in {:.0} s, {} writes acknowledged, {} confirmed with WAIT 1 ({} of them lost), {} sampler rounds\n{}",
         report.faults,
         report.elapsed.as_secs_f64(),
         report.acknowledged,
+        report.confirmed,
+        report.confirmed_lost,
         report.sampler_rounds,
         report.table()
     );
@@ -34,6 +36,11 @@ async fn seeded_fault_schedule_keeps_every_invariant() {
         report.timeline.join("\n")
     );
     assert!(report.faults >= 13, "only {} faults ran", report.faults);
+    assert!(
+        report.confirmed > 500,
+        "the confirming writer barely wrote: {}",
+        report.confirmed
+    );
     assert!(
         report.acknowledged > 1000,
         "the writer barely wrote: {}",

@@ -20,10 +20,11 @@ async fn leader_pod_killed_whole_releases_on_restart_and_loses_no_write() {
 }
 
 /// The same pod also cut off from the API server, so that its restarted sidecar cannot
-/// release: the peers wait for the lease to expire, twice the manifests' 5 s
-/// `repl-diskless-sync-delay`, and all that time they try to resync from the restarted
-/// Redis at their master's address. A Redis restarted as a master served them its empty data
-/// set after that delay; one restarted as a replica of itself refuses.
+/// release: the peers wait for the lease to expire (10 s), and all that time they try to
+/// resync from the restarted Redis at their master's address. A Redis restarted as a master
+/// served them its empty data set (after the 5 s `repl-diskless-sync-delay` the manifests
+/// once had; at once with the disk-based sync they have now); one restarted as a replica of
+/// itself refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_pod_killed_whole_and_cut_from_the_api_lets_it_expire_and_loses_no_write() {
     pod_killed_whole(true).await;

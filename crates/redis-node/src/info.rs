@@ -21,6 +21,26 @@ pub enum Role {
     },
 }
 
+/// One replica as its master lists it (`slaveN:ip=…,port=…,state=…,offset=…,lag=…`).
+///
+/// The `offset` is the last one the replica acknowledged (`REPLCONF ACK`, sent once a second
+/// and at once after loading a full sync), not what the master sent: it is how the master,
+/// and so the sidecar, can tell a replica that receives the stream from one that Redis lists
+/// `online` but does not stream to yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaEntry {
+    /// The address the replica announced (`replica-announce-ip`, else its source address).
+    pub ip: String,
+    /// The port it announced (`replica-announce-port`, else its listening port).
+    pub port: u16,
+    /// `online`, `wait_bgsave`, `send_bulk`.
+    pub state: String,
+    /// The last offset it acknowledged.
+    pub acked_offset: u64,
+    /// Seconds since its last acknowledgement.
+    pub lag_seconds: u64,
+}
+
 /// What one probe learned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -38,9 +58,48 @@ pub struct NodeInfo {
     pub config_file: String,
     /// `redis_version`.
     pub version: String,
+    /// A master's replicas, as it lists them.
+    pub replicas: Vec<ReplicaEntry>,
+    /// `min_slaves_good_slaves`: replicas that acknowledged within `min-replicas-max-lag`,
+    /// present while `min-replicas-to-write` is in force (the RPO mode and the fence).
+    pub good_replicas: Option<u32>,
+}
+
+impl ReplicaEntry {
+    /// Parses the value of a `slaveN` field; `None` when it lacks a field or one is
+    /// malformed (an odd entry is skipped, never fatal: the probe's other fields still count).
+    fn parse(value: &str) -> Option<Self> {
+        let mut ip = None;
+        let (mut port, mut state, mut offset, mut lag) = (None, None, None, None);
+        for part in value.split(',') {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "ip" => ip = Some(v.to_string()),
+                "port" => port = v.parse().ok(),
+                "state" => state = Some(v.to_string()),
+                "offset" => offset = v.parse().ok(),
+                "lag" => lag = v.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Self {
+            ip: ip?,
+            port: port?,
+            state: state?,
+            acked_offset: offset?,
+            lag_seconds: lag?,
+        })
+    }
 }
 
 impl NodeInfo {
+    /// A master's entry for the replica that announced `host:port`.
+    pub fn replica_at(&self, host: &str, port: u16) -> Option<&ReplicaEntry> {
+        self.replicas
+            .iter()
+            .find(|r| r.port == port && r.ip.eq_ignore_ascii_case(host))
+    }
+
     /// A node holds data when it has keys or has seen any replication stream.
     pub fn has_data(&self) -> bool {
         self.keys > 0 || self.offset > 0
@@ -130,7 +189,22 @@ pub fn parse(text: &str) -> Result<NodeInfo, InfoError> {
             .copied()
             .unwrap_or_default()
             .to_string(),
+        replicas: replica_entries(&f),
+        good_replicas: f.get("min_slaves_good_slaves").and_then(|v| v.parse().ok()),
     })
+}
+
+/// The `slaveN` fields in index order.
+fn replica_entries(f: &HashMap<&str, &str>) -> Vec<ReplicaEntry> {
+    let mut numbered: Vec<(u32, ReplicaEntry)> = f
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix("slave")?.parse::<u32>().ok()?;
+            Some((n, ReplicaEntry::parse(v)?))
+        })
+        .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    numbered.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]
@@ -154,6 +228,36 @@ mod tests {
         );
         assert_eq!((i.offset, i.keys, i.loading), (42, 4, false));
         assert!(i.has_data());
+    }
+
+    #[test]
+    fn master_with_replicas() {
+        let i = parse(
+            "role:master\r\nconnected_slaves:2\r\nslave1:ip=10.0.0.3,port=6379,state=online,offset=0,lag=1\r\nslave0:ip=10.0.0.2,port=6390,state=online,offset=120,lag=0\r\nslave2:ip=bad\r\nmin_slaves_good_slaves:1\r\nmaster_repl_offset:130\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            i.replicas,
+            vec![
+                ReplicaEntry {
+                    ip: "10.0.0.2".into(),
+                    port: 6390,
+                    state: "online".into(),
+                    acked_offset: 120,
+                    lag_seconds: 0
+                },
+                ReplicaEntry {
+                    ip: "10.0.0.3".into(),
+                    port: 6379,
+                    state: "online".into(),
+                    acked_offset: 0,
+                    lag_seconds: 1
+                }
+            ],
+            "in index order; the malformed entry skipped"
+        );
+        assert_eq!(i.good_replicas, Some(1));
+        assert_eq!(parse(REPLICA).unwrap().good_replicas, None);
     }
 
     #[test]
@@ -185,7 +289,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_info_like_text(lines in proptest::collection::vec("(role|db0|master_port|master_repl_offset|connected_slaves|loading):[a-z0-9=,]{0,12}", 0..8)) {
+        fn never_panics_on_info_like_text(lines in proptest::collection::vec("(role|db0|slave0|master_port|master_repl_offset|connected_slaves|min_slaves_good_slaves|loading):[a-z0-9=,]{0,12}", 0..8)) {
             let _ = parse(&lines.join("\r\n"));
         }
     }

@@ -4,8 +4,12 @@
 //! **Fencing** uses `min-replicas-to-write`: set to its maximum, a master refuses every write
 //! at once with `-NOREPLICAS` while still serving reads, and any peer can apply it remotely,
 //! without the fenced node's sidecar (which may be stopped). Unfencing restores the configured
-//! value (default 0). Fencing also drops normal and pub/sub clients, so they reconnect through
-//! the Service to the right node.
+//! value (default 0; the RPO mode's `--min-replicas` otherwise). Fencing also drops normal and
+//! pub/sub clients, so they reconnect through the Service to the right node.
+//!
+//! Redis counts a replica towards `min-replicas-to-write` only if it acknowledged within
+//! `min-replicas-max-lag` seconds, and ignores the setting altogether while that lag is 0, so
+//! both the fence and the unfence set the two together.
 
 pub mod info;
 
@@ -17,6 +21,9 @@ use std::time::Duration;
 /// The `min-replicas-to-write` value that fences a master: no write can ever find that many
 /// replicas.
 pub const FENCE_MIN_REPLICAS: i64 = i32::MAX as i64;
+
+/// Redis' own default for `min-replicas-max-lag`, in seconds.
+pub const DEFAULT_MIN_REPLICAS_MAX_LAG: u32 = 10;
 
 /// How to reach a Redis.
 #[derive(Clone, Debug)]
@@ -31,8 +38,14 @@ pub struct NodeConfig {
     pub password: Option<String>,
     /// Bound on connecting and on every command: a Redis slower than this counts as hung.
     pub timeout: Duration,
-    /// `min-replicas-to-write` when not fenced.
+    /// `min-replicas-to-write` when not fenced (the RPO mode's `--min-replicas`; 0 = off).
     pub min_replicas_to_write: u32,
+    /// `min-replicas-max-lag` in seconds (at least 1: Redis ignores the fence at 0).
+    pub min_replicas_max_lag: u32,
+    /// The address this Redis announces to the master it follows (`replica-announce-ip` and
+    /// `-port`), so that the master lists it under the address its peers use, not its
+    /// connection's source address (which, with several pods on one host, is 127.0.0.1).
+    pub announce: Option<(String, u16)>,
 }
 
 impl NodeConfig {
@@ -45,6 +58,8 @@ impl NodeConfig {
             password: None,
             timeout: Duration::from_secs(1),
             min_replicas_to_write: 0,
+            min_replicas_max_lag: DEFAULT_MIN_REPLICAS_MAX_LAG,
+            announce: None,
         }
     }
 }
@@ -282,6 +297,8 @@ impl RedisNode {
             .arg("SET")
             .arg("min-replicas-to-write")
             .arg(FENCE_MIN_REPLICAS)
+            .arg("min-replicas-max-lag")
+            .arg(self.cfg.min_replicas_max_lag.max(1))
             .ignore();
         for kill in client_kills() {
             pipe.add_command(kill).ignore();
@@ -290,14 +307,18 @@ impl RedisNode {
             .await
     }
 
-    /// Accepts writes again (when master), restoring the configured `min-replicas-to-write`.
+    /// Accepts writes again (when master), restoring the configured `min-replicas-to-write`
+    /// and `min-replicas-max-lag` in one command: with the RPO mode on, the master then
+    /// refuses writes (`-NOREPLICAS`) unless that many replicas acknowledged within the lag.
     pub async fn unfence(&self) -> Result<(), NodeError> {
         self.run(
             "CONFIG SET",
             redis::cmd("CONFIG")
                 .arg("SET")
                 .arg("min-replicas-to-write")
-                .arg(self.cfg.min_replicas_to_write),
+                .arg(self.cfg.min_replicas_to_write)
+                .arg("min-replicas-max-lag")
+                .arg(self.cfg.min_replicas_max_lag.max(1)),
         )
         .await
     }
@@ -341,8 +362,22 @@ impl RedisNode {
     ///
     /// With AUTH configured, the same credentials are set as `masteruser`/`masterauth` first:
     /// every Redis of a group shares them, and a replica cannot sync from a master that
-    /// requires a password without them.
+    /// requires a password without them. With an announce address, that is set first too, so
+    /// that the master lists this replica (and its acknowledged offset) under it.
     pub async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
+        if let Some((ip, announce_port)) = &self.cfg.announce {
+            let _: () = self
+                .run(
+                    "CONFIG SET",
+                    redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("replica-announce-ip")
+                        .arg(ip)
+                        .arg("replica-announce-port")
+                        .arg(announce_port),
+                )
+                .await?;
+        }
         if let Some(user) = &self.cfg.username {
             let _: () = self
                 .run(

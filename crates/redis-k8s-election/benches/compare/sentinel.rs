@@ -52,14 +52,14 @@ impl SentinelGroup {
             } else {
                 format!("replicaof {} 6379\n", g.ips[0])
             };
-            // The shipped manifests' Redis settings (no persistence, diskless sync), minus
+            // The shipped manifests' Redis settings (no persistence, sync through disk), minus
             // the sidecar's start-up fence. `bind-source-addr`: on a shared loopback every
             // outgoing connection would otherwise come from 127.0.0.1, and the master and
             // the Sentinels would see one replica and one Sentinel where there are two.
             std::fs::write(
                 d.join("redis.conf"),
                 format!(
-                    "bind {ip}\nbind-source-addr {ip}\nport 6379\nprotected-mode no\nrequirepass {pw}\nmasterauth {pw}\nsave \"\"\nappendonly no\nrepl-diskless-sync yes\ndir {dir}\nlogfile {dir}/redis.log\n{replicaof}",
+                    "bind {ip}\nbind-source-addr {ip}\nport 6379\nprotected-mode no\nrequirepass {pw}\nmasterauth {pw}\nsave \"\"\nappendonly no\nrepl-diskless-sync no\ndir {dir}\nlogfile {dir}/redis.log\n{replicaof}",
                     ip = g.ips[i],
                     pw = g.password,
                     dir = d.display()

@@ -132,6 +132,18 @@ pub fn problems(
             (false, _) => {}
         }
     }
+    if let Some(why) = members
+        .iter()
+        .find(|m| m.pod == lease.holder)
+        .and_then(|m| m.s(&["dataSafety", "refusesWritesReason"]))
+        .and_then(Value::as_str)
+        .filter(|why| why.starts_with("RPO mode"))
+    {
+        out.push(format!(
+            "{}: the leader refuses writes: {why}",
+            lease.holder
+        ));
+    }
     if !lease.holder.is_empty() && routed_to != Some(lease.holder.as_str()) {
         out.push(format!(
             "Service {leader_service} routes to {}, not the leader {}",
@@ -161,6 +173,9 @@ fn row(m: &Member, now_unix: u64) -> Vec<String> {
         return r;
     }
     let link = match m.redis_role() {
+        Some("replica") if m.s(&["redis", "streaming"]) == Some(&Value::Bool(false)) => {
+            "up, no stream yet".into()
+        }
         Some("replica") => cell(m.s(&["redis", "linkUp"]))
             .replace("yes", "up")
             .replace("no", "down"),
@@ -261,6 +276,7 @@ pub fn render(
         ],
         &rows,
     ));
+    out.push_str(&data_safety_line(lease, members));
     if problems.is_empty() {
         out.push_str("No disagreements.\n");
     } else {
@@ -270,6 +286,26 @@ pub fn render(
         }
     }
     out
+}
+
+/// What the leader's sidecar says of the data-safety mode, in one line.
+fn data_safety_line(lease: Option<&LeaseView>, members: &[Member]) -> String {
+    let leader = lease.and_then(|l| members.iter().find(|m| m.pod == l.holder));
+    let Some(ds) = leader.and_then(|m| m.s(&["dataSafety"])) else {
+        return String::new();
+    };
+    if ds["rpoMode"] != Value::Bool(true) {
+        return "Data safety: RPO mode off (a write is acknowledged before it reaches a replica; confirm with WAIT 1)\n".into();
+    }
+    format!(
+        "Data safety: RPO mode on: the leader takes writes only while {} replica(s) acknowledged within {} s ({})\n",
+        cell(ds.get("minReplicas")),
+        cell(ds.get("maxReplicaLagSeconds")),
+        match ds["refusesWritesReason"].as_str() {
+            None => "taking writes".to_string(),
+            Some(why) => format!("refusing writes: {why}"),
+        }
+    )
 }
 
 /// The `status -o json` document.
@@ -353,6 +389,34 @@ mod tests {
         assert!(text.contains("10s ago (elected)"), "{text}");
         let first = text.lines().nth(1).unwrap();
         assert!(first.starts_with("POD  ROLE"), "{text}");
+    }
+
+    #[test]
+    fn the_rpo_mode_is_shown_and_a_leader_refusing_writes_is_a_disagreement() {
+        let mut m = healthy();
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(
+            !text.contains("Data safety"),
+            "no dataSafety, no line: {text}"
+        );
+        m[0].status.as_mut().unwrap()["dataSafety"] = json!({
+            "rpoMode": true, "minReplicas": 1, "maxReplicaLagSeconds": 10,
+            "acceptsWrites": false,
+            "refusesWritesReason": "RPO mode: 0 of the 1 replicas required acknowledged within 10 s",
+        });
+        m[1].status.as_mut().unwrap()["redis"]["streaming"] = json!(false);
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert!(
+            p.iter()
+                .any(|x| x.contains("a: the leader refuses writes: RPO mode")),
+            "{p:?}"
+        );
+        let text = render(Some(&lease()), &m, &p, 1010);
+        assert!(text.contains("Data safety: RPO mode on"), "{text}");
+        assert!(text.contains("up, no stream yet"), "{text}");
+        m[0].status.as_mut().unwrap()["dataSafety"] = json!({"rpoMode": false});
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(text.contains("Data safety: RPO mode off"), "{text}");
     }
 
     #[test]

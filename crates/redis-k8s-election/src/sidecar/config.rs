@@ -82,6 +82,18 @@ pub struct SidecarArgs {
     /// Largest replication lag (bytes) at which a replica is ready.
     #[arg(long, env = "MAX_LAG", default_value_t = 1_048_576)]
     pub max_lag: u64,
+    /// RPO mode: the leader's Redis refuses writes (`-NOREPLICAS`) unless at least this many
+    /// replicas acknowledged the stream within `--max-replica-lag` (Redis'
+    /// `min-replicas-to-write`). 0 turns it off. Bounds what a leader that lost its
+    /// replicas, or a frozen leader resumed after a failover, can acknowledge alone; a group
+    /// with fewer live replicas stops taking writes.
+    #[arg(long, env = "MIN_REPLICAS", default_value_t = 0)]
+    pub min_replicas: u32,
+    /// RPO mode: how recently a replica must have acknowledged to count (Redis'
+    /// `min-replicas-max-lag`; whole seconds, at least 1 s; replicas acknowledge once a
+    /// second).
+    #[arg(long, env = "MAX_REPLICA_LAG", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub max_replica_lag: Duration,
     /// HTTP API address.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9121")]
     pub http_addr: SocketAddr,
@@ -130,6 +142,10 @@ pub struct SidecarConfig {
     pub priority: u32,
     /// Max replica lag in bytes.
     pub max_lag: u64,
+    /// RPO mode: replicas that must have acknowledged for the leader to take writes (0: off).
+    pub min_replicas: u32,
+    /// RPO mode: how recently, in whole seconds.
+    pub max_replica_lag_secs: u32,
     /// HTTP API address.
     pub http_addr: SocketAddr,
     /// The admin bearer token's file, if state-changing requests are enabled.
@@ -269,6 +285,23 @@ impl SidecarArgs {
             return Err(flag("redis-timeout", "must be greater than zero"));
         }
         timing.validate()?;
+        if self.max_replica_lag.subsec_nanos() != 0 || self.max_replica_lag.as_secs() == 0 {
+            return Err(flag(
+                "max-replica-lag",
+                "must be whole seconds, at least 1s (Redis' min-replicas-max-lag is in seconds, and 0 would switch the fence off)",
+            ));
+        }
+        let max_replica_lag_secs = u32::try_from(self.max_replica_lag.as_secs())
+            .ok()
+            .filter(|s| *s <= 86_400)
+            .ok_or_else(|| flag("max-replica-lag", "must be at most 24h"))?;
+        // The fence is min-replicas-to-write at i32::MAX; the RPO mode must stay below it.
+        if self.min_replicas >= 1_000_000 {
+            return Err(flag(
+                "min-replicas",
+                "must be below 1000000 (the number of replicas that must acknowledge)",
+            ));
+        }
         if let Some(p) = &self.admin_token_file {
             match std::fs::read_to_string(p) {
                 Ok(t) if !t.trim().is_empty() => {}
@@ -303,6 +336,8 @@ impl SidecarArgs {
             handover_timeout: self.handover_timeout,
             priority: self.priority,
             max_lag: self.max_lag,
+            min_replicas: self.min_replicas,
+            max_replica_lag_secs,
             http_addr: self.http_addr,
             admin_token_file: self.admin_token_file,
         })
@@ -390,5 +425,31 @@ mod tests {
                 .unwrap_err()
                 .contains("--lease-duration")
         );
+        for bad in ["0s", "1500ms", "2days"] {
+            assert!(
+                parse(&["--max-replica-lag", bad])
+                    .unwrap_err()
+                    .contains("--max-replica-lag"),
+                "{bad}"
+            );
+        }
+        assert!(
+            parse(&["--min-replicas", "2147483647"])
+                .unwrap_err()
+                .contains("--min-replicas")
+        );
+        assert!(parse(&["--min-replicas", "-1"]).is_err());
+    }
+
+    #[test]
+    fn rpo_mode() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (c.min_replicas, c.max_replica_lag_secs),
+            (0, 10),
+            "off by default"
+        );
+        let c = parse(&["--min-replicas", "1", "--max-replica-lag", "3s"]).unwrap();
+        assert_eq!((c.min_replicas, c.max_replica_lag_secs), (1, 3));
     }
 }

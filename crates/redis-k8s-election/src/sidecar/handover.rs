@@ -225,7 +225,7 @@ pub fn choose_target(
                         false
                     }
                 })
-                .min_by(|a, b| rank::compare(&a.candidate(), &b.candidate()));
+                .min_by(|a, b| rank::compare_planned(&a.candidate(), &b.candidate()));
             match best {
                 Some(v) => Ok((v.name.clone(), v.address.clone())),
                 None if why_not.is_empty() => {
@@ -453,6 +453,8 @@ mod tests {
                 connected_replicas: 0,
                 config_file: String::new(),
                 version: "7.0.15".into(),
+                replicas: Vec::new(),
+                good_replicas: None,
             },
             fenced: false,
         })

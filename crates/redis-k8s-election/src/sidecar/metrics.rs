@@ -39,6 +39,13 @@ pub struct Metrics {
     pub offset: Gauge,
     /// Bytes behind the leader.
     pub lag: Gauge,
+    /// For a replica: 1 while the leader streams to it (it acknowledged since its sync).
+    pub replica_streaming: Gauge,
+    /// For a master under `min-replicas-to-write`: replicas that acknowledged within the
+    /// lag; -1 when Redis does not count them (RPO mode off and not fenced).
+    pub good_replicas: Gauge,
+    /// RPO mode: replicas required to take writes (0: off).
+    pub min_replicas: Gauge,
     /// 1 when the local Redis is fenced.
     pub fenced: Gauge,
     /// Promotions of this sidecar's Redis.
@@ -63,6 +70,9 @@ impl Metrics {
             seconds_since_renew: Gauge::default(),
             offset: Gauge::default(),
             lag: Gauge::default(),
+            replica_streaming: Gauge::default(),
+            good_replicas: Gauge::default(),
+            min_replicas: Gauge::default(),
             fenced: Gauge::default(),
             failovers: Counter::default(),
             last_failover_seconds: Gauge::default(),
@@ -100,6 +110,21 @@ impl Metrics {
             "replication_lag_bytes",
             "Bytes the local Redis is behind the leader",
             m.lag.clone(),
+        );
+        registry.register(
+            "replica_streaming",
+            "1 while the leader streams to this replica (it acknowledged since its sync)",
+            m.replica_streaming.clone(),
+        );
+        registry.register(
+            "good_replicas",
+            "Replicas that acknowledged within min-replicas-max-lag (-1: not counted)",
+            m.good_replicas.clone(),
+        );
+        registry.register(
+            "min_replicas",
+            "RPO mode: replicas that must acknowledge for the leader to take writes (0: off)",
+            m.min_replicas.clone(),
         );
         registry.register(
             "fenced",
@@ -171,6 +196,9 @@ mod tests {
             "redis_election_role{role=\"leader\"} 1",
             "redis_election_api_errors_total{kind=\"timeout\"} 1",
             "redis_election_lease_write_seconds_bucket",
+            "redis_election_good_replicas",
+            "redis_election_min_replicas 0",
+            "redis_election_replica_streaming 0",
         ] {
             assert!(text.contains(name), "{name} in\n{text}");
         }

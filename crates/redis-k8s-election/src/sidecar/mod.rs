@@ -476,6 +476,8 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// How to reach a peer's Redis (or the leader's). A fence sent there carries our
+    /// `min-replicas-max-lag`; nothing else of the RPO mode applies to a peer.
     fn node_config(&self, host: String, port: u16) -> NodeConfig {
         NodeConfig {
             host,
@@ -484,6 +486,8 @@ impl Runtime {
             password: self.cfg.redis_password.clone(),
             timeout: self.cfg.redis_timeout,
             min_replicas_to_write: 0,
+            min_replicas_max_lag: self.cfg.max_replica_lag_secs,
+            announce: None,
         }
     }
 
@@ -615,18 +619,31 @@ impl Runtime {
                             *link_up,
                         ),
                     };
-                    let lag = st.redis.as_ref().and_then(|r| r.lag);
+                    // What the leader said of this replica is kept until the next look
+                    // at the leader (once a second), and only while it still follows it.
+                    let (lag, stream) = st
+                        .redis
+                        .as_ref()
+                        .filter(|r| r.role == role && r.master == master)
+                        .map(|r| (r.lag, r.stream))
+                        .unwrap_or_default();
                     st.redis = Some(RedisView {
                         role,
                         offset: p.info.offset,
                         master,
                         link_up,
                         lag,
+                        stream,
                         keys: p.info.keys,
                         fenced: p.fenced,
+                        good_replicas: p.info.good_replicas,
+                        replicas: p.info.replicas.len() as u32,
                     });
                     st.redis_error = None;
                     self.metrics.offset.set(p.info.offset as i64);
+                    self.metrics
+                        .good_replicas
+                        .set(p.info.good_replicas.map_or(-1, i64::from));
                 }
                 Err(e) => {
                     st.redis = None;
@@ -826,7 +843,9 @@ impl Runtime {
         self.feed(Input::Eligible(!back_off)).await;
     }
 
-    /// A replica's lag: the leader's offset minus ours, read at most once a second.
+    /// A replica's lag (the leader's offset minus ours) and whether the leader streams to it
+    /// (its entry in the leader's `INFO`: online, with an acknowledgement), read at most
+    /// once a second.
     async fn update_lag(&mut self) {
         let Role::Follower { address, .. } = self.elector.role().clone() else {
             return;
@@ -848,13 +867,21 @@ impl Runtime {
             }
         }
         let (_, node) = self.leader_node.as_ref().expect("set above");
-        let leader_offset = node.probe().await.ok().map(|p| p.info.offset);
+        let leader = node.probe().await.ok().map(|p| p.info);
+        let me = split_host_port(&self.address);
         let mut st = self.status.write().expect("status lock");
         if let Some(r) = st.redis.as_mut() {
-            r.lag = leader_offset.map(|lo| lo.saturating_sub(r.offset));
+            r.lag = leader.as_ref().map(|l| l.offset.saturating_sub(r.offset));
+            r.stream = match (&leader, &me) {
+                (Some(l), Some((host, port))) => status::stream_state(l, host, *port),
+                _ => None,
+            };
             if let Some(l) = r.lag {
                 self.metrics.lag.set(l as i64);
             }
+            self.metrics
+                .replica_streaming
+                .set(i64::from(r.stream.is_some_and(|s| s.streaming)));
         }
     }
 
@@ -922,11 +949,24 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         username: cfg.redis_username.clone(),
         password: cfg.redis_password.clone(),
         timeout: cfg.redis_timeout,
-        min_replicas_to_write: 0,
+        min_replicas_to_write: cfg.min_replicas,
+        min_replicas_max_lag: cfg.max_replica_lag_secs,
+        announce: split_host_port(&address),
     })
     .map_err(|e| StartError::Redis(e.to_string()))?;
-    let status = Arc::new(RwLock::new(Status::new(&cfg.pod_name, cfg.max_lag)));
+    let mut initial = Status::new(&cfg.pod_name, cfg.max_lag);
+    initial.min_replicas = cfg.min_replicas;
+    initial.max_replica_lag_secs = cfg.max_replica_lag_secs;
+    let status = Arc::new(RwLock::new(initial));
+    if cfg.min_replicas > 0 {
+        tracing::info!(
+            min_replicas = cfg.min_replicas,
+            max_replica_lag_secs = cfg.max_replica_lag_secs,
+            "RPO mode: the leader takes writes only while enough replicas acknowledge"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
+    metrics.min_replicas.set(i64::from(cfg.min_replicas));
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|source| StartError::Http {

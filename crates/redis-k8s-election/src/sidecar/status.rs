@@ -4,6 +4,36 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// Whether the leader streams to this replica, from the leader's own list of its replicas.
+///
+/// After a full sync Redis lists a replica `online` and its link `up` before it streams any
+/// command to it: with diskless sync it waits for the replica's first acknowledgement, which
+/// can take a second. Until then every acknowledged write exists on the master alone. The
+/// master's entry for the replica tells: no acknowledgement yet (offset 0 while the master has
+/// a stream) means it is not streaming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamState {
+    /// The offset the leader last saw this replica acknowledge.
+    pub acked_offset: u64,
+    /// The leader streams to it.
+    pub streaming: bool,
+}
+
+/// This replica's stream state in the leader's `INFO`, where the leader lists it under the
+/// announce address `host:port`; `None` when it does not (not connected yet, or announced
+/// under another name).
+pub fn stream_state(
+    leader: &redis_node::info::NodeInfo,
+    host: &str,
+    port: u16,
+) -> Option<StreamState> {
+    let entry = leader.replica_at(host, port)?;
+    Some(StreamState {
+        acked_offset: entry.acked_offset,
+        streaming: entry.state == "online" && (entry.acked_offset > 0 || leader.offset == 0),
+    })
+}
+
 /// The local Redis as last probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisView {
@@ -17,10 +47,16 @@ pub struct RedisView {
     pub link_up: bool,
     /// Bytes behind the leader, when known.
     pub lag: Option<u64>,
+    /// For a replica: whether the leader streams to it, when the leader lists it.
+    pub stream: Option<StreamState>,
     /// Keys held.
     pub keys: u64,
     /// `min-replicas-to-write` at the fence value.
     pub fenced: bool,
+    /// For a master under `min-replicas-to-write`: replicas that acknowledged within the lag.
+    pub good_replicas: Option<u32>,
+    /// For a master: the replicas it lists.
+    pub replicas: u32,
 }
 
 /// The sidecar's state for `/status`, `/readyz` and metrics.
@@ -54,6 +90,10 @@ pub struct Status {
     pub max_lag: u64,
     /// The Lease's pause marker while automatic failover is paused.
     pub paused: Option<String>,
+    /// RPO mode: replicas that must acknowledge for the leader to take writes (0: off).
+    pub min_replicas: u32,
+    /// RPO mode: within how many seconds.
+    pub max_replica_lag_secs: u32,
 }
 
 impl Status {
@@ -74,7 +114,33 @@ impl Status {
             last_renew: None,
             max_lag,
             paused: None,
+            min_replicas: 0,
+            max_replica_lag_secs: redis_node::DEFAULT_MIN_REPLICAS_MAX_LAG,
         }
+    }
+
+    /// Whether the local Redis takes writes now: a master, not fenced, and in the RPO mode
+    /// with enough replicas acknowledging; `Err` says why not.
+    pub fn accepts_writes(&self) -> Result<(), String> {
+        let Some(r) = &self.redis else {
+            return Err("local Redis not answering".into());
+        };
+        if r.role != "master" {
+            return Err("the local Redis is a replica".into());
+        }
+        if self.fenced || r.fenced {
+            return Err("the local Redis is fenced".into());
+        }
+        if self.min_replicas > 0 {
+            let good = r.good_replicas.unwrap_or(0);
+            if good < self.min_replicas {
+                return Err(format!(
+                    "RPO mode: {good} of the {} replicas required acknowledged within {} s",
+                    self.min_replicas, self.max_replica_lag_secs
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Ready when the local Redis is in the role the Lease dictates: a leader holding the lease
@@ -110,6 +176,12 @@ impl Status {
                 if !r.link_up {
                     return Err("replication link to the leader is down".into());
                 }
+                if r.stream.is_some_and(|s| !s.streaming) {
+                    return Err(
+                        "synced, but the leader does not stream to it yet (no acknowledgement)"
+                            .into(),
+                    );
+                }
                 match r.lag {
                     Some(lag) if lag > self.max_lag => {
                         Err(format!("replica lags {lag} bytes (max {})", self.max_lag))
@@ -141,7 +213,18 @@ impl Status {
             "redis": self.redis.as_ref().map(|r| json!({
                 "role": r.role, "offset": r.offset, "master": r.master, "linkUp": r.link_up,
                 "lag": r.lag, "keys": r.keys, "fenced": r.fenced,
+                "ackedOffset": r.stream.map(|s| s.acked_offset),
+                "streaming": r.stream.map(|s| s.streaming),
+                "replicas": (r.role == "master").then_some(r.replicas),
+                "goodReplicas": r.good_replicas,
             })),
+            "dataSafety": {
+                "rpoMode": self.min_replicas > 0,
+                "minReplicas": self.min_replicas,
+                "maxReplicaLagSeconds": self.max_replica_lag_secs,
+                "acceptsWrites": self.accepts_writes().is_ok(),
+                "refusesWritesReason": self.accepts_writes().err(),
+            },
             "redisError": self.redis_error,
             "apiError": self.api_error,
             "lastChange": self.last_change.as_ref().map(|(e, why, at)| json!({"epoch": e, "reason": why, "unixTime": at})),
@@ -161,8 +244,11 @@ mod tests {
             master: Some(master.into()),
             link_up,
             lag,
+            stream: None,
             keys: 1,
             fenced: false,
+            good_replicas: None,
+            replicas: 0,
         }
     }
 
@@ -181,6 +267,19 @@ mod tests {
         assert!(s.readiness().unwrap_err().contains("not the leader"));
         s.redis = Some(replica("l:6379", false, None));
         assert!(s.readiness().unwrap_err().contains("link"));
+        let mut not_streaming = replica("l:6379", true, Some(0));
+        not_streaming.stream = Some(StreamState {
+            acked_offset: 0,
+            streaming: false,
+        });
+        s.redis = Some(not_streaming.clone());
+        assert!(s.readiness().unwrap_err().contains("stream"));
+        not_streaming.stream = Some(StreamState {
+            acked_offset: 10,
+            streaming: true,
+        });
+        s.redis = Some(not_streaming);
+        assert!(s.readiness().is_ok());
         s.role = "leader";
         s.fenced = false;
         s.redis = Some(RedisView {
@@ -189,12 +288,54 @@ mod tests {
             master: None,
             link_up: false,
             lag: None,
+            stream: None,
             keys: 0,
             fenced: false,
+            good_replicas: Some(0),
+            replicas: 2,
         });
         assert!(s.readiness().is_ok());
+        assert!(s.accepts_writes().is_ok(), "RPO mode off");
+        s.min_replicas = 1;
+        assert!(s.accepts_writes().unwrap_err().contains("RPO mode"));
+        assert!(
+            s.readiness().is_ok(),
+            "a leader refusing writes stays routed"
+        );
+        assert_eq!(s.to_json()["dataSafety"]["acceptsWrites"], false);
         s.fenced = true;
         assert!(s.readiness().is_err());
         assert_eq!(s.to_json()["ready"], false);
+    }
+
+    #[test]
+    fn stream_state_from_the_leaders_list() {
+        let leader = redis_node::info::parse(
+            "role:master\nconnected_slaves:2\nmaster_repl_offset:500\nslave0:ip=10.0.0.2,port=6379,state=online,offset=0,lag=0\nslave1:ip=10.0.0.3,port=6379,state=online,offset=480,lag=1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            stream_state(&leader, "10.0.0.2", 6379),
+            Some(StreamState {
+                acked_offset: 0,
+                streaming: false
+            }),
+            "online, but no acknowledgement of a stream that exists"
+        );
+        assert!(stream_state(&leader, "10.0.0.3", 6379).unwrap().streaming);
+        assert_eq!(stream_state(&leader, "10.0.0.4", 6379), None);
+        let empty = redis_node::info::parse(
+            "role:master\nconnected_slaves:1\nmaster_repl_offset:0\nslave0:ip=10.0.0.2,port=6379,state=online,offset=0,lag=0\n",
+        )
+        .unwrap();
+        assert!(
+            stream_state(&empty, "10.0.0.2", 6379).unwrap().streaming,
+            "nothing to stream yet"
+        );
+        let syncing = redis_node::info::parse(
+            "role:master\nconnected_slaves:1\nmaster_repl_offset:9\nslave0:ip=10.0.0.2,port=6379,state=wait_bgsave,offset=0,lag=0\n",
+        )
+        .unwrap();
+        assert!(!stream_state(&syncing, "10.0.0.2", 6379).unwrap().streaming);
     }
 }

@@ -73,11 +73,29 @@ pub fn free_pod_network(n: usize) -> Vec<Ipv4Addr> {
     }
 }
 
+/// Changes to the shipped manifests for one group: environment added to the sidecar (after
+/// the profile's), and Redis arguments whose value is replaced (`--flag`, new value).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub sidecar_env: Vec<(&'static str, &'static str)>,
+    pub redis_args: Vec<(&'static str, &'static str)>,
+}
+
 /// The shipped manifests with `replicas` pods and the profile's environment on the sidecar.
 pub fn shipped_objects(
     replicas: usize,
     profile: &Profile,
     extra_env: &[(&str, &str)],
+) -> Vec<Value> {
+    shipped_objects_with(replicas, profile, extra_env, &[])
+}
+
+/// As [`shipped_objects`], with the values of some Redis arguments replaced.
+pub fn shipped_objects_with(
+    replicas: usize,
+    profile: &Profile,
+    extra_env: &[(&str, &str)],
+    redis_args: &[(&str, &str)],
 ) -> Vec<Value> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
     let mut objects = manifest::load_dir(&dir).expect("the shipped manifests load");
@@ -98,6 +116,18 @@ pub fn shipped_objects(
     for (k, v) in profile.env.iter().chain(extra_env) {
         env.retain(|e| e["name"] != *k);
         env.push(json!({"name": k, "value": v}));
+    }
+    let redis = containers
+        .iter_mut()
+        .find(|c| c["name"] == "redis")
+        .expect("the redis container");
+    let args = redis["args"].as_array_mut().expect("redis args");
+    for (flag, value) in redis_args {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("the shipped Redis arguments have no {flag}"));
+        args[at + 1] = json!(value);
     }
     objects
 }
@@ -138,27 +168,36 @@ pub struct KubeGroup {
 impl KubeGroup {
     /// Starts `replicas` pods of the shipped manifests with the profile's timing.
     pub async fn start(replicas: usize, profile: &Profile) -> Self {
-        Self::start_full(replicas, profile, false).await
+        Self::start_full(replicas, profile, false, &Overrides::default()).await
+    }
+
+    /// As [`KubeGroup::start`], with changes to the shipped manifests.
+    pub async fn start_with(replicas: usize, profile: &Profile, overrides: &Overrides) -> Self {
+        Self::start_full(replicas, profile, false, overrides).await
     }
 
     /// As [`KubeGroup::start`], but each pod announces a relay (`POD_IP:6390`) in front of its
     /// Redis, so that a test can cut one pod off from its peers' replication and probes while
     /// clients and its own sidecar still reach it.
     pub async fn start_relayed(replicas: usize, profile: &Profile) -> Self {
-        Self::start_full(replicas, profile, true).await
+        Self::start_full(replicas, profile, true, &Overrides::default()).await
     }
 
-    async fn start_full(replicas: usize, profile: &Profile, relayed: bool) -> Self {
+    async fn start_full(
+        replicas: usize,
+        profile: &Profile,
+        relayed: bool,
+        overrides: &Overrides,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Room for every pod to be re-created once on a new address.
         let pod_ips = free_pod_network(replicas * 2 + 1);
         let relay = relayed.then(|| super::faults::Relay::start(&pod_ips, RELAY_PORT, REDIS_PORT));
-        let extra: &[(&str, &str)] = if relayed {
-            &[("ANNOUNCE_ADDR", "$(POD_IP):6390")]
-        } else {
-            &[]
-        };
-        let objects = shipped_objects(replicas, profile, extra);
+        let mut extra = overrides.sidecar_env.clone();
+        if relayed {
+            extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6390"));
+        }
+        let objects = shipped_objects_with(replicas, profile, &extra, &overrides.redis_args);
         let config = ClusterConfig {
             namespace: "default".into(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -308,6 +347,31 @@ impl KubeGroup {
             }
         }
         Ok((holder, *ip))
+    }
+
+    /// Removes the RDB file in a pod's data volume (left by the last full sync it served or
+    /// received), so that its Redis restarts empty and has to full-sync.
+    pub fn remove_rdb(&self, pod: &str) {
+        if let Some(dir) = self.cluster.kubelet.pod_dir("default", pod) {
+            let _ = std::fs::remove_file(dir.join("volumes/data/dump.rdb"));
+        }
+    }
+
+    /// A pod's sidecar `/status` (`Null` when it does not answer).
+    pub async fn status_json(&self, pod: &str) -> Value {
+        let Some(ip) = self.cluster.pod_ip(pod) else {
+            return Value::Null;
+        };
+        match self
+            .http
+            .get(format!("http://{ip}:9121/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
     }
 
     /// Waits until converged; the leader pod and its IP, or what was still missing.

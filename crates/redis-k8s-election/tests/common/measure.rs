@@ -84,8 +84,21 @@ pub struct ClientWriter {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How long [`ClientWriter::start_confirming`]'s `WAIT 1` waits for a replica, in ms.
+pub const CONFIRM_WAIT_MS: u64 = 100;
+
 impl ClientWriter {
     pub fn start(route: Route, password: Option<String>, key: String) -> Self {
+        Self::spawn(route, password, key, false)
+    }
+
+    /// A writer that sends `WAIT 1 100` after each write and records only the writes that a
+    /// replica acknowledged: what a client that confirms its writes may count on.
+    pub fn start_confirming(route: Route, password: Option<String>, key: String) -> Self {
+        Self::spawn(route, password, key, true)
+    }
+
+    fn spawn(route: Route, password: Option<String>, key: String, confirm: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (stop.clone(), acks.clone());
@@ -118,8 +131,20 @@ impl ClientWriter {
                 }
                 let (c, node) = conn.as_mut().expect("connected above");
                 seq += 1;
-                let reply: Result<u64, _> =
+                let mut reply: Result<u64, _> =
                     redis::cmd("RPUSH").arg(&key).arg(seq).query_async(c).await;
+                if confirm && reply.is_ok() {
+                    reply = redis::cmd("WAIT")
+                        .arg(1)
+                        .arg(CONFIRM_WAIT_MS)
+                        .query_async(c)
+                        .await;
+                    if reply == Ok(0) {
+                        // Not confirmed: the write may or may not survive; not counted.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        continue;
+                    }
+                }
                 match reply {
                     Ok(_) => a.lock().unwrap().push(Ack {
                         seq,
