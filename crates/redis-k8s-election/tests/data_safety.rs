@@ -9,9 +9,11 @@
 //!   same schedule with the manifests' old replication settings (diskless sync, Redis' default
 //!   5 s `repl-diskless-sync-delay`) must lose such writes, so the check can fail;
 //! * writes a client confirmed with `WAIT 1 100` survive every one of those failovers;
-//! * the RPO mode (`MIN_REPLICAS`): a leader pod frozen (SIGSTOP) until a failover and then
-//!   resumed acknowledges no write; without it, it does (the known window), and that write is
-//!   lost.
+//! * a leader pod frozen (SIGSTOP) until a failover and then resumed acknowledges no write
+//!   (the new leader's fence waits on an established connection and runs first; with the RPO
+//!   mode the resumed Redis also refuses once it counts its replicas gone);
+//! * the RPO mode (`MIN_REPLICAS`): a leader cut off from its replicas stops acknowledging
+//!   writes within `MAX_REPLICA_LAG`; without it, it acknowledges them alone (the control).
 
 mod common;
 
@@ -156,19 +158,22 @@ async fn kill_after_syncs(overrides: &Overrides, kills: usize, seed: u64) -> Out
             .filter_map(|c| g.cluster.container_pid(&leader, c))
             .collect();
         assert_eq!(pids.len(), containers.len(), "{leader} runs {containers:?}");
+        let epoch = g.epoch();
         // It restarts empty, so that its next sync is a full one.
         g.remove_rdb(&leader);
         for pid in pids {
             send_signal(pid, "KILL");
         }
         kill_times.push(Instant::now());
+        // A new epoch: another pod, or (when every copy is equally empty, as in the control)
+        // the same pod again.
         until(
             Duration::from_secs(30),
             "a new leader",
             &g,
-            async || match g.holder() {
-                Some(h) if h != leader => Ok(()),
-                other => Err(format!("holder {other:?}")),
+            async || match (g.holder(), g.epoch()) {
+                (Some(_), e) if e > epoch => Ok(()),
+                other => Err(format!("holder and epoch {other:?}")),
             },
         )
         .await;
@@ -272,31 +277,44 @@ async fn control_diskless_sync_leaves_writes_on_the_master_alone_and_loses_them(
     assert!(out.lost_confirmed.is_empty(), "{out:?}");
 }
 
-/// What a resumed leader did with a write sent on a connection a client kept to it.
+/// What a resumed leader did with the writes of a client that kept its connection to it.
 #[derive(Debug)]
 struct Resumed {
-    /// The write sent at once after its Redis resumed (the same event-loop pass may still
-    /// count the replicas it had before the freeze).
+    /// Sent on the kept connection at once after its Redis resumed.
     first: Result<(), String>,
-    /// The write sent once the resumed Redis had dropped its departed replicas.
+    /// Sent on a new connection once the resumed Redis had dropped its departed replicas.
     later: Result<(), String>,
-    /// Whether the later write is on the group's leader once it converged.
-    later_survived: bool,
+    /// Whether either write is on the group's leader once it converged.
+    survived: bool,
 }
 
-/// A leader pod frozen (SIGSTOP, both containers) until another pod leads and takes writes,
-/// then its Redis resumed (its sidecar still frozen): a client that kept its connection to it
-/// writes at once, and again once that Redis noticed its replicas had left.
-async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
-    let overrides = Overrides {
+fn rpo_env(rpo_mode: bool) -> Overrides {
+    Overrides {
         sidecar_env: if rpo_mode {
             vec![("MIN_REPLICAS", "1"), ("MAX_REPLICA_LAG", "2s")]
         } else {
             Vec::new()
         },
         ..Default::default()
-    };
-    let g = KubeGroup::start_with(3, &Profile::fast(), &overrides).await;
+    }
+}
+
+async fn rpush(conn: &mut redis::aio::MultiplexedConnection, v: &str) -> Result<(), String> {
+    redis::cmd("RPUSH")
+        .arg("frozen")
+        .arg(v)
+        .query_async::<u64>(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A leader pod frozen (SIGSTOP, both containers) until another pod leads and takes writes,
+/// then its Redis resumed (its sidecar still frozen, so nothing of its own fences it): a
+/// client that kept its connection to it writes at once, and again on a new connection once
+/// that Redis noticed its replicas had left.
+async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
+    let g = KubeGroup::start_with(3, &Profile::fast(), &rpo_env(rpo_mode)).await;
     let (old, old_ip) = g
         .converged(Duration::from_secs(60))
         .await
@@ -305,15 +323,6 @@ async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
     let mut held = connect(addr(old_ip), Some(&password), Duration::from_secs(5))
         .await
         .expect("a connection to the leader's Redis");
-    let rpush = async |conn: &mut redis::aio::MultiplexedConnection, v: &str| {
-        redis::cmd("RPUSH")
-            .arg("frozen")
-            .arg(v)
-            .query_async::<u64>(conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
     let before = rpush(&mut held, "before").await;
     assert!(
         before.is_ok(),
@@ -343,16 +352,16 @@ async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
         Duration::from_secs(10),
         "the resumed Redis drops its replicas",
         &g,
-        async || {
-            let p = probe(old_ip, &password).await?;
-            match p.info.connected_replicas {
-                0 => Ok(()),
-                n => Err(format!("{n} replicas")),
-            }
+        async || match probe(old_ip, &password).await?.info.connected_replicas {
+            0 => Ok(()),
+            n => Err(format!("{n} replicas")),
         },
     )
     .await;
-    let later = rpush(&mut held, "later").await;
+    let later = match connect(addr(old_ip), Some(&password), Duration::from_secs(5)).await {
+        Some(mut c) => rpush(&mut c, "later").await,
+        None => Err("no connection".into()),
+    };
     send_signal(sidecar_pid, "CONT");
     let (_, ip) = g
         .converged(Duration::from_secs(60))
@@ -373,30 +382,102 @@ async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
     Resumed {
         first,
         later,
-        later_survived: list.iter().any(|v| v == "later"),
+        survived: list.iter().any(|v| v == "first" || v == "later"),
     }
 }
 
+/// With the RPO mode on, the resumed leader acknowledges nothing: the new leader's fence,
+/// queued on the connection its lag probe kept to the old leader, runs before the client's
+/// write; and once the resumed Redis counts its replicas, it refuses writes (`-NOREPLICAS`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rpo_mode_a_frozen_leader_resumed_after_a_failover_refuses_writes() {
+async fn rpo_mode_a_frozen_leader_resumed_after_a_failover_acknowledges_no_write() {
     let r = frozen_leader_resumes(true).await;
     println!("{r:?}");
-    let refused = r
-        .later
-        .expect_err("the resumed leader acknowledged a write alone");
-    assert!(refused.contains("NOREPLICAS"), "{refused}");
+    assert!(
+        r.first.is_err(),
+        "acknowledged at once after the resume: {r:?}"
+    );
+    assert!(
+        r.later.as_ref().is_err_and(|e| e.contains("NOREPLICAS")),
+        "{r:?}"
+    );
+    assert!(!r.survived, "{r:?}");
 }
 
-/// The control: without the RPO mode the resumed Redis acknowledges the write, which exists
-/// nowhere else and is gone once the group converges (the window the mode closes).
+/// Without the RPO mode the queued fence alone keeps the resumed leader from acknowledging.
+/// (Before the fence went through an established connection this test's writes were both
+/// acknowledged and then lost; `redis-node`'s
+/// `control_a_fence_on_a_new_connection_to_a_hung_redis_comes_too_late` shows why.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn control_without_rpo_mode_a_resumed_frozen_leader_acknowledges_a_write_then_loses_it() {
+async fn a_frozen_leader_resumed_after_a_failover_is_fenced_before_it_serves_a_client() {
     let r = frozen_leader_resumes(false).await;
     println!("{r:?}");
-    assert_eq!(r.first, Ok(()), "the known window: {r:?}");
-    assert_eq!(r.later, Ok(()), "the known window: {r:?}");
+    assert!(r.first.is_err(), "{r:?}");
     assert!(
-        !r.later_survived,
-        "the write acknowledged alone survived? {r:?}"
+        r.later.as_ref().is_err_and(|e| e.contains("NOREPLICAS")),
+        "{r:?}"
     );
+}
+
+/// A leader that keeps its lease but loses its replicas (its Redis cut off from them, as by a
+/// network partition between pods): how many writes its Redis acknowledged more than
+/// `MAX_REPLICA_LAG` (2 s) plus a second after the cut, over a 4 s cut; and whether its
+/// sidecar said it refuses writes.
+async fn leader_cut_from_its_replicas(rpo_mode: bool) -> (usize, bool) {
+    let g = KubeGroup::start_relayed_with(3, &Profile::fast(), &rpo_env(rpo_mode)).await;
+    let (leader, ip) = g
+        .converged(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("no first leader: {e}\n{}", g.logs(30)));
+    let writer = ClientWriter::start(
+        Route::Service(g.leader_service()),
+        Some(g.password.clone()),
+        "log".into(),
+    );
+    assert!(writer.wait_for(50, Duration::from_secs(20)).await);
+    let relay = g.relay.as_ref().expect("relayed");
+    relay.cut(ip);
+    let cut_at = Instant::now();
+    let mut said_refusing = false;
+    // The fault's hold: 4 s, watching the leader's status meanwhile.
+    while cut_at.elapsed() < Duration::from_secs(4) {
+        let st = g.status_json(&leader).await;
+        said_refusing |= st["dataSafety"]["acceptsWrites"] == false && st["role"] == "leader";
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acks = writer.acks();
+    relay.heal(ip);
+    let alone = acks
+        .iter()
+        .filter(|a| a.node == IpAddr::V4(ip) && a.at >= cut_at + Duration::from_secs(3))
+        .count();
+    g.converged(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("not converged after the heal: {e}\n{}", g.logs(30)));
+    assert!(
+        writer.wait_for(20, Duration::from_secs(20)).await,
+        "writes resume after the heal"
+    );
+    writer.finish().await;
+    g.stop().await;
+    (alone, said_refusing)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpo_mode_a_leader_cut_off_from_its_replicas_stops_acknowledging_writes() {
+    let (alone, said_refusing) = leader_cut_from_its_replicas(true).await;
+    assert_eq!(alone, 0, "writes acknowledged by the leader alone");
+    assert!(
+        said_refusing,
+        "/status never said the leader refuses writes"
+    );
+}
+
+/// The control: without the RPO mode the leader goes on acknowledging writes that exist on
+/// it alone for as long as the cut lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_without_rpo_mode_a_leader_cut_off_from_its_replicas_acknowledges_alone() {
+    let (alone, said_refusing) = leader_cut_from_its_replicas(false).await;
+    assert!(alone > 100, "only {alone} writes acknowledged alone");
+    assert!(!said_refusing);
 }

@@ -243,3 +243,42 @@ async fn a_fence_sent_during_a_hang_takes_effect_first_when_redis_resumes() {
     );
     assert!(n.probe().await.unwrap().fenced, "the fence took effect");
 }
+
+/// The control for the test above, and the reason the sidecar fences a frozen previous leader
+/// through a connection it opened before the freeze: a new connection cannot authenticate
+/// while Redis hangs, so its fence is never sent, and the client's write is served when Redis
+/// resumes.
+#[tokio::test]
+async fn control_a_fence_on_a_new_connection_to_a_hung_redis_comes_too_late() {
+    let a = RedisServer::start(&[]);
+    let (host, port) = a.host_port();
+    a.signal("-STOP");
+    let addr = a.addr;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"SET during-hang 1\r\n").unwrap();
+        sent_tx.send(()).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    tokio::task::spawn_blocking(move || sent_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the client sent its write during the hang");
+    let mut cfg = NodeConfig::new(host, port);
+    cfg.timeout = Duration::from_millis(200);
+    let fresh = RedisNode::new(cfg).unwrap();
+    let e = fresh.fence().await.unwrap_err();
+    assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
+    drop(fresh);
+    a.signal("-CONT");
+    let reply = client.await.unwrap();
+    assert_eq!(
+        reply, "+OK\r\n",
+        "the write was served: the fence never got there"
+    );
+}

@@ -16,8 +16,12 @@
 //! accepted writes. At steady state: CPU and memory of the sidecars (Sentinels), and API
 //! requests per second.
 //!
+//! A second client confirms each of its writes with `WAIT 1 100` and counts only the confirmed
+//! ones: none of them may be lost (issue 13). `fast-rpo` is the fast profile with the RPO
+//! mode on (`MIN_REPLICAS=1`).
+//!
 //! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
-//!  [--json PATH] [--systems fast,default,sentinel-1000,sentinel-5000]`
+//!  [--json PATH] [--systems fast,default,fast-rpo,sentinel-1000,sentinel-5000]`
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -70,6 +74,9 @@ struct Run {
     longest_gap_ms: f64,
     lost: usize,
     acknowledged: usize,
+    /// Writes a second client confirmed with `WAIT 1 100`, and how many of them were lost.
+    confirmed: usize,
+    confirmed_lost: usize,
     follow_ms: Option<f64>,
     double_rounds: u64,
     double_ms: f64,
@@ -246,6 +253,9 @@ async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String
     let key = format!("log:{sc:?}:{n}");
     let password = sys.password();
     let writer = ClientWriter::start(sys.route(), Some(password.clone()), key.clone());
+    let confirmed_key = format!("wlog:{sc:?}:{n}");
+    let confirming =
+        ClientWriter::start_confirming(sys.route(), Some(password.clone()), confirmed_key.clone());
     let sampler = WritableSampler::start(sys.all_addrs(), Some(password.clone()));
     if !writer.wait_for(50, Duration::from_secs(20)).await {
         return Err("the writer does not get writes through before the fault".into());
@@ -273,7 +283,9 @@ async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     writer.wait_for(50, Duration::from_secs(20)).await;
+    confirming.wait_for(10, Duration::from_secs(20)).await;
     let acks = writer.finish().await;
+    let confirmed = confirming.finish().await;
     let sampled = sampler.finish().await;
     let lost = lost_writes(
         SocketAddr::new(first.node, REDIS_PORT),
@@ -283,11 +295,21 @@ async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String
     )
     .await
     .ok_or("the new master's log cannot be read")?;
+    let confirmed_lost = lost_writes(
+        SocketAddr::new(first.node, REDIS_PORT),
+        Some(&password),
+        &confirmed_key,
+        &confirmed,
+    )
+    .await
+    .ok_or("the new master's confirmed log cannot be read")?;
     Ok(Run {
         unavailable_ms: (first.at - t0).as_secs_f64() * 1000.0,
         longest_gap_ms: longest_gap_within(&acks, t0, first.at).as_secs_f64() * 1000.0,
         lost: lost.len(),
         acknowledged: acks.len(),
+        confirmed: confirmed.len(),
+        confirmed_lost: confirmed_lost.len(),
         follow_ms,
         double_rounds: sampled.doubles,
         double_ms: sampled.double_time.as_secs_f64() * 1000.0,
@@ -361,7 +383,7 @@ async fn main() {
         .map(|r| r.parse().expect("--runs: a number"))
         .unwrap_or(if quick { 2 } else { 10 });
     let systems: Vec<String> = flag(&args, "--systems")
-        .unwrap_or("fast,default,sentinel-1000,sentinel-5000".into())
+        .unwrap_or("fast,default,fast-rpo,sentinel-1000,sentinel-5000".into())
         .split(',')
         .map(str::to_string)
         .collect();
@@ -380,6 +402,10 @@ async fn main() {
             "default" => System::Ours(
                 Box::new(KubeGroup::start(3, &Profile::default_timing()).await),
                 Profile::default_timing(),
+            ),
+            "fast-rpo" => System::Ours(
+                Box::new(KubeGroup::start(3, &Profile::fast_rpo()).await),
+                Profile::fast_rpo(),
             ),
             s if s.starts_with("sentinel-") => {
                 let d: u64 = s["sentinel-".len()..]
@@ -419,12 +445,14 @@ async fn main() {
                 match one_run(&mut sys, sc, n).await {
                     Ok(r) => {
                         eprintln!(
-                            "{name} {}: run {n}: unavailable {:.0} ms, gap {:.0} ms, lost {}/{}, follow {:?} ms, two writable {} rounds",
+                            "{name} {}: run {n}: unavailable {:.0} ms, gap {:.0} ms, lost {}/{}, WAIT-confirmed lost {}/{}, follow {:?} ms, two writable {} rounds",
                             sc.label(),
                             r.unavailable_ms,
                             r.longest_gap_ms,
                             r.lost,
                             r.acknowledged,
+                            r.confirmed_lost,
+                            r.confirmed,
                             r.follow_ms.map(|f| f.round()),
                             r.double_rounds
                         );
@@ -462,6 +490,8 @@ async fn main() {
                     "longest_gap_ms": r.longest_gap_ms,
                     "lost": r.lost,
                     "acknowledged": r.acknowledged,
+                    "wait_confirmed": r.confirmed,
+                    "wait_confirmed_lost": r.confirmed_lost,
                     "replicas_follow_ms": r.follow_ms,
                     "two_writable_rounds": r.double_rounds,
                     "two_writable_ms": r.double_ms,
@@ -504,14 +534,14 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
         machine()
     );
     println!(
-        "| scenario | system | runs | unavailable median | p99 | max | longest write gap p99 | acknowledged writes lost (total / worst run) | every replica follows, median / p99 | two writable masters: rounds (time) |"
+        "| scenario | system | runs | unavailable median | p99 | max | longest write gap p99 | acknowledged writes lost (total / worst run) | WAIT 1-confirmed writes lost (of confirmed) | every replica follows, median / p99 | two writable masters: rounds (time) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for sc in Scenario::ALL {
         for c in cells.iter().filter(|c| c.scenario == sc) {
             if c.skipped {
                 println!(
-                    "| {} | {} | – | no equivalent | | | | | | |",
+                    "| {} | {} | – | no equivalent | | | | | | | |",
                     sc.label(),
                     c.system
                 );
@@ -526,7 +556,7 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 .collect();
             let not_followed = c.runs.iter().filter(|r| r.follow_ms.is_none()).count();
             println!(
-                "| {} | {} | {}{} | {} | {} | {} | {} | {} / {} | {} / {}{} | {} ({}) |",
+                "| {} | {} | {}{} | {} | {} | {} | {} | {} / {} | {} ({}) | {} / {}{} | {} ({}) |",
                 sc.label(),
                 c.system,
                 c.runs.len(),
@@ -541,6 +571,8 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 ms(percentile(&gaps, 0.99)),
                 c.runs.iter().map(|r| r.lost).sum::<usize>(),
                 c.runs.iter().map(|r| r.lost).max().unwrap_or(0),
+                c.runs.iter().map(|r| r.confirmed_lost).sum::<usize>(),
+                c.runs.iter().map(|r| r.confirmed).sum::<usize>(),
                 ms(percentile(&follow, 0.5)),
                 ms(percentile(&follow, 0.99)),
                 if not_followed > 0 {
@@ -652,8 +684,29 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 c.runs.iter().all(|r| r.double_rounds == 0),
             ),
         };
+        let confirmed_lost: usize = c.runs.iter().map(|r| r.confirmed_lost).sum();
+        // From the first write on the new leader to the last replica linked to it.
+        let follow_after: Vec<f64> = c
+            .runs
+            .iter()
+            .map(|r| r.follow_ms.map_or(f64::INFINITY, |f| f - r.unavailable_ms))
+            .collect();
+        // Issue 13: WAIT-confirmed writes survive every failover; after (a) and (b) every
+        // replica follows the new leader within a second (fault to the last replica linked).
+        let (target, met) = match c.scenario {
+            Scenario::RedisKilled | Scenario::PodKilled => (
+                format!(
+                    "{target}, 0 WAIT-confirmed lost, every replica follows (median) < 1 s after the new leader"
+                ),
+                met && confirmed_lost == 0 && percentile(&follow_after, 0.5) < 1000.0,
+            ),
+            _ => (
+                format!("{target}, 0 WAIT-confirmed lost"),
+                met && confirmed_lost == 0,
+            ),
+        };
         println!(
-            "* {} — {}: {target}: **{}** (median {}, p99 {}, max {}, lost {lost})",
+            "* {} — {}: {target}: **{}** (median {}, p99 {}, max {}, lost {lost}, WAIT-confirmed lost {confirmed_lost}, replicas follow {} after the new leader (median))",
             c.system,
             c.scenario.label(),
             if met && c.errors.is_empty() {
@@ -664,6 +717,7 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
             ms(percentile(&u, 0.5)),
             ms(percentile(&u, 0.99)),
             ms(percentile(&u, 1.0)),
+            ms(percentile(&follow_after, 0.5)),
         );
     }
 }

@@ -325,25 +325,14 @@ impl Runtime {
             }
             Action::FencePrevious { holder, address } => {
                 self.previous_leader = Some(holder.clone());
-                match split_host_port(&address) {
-                    Some((host, port)) => {
-                        let mut nc = self.node_config(host, port);
-                        nc.timeout = self.cfg.redis_timeout;
-                        let outcome = match RedisNode::new(nc) {
-                            Ok(node) => node.fence().await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                        let note = match outcome {
-                            Ok(()) => format!("fenced the previous leader {holder} at {address}"),
-                            Err(e) => format!(
-                                "could not fence the previous leader {holder} at {address}: {e}"
-                            ),
-                        };
-                        self.event(EventType::Normal, "FencedPrevious", "Fence", note)
-                            .await;
+                let note = match self.fence_previous(&address).await {
+                    Ok(how) => format!("fenced the previous leader {holder} at {address}{how}"),
+                    Err(e) => {
+                        format!("could not fence the previous leader {holder} at {address}: {e}")
                     }
-                    None => tracing::warn!(%address, "previous leader address is not HOST:PORT"),
-                }
+                };
+                self.event(EventType::Normal, "FencedPrevious", "Fence", note)
+                    .await;
                 None
             }
             Action::Promote { epoch } => {
@@ -467,6 +456,42 @@ impl Runtime {
             },
         );
         intent
+    }
+
+    /// Fences the previous leader's Redis at `address`; `Ok` says how.
+    ///
+    /// An established connection to it goes first (a follower's lag probe, a candidate's
+    /// ranking probe): if that Redis is stopped (a frozen pod, a stalled node), the fence waits
+    /// in its socket and runs as soon as it resumes, ahead of every command a client sends
+    /// after that, and `CLIENT KILL` then drops those clients. A new connection could not even
+    /// authenticate before it resumes, and the resumed Redis would take writes until its own
+    /// sidecar fenced it (found by `tests/data_safety.rs`: a frozen leader resumed after a
+    /// failover acknowledged a write). A fresh connection is the fallback.
+    async fn fence_previous(&self, address: &str) -> Result<&'static str, String> {
+        let established = match &self.leader_node {
+            Some((a, node)) if a == address => Some(node),
+            _ => self.peer_nodes.get(address),
+        };
+        if let Some(node) = established {
+            match node.fence().await {
+                Ok(()) => return Ok(""),
+                Err(redis_node::NodeError::Timeout { .. }) => {
+                    return Ok(
+                        " (it does not answer: the fence waits on an established connection and runs first when it resumes)",
+                    );
+                }
+                // Closed (a restarted Redis, a dropped client): try a new connection.
+                Err(_) => {}
+            }
+        }
+        let (host, port) =
+            split_host_port(address).ok_or_else(|| format!("{address:?} is not HOST:PORT"))?;
+        RedisNode::new(self.node_config(host, port))
+            .map_err(|e| e.to_string())?
+            .fence()
+            .await
+            .map(|()| "")
+            .map_err(|e| e.to_string())
     }
 
     /// How long this sidecar has seen no valid leader (zero when it has not).

@@ -48,6 +48,15 @@ impl Profile {
             lease: Duration::from_secs(3),
         }
     }
+
+    /// The fast profile with the RPO mode on as a user would turn it on: `MIN_REPLICAS=1`
+    /// (and the shipped `MAX_REPLICA_LAG`, 10 s).
+    pub fn fast_rpo() -> Self {
+        let mut p = Self::fast();
+        p.name = "fast, RPO mode (MIN_REPLICAS=1)";
+        p.env.push(("MIN_REPLICAS", "1"));
+        p
+    }
 }
 
 /// The Redis port of every pod (the manifests' `containerPort`).
@@ -183,6 +192,15 @@ impl KubeGroup {
         Self::start_full(replicas, profile, true, &Overrides::default()).await
     }
 
+    /// As [`KubeGroup::start_relayed`], with changes to the shipped manifests.
+    pub async fn start_relayed_with(
+        replicas: usize,
+        profile: &Profile,
+        overrides: &Overrides,
+    ) -> Self {
+        Self::start_full(replicas, profile, true, overrides).await
+    }
+
     async fn start_full(
         replicas: usize,
         profile: &Profile,
@@ -261,6 +279,15 @@ impl KubeGroup {
                 .as_str()
                 .filter(|h| !h.is_empty())
                 .map(str::to_string)
+        })
+    }
+
+    /// The Lease's epoch (`leaseTransitions`).
+    pub fn epoch(&self) -> Option<u64> {
+        self.cluster.server.with_store(|s| {
+            s.get("leases", "default", "redis")?
+                .pointer("/spec/leaseTransitions")?
+                .as_u64()
         })
     }
 

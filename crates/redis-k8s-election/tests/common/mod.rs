@@ -365,6 +365,25 @@ impl Group {
     /// Writes `key` on the leader and waits (with a deadline) until every other live Redis
     /// has it: replication is asynchronous.
     pub async fn write_and_replicate(&self, leader: usize, key: &str, value: &str) {
+        // The Lease names a new holder before its sidecar has promoted and unfenced its Redis:
+        // write only once the sidecar says it leads with a writable master (its readiness).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let st = self.status(leader).await;
+            if st
+                .as_ref()
+                .is_some_and(|s| s["role"] == "leader" && s["ready"] == true)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never became a writable leader: {st:?}; logs:\n{}",
+                name(leader),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let reply = self.redis[leader]
             .as_ref()
             .unwrap()
