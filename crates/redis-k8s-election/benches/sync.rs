@@ -1,9 +1,10 @@
 //! Full-sync benchmark (issue 13): how Redis' disk-based and diskless full syncs compare for
 //! what this project cares about, on real `redis-server` processes.
 //!
-//! For each mode and data-set size: a master filled with `DEBUG POPULATE`, a client that
-//! `INCR`s a counter on it every millisecond throughout, and an empty replica told to
-//! `REPLICAOF` it. Measured per run:
+//! For each mode and data-set size: a master filled with random 1 KiB values, a client that
+//! `INCR`s a counter on it every millisecond (`--write-interval-ms`; 0: back to back) throughout, and an empty replica told to
+//! `REPLICAOF` it. Both start as the manifests start Redis, as replicas of themselves, and
+//! the master is promoted with `REPLICAOF NO ONE`, as a sidecar does. Measured per run:
 //! * *sync*: from `REPLICAOF` until the replica reports its link up;
 //! * *stream after sync*: from the link up until the replica holds the counter value the
 //!   master had acknowledged at that instant: how long acknowledged writes stayed on the master
@@ -13,8 +14,8 @@
 //!   master's `used_memory` before it;
 //! * *disk*: the RDB files left in the master's and the replica's directories.
 //!
-//! `cargo bench -p redis-k8s-election --bench sync -- [--runs N] [--sizes 10MiB,1GiB]
-//!  [--modes disk,diskless,diskless-delay-5]`
+//! `cargo bench -p redis-k8s-election --bench sync -- [--runs N] [--sizes 1KiB,10MiB,1GiB]
+//!  [--modes disk,diskless,diskless-delay-5] [--write-interval-ms 1]`
 
 use redis::aio::MultiplexedConnection;
 use std::sync::Arc;
@@ -83,8 +84,9 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 
 fn parse_size(s: &str) -> u64 {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().expect("--sizes: a number and MiB or GiB");
+    let n: u64 = n.parse().expect("--sizes: a number and KiB, MiB or GiB");
     match unit {
+        "KiB" => n << 10,
         "MiB" => n << 20,
         "GiB" => n << 30,
         other => panic!("--sizes: unknown unit {other:?}"),
@@ -123,11 +125,33 @@ fn file_mib(dir: &std::path::Path) -> f64 {
 }
 
 async fn conn(s: &RedisServer) -> MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(600)));
     redis::Client::open(format!("redis://{}", s.addr))
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap()
+}
+
+/// Fills the master with `bytes` of random (incompressible, as real data mostly is) 1 KiB
+/// values, so that the RDB file is as large as the data set.
+async fn fill(m: &mut MultiplexedConnection, bytes: u64) {
+    use rand::RngCore;
+    let value_size = 1024usize;
+    let keys = (bytes / value_size as u64).max(1);
+    let mut rng = rand::rng();
+    let mut value = vec![0u8; value_size];
+    let mut n = 0u64;
+    while n < keys {
+        let mut pipe = redis::pipe();
+        for _ in 0..1000.min(keys - n) {
+            rng.fill_bytes(&mut value);
+            pipe.cmd("SET").arg(format!("key:{n}")).arg(&value).ignore();
+            n += 1;
+        }
+        let _: () = pipe.query_async(m).await.unwrap();
+    }
 }
 
 fn info_field(text: &str, key: &str) -> Option<String> {
@@ -136,22 +160,26 @@ fn info_field(text: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn one_run(mode: Mode, bytes: u64) -> Run {
-    let mut master_args = vec!["--enable-debug-command", "yes"];
-    master_args.extend(mode.args());
-    let master = RedisServer::start(&master_args);
-    let replica = RedisServer::start(&[]);
+async fn one_run(mode: Mode, bytes: u64, interval: Duration) -> Run {
+    // Both start as the shipped manifests start them, as replicas of themselves; the master
+    // is then promoted, as a sidecar promotes it.
+    let start_as_own_replica = |extra: &[&str]| {
+        let addr = testkit::free_loopback_addr();
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--replicaof", &ip, &port]);
+        RedisServer::start_at(addr, &args)
+    };
+    let master = start_as_own_replica(&mode.args());
+    let replica = start_as_own_replica(&[]);
     let mut m = conn(&master).await;
-    let value_size = 1024u64;
-    let keys = (bytes / value_size).max(1);
-    let _: () = redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(keys)
-        .arg("key")
-        .arg(value_size)
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
         .query_async(&mut m)
         .await
         .unwrap();
+    fill(&mut m, bytes).await;
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(&mut m)
@@ -170,7 +198,9 @@ async fn one_run(mode: Mode, bytes: u64) -> Run {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let _: Result<i64, _> = redis::cmd("INCR").arg("counter").query_async(&mut c).await;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
         })
     };
@@ -180,9 +210,10 @@ async fn one_run(mode: Mode, bytes: u64) -> Run {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let now = rss_with_children(pid);
-                let mut p = peak.lock().unwrap();
-                *p = (*p).max(now);
-                drop(p);
+                {
+                    let mut p = peak.lock().unwrap();
+                    *p = (*p).max(now);
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -256,8 +287,11 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = flag(&args, "--runs").map_or(5, |r| r.parse().expect("--runs"));
+    let interval = Duration::from_millis(
+        flag(&args, "--write-interval-ms").map_or(1, |r| r.parse().expect("--write-interval-ms")),
+    );
     let sizes: Vec<String> = flag(&args, "--sizes")
-        .unwrap_or("10MiB,1GiB".into())
+        .unwrap_or("1KiB,10MiB,1GiB".into())
         .split(',')
         .map(str::to_string)
         .collect();
@@ -280,7 +314,7 @@ async fn main() {
         for mode in &modes {
             let mut rs = Vec::new();
             for n in 0..runs {
-                let r = one_run(*mode, bytes).await;
+                let r = one_run(*mode, bytes, interval).await;
                 eprintln!(
                     "{size} {}: run {n}: sync {:.0} ms, stream after sync {:.0} ms, peak RSS {:.0} MiB",
                     mode.name(),
@@ -294,7 +328,7 @@ async fn main() {
             let stream: Vec<f64> = rs.iter().map(|r| r.stream_ms).collect();
             let peak: Vec<f64> = rs.iter().map(|r| r.peak_rss_mib).collect();
             println!(
-                "| {size} | {} | {runs} | {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} ms | {:.0} MiB | {:.0} MiB | {:.0} / {:.0} MiB |",
+                "| {size} | {} | {runs} | {:.0} / {:.0} ms | {:.0} / {:.0} / {:.0} ms | {:.0} MiB | {:.0} MiB | {:.1} / {:.1} MiB |",
                 mode.name(),
                 percentile(&sync, 0.5),
                 percentile(&sync, 1.0),
