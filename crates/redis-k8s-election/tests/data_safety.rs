@@ -18,7 +18,9 @@
 mod common;
 
 use common::cluster::{KubeGroup, Overrides, Profile, REDIS_PORT};
-use common::measure::{Ack, ClientWriter, Route, connect, missing_from_list, send_signal};
+use common::measure::{
+    Ack, ClientWriter, Route, connect, missing_from_list, probe_redis, send_signal,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use redis_node::info::Role;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -53,14 +55,7 @@ fn addr(ip: Ipv4Addr) -> SocketAddr {
 }
 
 async fn probe(ip: Ipv4Addr, password: &str) -> Result<redis_node::Probe, String> {
-    let mut cfg = redis_node::NodeConfig::new(ip.to_string(), REDIS_PORT);
-    cfg.timeout = Duration::from_millis(300);
-    cfg.password = Some(password.to_string());
-    redis_node::RedisNode::new(cfg)
-        .map_err(|e| e.to_string())?
-        .probe()
-        .await
-        .map_err(|e| format!("{ip}: {e}"))
+    probe_redis(addr(ip), Some(password)).await
 }
 
 /// The leader and its IP once its Redis is a writable master and every other pod's Redis has

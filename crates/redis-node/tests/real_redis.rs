@@ -218,23 +218,7 @@ async fn a_fence_sent_during_a_hang_takes_effect_first_when_redis_resumes() {
     let e = n.fence().await.unwrap_err();
     assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
     // A client connects while Redis hangs and sends a write; it waits for the resume.
-    let addr = a.addr;
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-    let client = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"SET during-hang 1\r\n").unwrap();
-        sent_tx.send(()).unwrap();
-        let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    });
-    // Resume only once the write waits in the kernel for the hung Redis.
-    tokio::task::spawn_blocking(move || sent_rx.recv_timeout(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .expect("the client sent its write during the hang");
+    let client = write_during_hang(a.addr).await;
     a.signal("-CONT");
     let reply = client.await.unwrap();
     assert!(
@@ -253,7 +237,24 @@ async fn control_a_fence_on_a_new_connection_to_a_hung_redis_comes_too_late() {
     let a = RedisServer::start(&[]);
     let (host, port) = a.host_port();
     a.signal("-STOP");
-    let addr = a.addr;
+    let client = write_during_hang(a.addr).await;
+    let mut cfg = NodeConfig::new(host, port);
+    cfg.timeout = Duration::from_millis(200);
+    let fresh = RedisNode::new(cfg).unwrap();
+    let e = fresh.fence().await.unwrap_err();
+    assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
+    drop(fresh);
+    a.signal("-CONT");
+    let reply = client.await.unwrap();
+    assert_eq!(
+        reply, "+OK\r\n",
+        "the write was served: the fence never got there"
+    );
+}
+
+/// A client that connects to a hung Redis and sends a write, which waits in the kernel until
+/// Redis resumes; returns once the write was sent, with the task that yields the reply.
+async fn write_during_hang(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<String> {
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
     let client = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
@@ -269,16 +270,5 @@ async fn control_a_fence_on_a_new_connection_to_a_hung_redis_comes_too_late() {
         .await
         .unwrap()
         .expect("the client sent its write during the hang");
-    let mut cfg = NodeConfig::new(host, port);
-    cfg.timeout = Duration::from_millis(200);
-    let fresh = RedisNode::new(cfg).unwrap();
-    let e = fresh.fence().await.unwrap_err();
-    assert!(matches!(e, NodeError::Timeout { .. }), "{e}");
-    drop(fresh);
-    a.signal("-CONT");
-    let reply = client.await.unwrap();
-    assert_eq!(
-        reply, "+OK\r\n",
-        "the write was served: the fence never got there"
-    );
+    client
 }

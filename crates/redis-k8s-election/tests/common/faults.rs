@@ -652,14 +652,9 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
 
 /// Whether the Redis at `ip` replicates from the leader at `leader_ip` with its link up.
 async fn linked_to(ip: Ipv4Addr, leader_ip: Ipv4Addr, password: &str) -> bool {
-    let mut cfg = redis_node::NodeConfig::new(ip.to_string(), REDIS_PORT);
-    cfg.timeout = Duration::from_millis(300);
-    cfg.password = Some(password.to_string());
-    let Ok(node) = redis_node::RedisNode::new(cfg) else {
-        return false;
-    };
+    let addr = SocketAddr::new(IpAddr::V4(ip), REDIS_PORT);
     matches!(
-        node.probe().await.map(|p| p.info.role),
+        super::measure::probe_redis(addr, Some(password)).await.map(|p| p.info.role),
         Ok(redis_node::info::Role::Replica { master_host, link_up: true, .. })
             if master_host == leader_ip.to_string()
     )

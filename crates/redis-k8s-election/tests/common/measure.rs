@@ -273,6 +273,21 @@ pub async fn missing_from_list(
     Some(seqs.into_iter().filter(|s| !stored.contains(s)).collect())
 }
 
+/// A probe of the Redis at `addr` as the sidecar reads it (`redis_node`), bounded by 300 ms.
+pub async fn probe_redis(
+    addr: SocketAddr,
+    password: Option<&str>,
+) -> Result<redis_node::Probe, String> {
+    let mut cfg = redis_node::NodeConfig::new(addr.ip().to_string(), addr.port());
+    cfg.timeout = Duration::from_millis(300);
+    cfg.password = password.map(str::to_string);
+    redis_node::RedisNode::new(cfg)
+        .map_err(|e| format!("{addr}: {e}"))?
+        .probe()
+        .await
+        .map_err(|e| format!("{addr} does not answer: {e}"))
+}
+
 /// Ok when the Redis at `master`'s IP is a master and every other address in `nodes`
 /// replicates from `master` with its link up; else what is not so. Read as the sidecar reads
 /// it (`redis_node`'s probe and INFO parser).
@@ -283,14 +298,7 @@ pub async fn replicas_follow(
 ) -> Result<(), String> {
     use redis_node::info::Role;
     for n in nodes {
-        let mut cfg = redis_node::NodeConfig::new(n.ip().to_string(), n.port());
-        cfg.timeout = Duration::from_millis(300);
-        cfg.password = password.map(str::to_string);
-        let probe = redis_node::RedisNode::new(cfg)
-            .map_err(|e| format!("{n}: {e}"))?
-            .probe()
-            .await
-            .map_err(|e| format!("{n} does not answer: {e}"))?;
+        let probe = probe_redis(*n, password).await?;
         let follows = match &probe.info.role {
             Role::Master => n.ip() == master.ip(),
             Role::Replica {
