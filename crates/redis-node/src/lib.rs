@@ -366,8 +366,10 @@ impl RedisNode {
     /// that the master lists this replica (and its acknowledged offset) under it.
     pub async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
         if let Some((ip, announce_port)) = &self.cfg.announce {
-            let _: () = self
-                .run(
+            // Best effort: following matters more than how the master lists us (a Redis
+            // that refused the setting would only hide this replica's stream state).
+            if let Err(e) = self
+                .run::<()>(
                     "CONFIG SET",
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -376,7 +378,10 @@ impl RedisNode {
                         .arg("replica-announce-port")
                         .arg(announce_port),
                 )
-                .await?;
+                .await
+            {
+                tracing::warn!(error = %e, "setting replica-announce-ip/-port failed; following anyway");
+            }
         }
         if let Some(user) = &self.cfg.username {
             let _: () = self

@@ -499,8 +499,15 @@ async fn main() {
             })).collect::<Vec<_>>(),
             "steady_state": steady.iter().map(|(s, v)| json!({"system": s, "measures": v})).collect::<Vec<_>>(),
         });
+        // Relative to the workspace root: cargo runs a bench in its package's directory.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         std::fs::write(&path, serde_json::to_string_pretty(&data).unwrap()).expect("--json");
-        println!("\nJSON: {path}");
+        println!("\nJSON: {}", path.display());
     }
 }
 
