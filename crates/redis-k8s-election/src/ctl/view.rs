@@ -135,9 +135,9 @@ pub fn problems(
     if let Some(why) = members
         .iter()
         .find(|m| m.pod == lease.holder)
-        .and_then(|m| m.s(&["dataSafety", "refusesWritesReason"]))
-        .and_then(Value::as_str)
-        .filter(|why| why.starts_with("RPO mode"))
+        .and_then(|m| m.s(&["dataSafety"]))
+        .filter(|ds| ds["refusesWrites"] == "rpo")
+        .and_then(|ds| ds["refusesWritesReason"].as_str())
     {
         out.push(format!(
             "{}: the leader refuses writes: {why}",
@@ -401,7 +401,7 @@ mod tests {
         );
         m[0].status.as_mut().unwrap()["dataSafety"] = json!({
             "rpoMode": true, "minReplicas": 1, "maxReplicaLagSeconds": 10,
-            "acceptsWrites": false,
+            "acceptsWrites": false, "refusesWrites": "rpo",
             "refusesWritesReason": "RPO mode: 0 of the 1 replicas required acknowledged within 10 s",
         });
         m[1].status.as_mut().unwrap()["redis"]["streaming"] = json!(false);

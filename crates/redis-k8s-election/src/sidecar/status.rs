@@ -34,6 +34,46 @@ pub fn stream_state(
     })
 }
 
+/// Why the local Redis refuses writes ([`Status::accepts_writes`]). `/status` carries its
+/// [`WriteRefusal::code`] beside the text, so that the `status` command tells an RPO refusal
+/// (a disagreement an operator must act on) from a fence without reading the words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefusal {
+    /// The probe failed.
+    #[error("local Redis not answering")]
+    Unreachable,
+    /// It replicates.
+    #[error("the local Redis is a replica")]
+    Replica,
+    /// The sidecar or someone fenced it.
+    #[error("the local Redis is fenced")]
+    Fenced,
+    /// The RPO mode: too few replicas acknowledged recently.
+    #[error(
+        "RPO mode: {good} of the {required} replicas required acknowledged within {within_secs} s"
+    )]
+    Rpo {
+        /// Replicas that acknowledged within the lag.
+        good: u32,
+        /// `--min-replicas`.
+        required: u32,
+        /// `--max-replica-lag`, in seconds.
+        within_secs: u32,
+    },
+}
+
+impl WriteRefusal {
+    /// A stable machine-readable code for `/status`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteRefusal::Unreachable => "unreachable",
+            WriteRefusal::Replica => "replica",
+            WriteRefusal::Fenced => "fenced",
+            WriteRefusal::Rpo { .. } => "rpo",
+        }
+    }
+}
+
 /// The local Redis as last probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisView {
@@ -121,24 +161,23 @@ impl Status {
 
     /// Whether the local Redis takes writes now: a master, not fenced, and in the RPO mode
     /// with enough replicas acknowledging; `Err` says why not.
-    pub fn accepts_writes(&self) -> Result<(), String> {
+    pub fn accepts_writes(&self) -> Result<(), WriteRefusal> {
         let Some(r) = &self.redis else {
-            return Err("local Redis not answering".into());
+            return Err(WriteRefusal::Unreachable);
         };
         if r.role != "master" {
-            return Err("the local Redis is a replica".into());
+            return Err(WriteRefusal::Replica);
         }
         if self.fenced || r.fenced {
-            return Err("the local Redis is fenced".into());
+            return Err(WriteRefusal::Fenced);
         }
-        if self.min_replicas > 0 {
-            let good = r.good_replicas.unwrap_or(0);
-            if good < self.min_replicas {
-                return Err(format!(
-                    "RPO mode: {good} of the {} replicas required acknowledged within {} s",
-                    self.min_replicas, self.max_replica_lag_secs
-                ));
-            }
+        let good = r.good_replicas.unwrap_or(0);
+        if self.min_replicas > 0 && good < self.min_replicas {
+            return Err(WriteRefusal::Rpo {
+                good,
+                required: self.min_replicas,
+                within_secs: self.max_replica_lag_secs,
+            });
         }
         Ok(())
     }
@@ -200,6 +239,7 @@ impl Status {
 
     /// `/status` JSON.
     pub fn to_json(&self) -> Value {
+        let refusal = self.accepts_writes().err();
         json!({
             "pod": self.pod,
             "role": self.role,
@@ -222,8 +262,9 @@ impl Status {
                 "rpoMode": self.min_replicas > 0,
                 "minReplicas": self.min_replicas,
                 "maxReplicaLagSeconds": self.max_replica_lag_secs,
-                "acceptsWrites": self.accepts_writes().is_ok(),
-                "refusesWritesReason": self.accepts_writes().err(),
+                "acceptsWrites": refusal.is_none(),
+                "refusesWrites": refusal.map(|r| r.code()),
+                "refusesWritesReason": refusal.map(|r| r.to_string()),
             },
             "redisError": self.redis_error,
             "apiError": self.api_error,
@@ -297,12 +338,18 @@ mod tests {
         assert!(s.readiness().is_ok());
         assert!(s.accepts_writes().is_ok(), "RPO mode off");
         s.min_replicas = 1;
-        assert!(s.accepts_writes().unwrap_err().contains("RPO mode"));
+        assert!(
+            s.accepts_writes()
+                .unwrap_err()
+                .to_string()
+                .contains("RPO mode")
+        );
         assert!(
             s.readiness().is_ok(),
             "a leader refusing writes stays routed"
         );
         assert_eq!(s.to_json()["dataSafety"]["acceptsWrites"], false);
+        assert_eq!(s.to_json()["dataSafety"]["refusesWrites"], "rpo");
         s.fenced = true;
         assert!(s.readiness().is_err());
         assert_eq!(s.to_json()["ready"], false);
