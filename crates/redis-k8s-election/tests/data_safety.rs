@@ -18,9 +18,7 @@
 mod common;
 
 use common::cluster::{KubeGroup, Overrides, Profile, REDIS_PORT};
-use common::measure::{
-    Ack, ClientWriter, Route, connect, missing_from_list, probe_redis, send_signal,
-};
+use common::measure::{Ack, ClientWriter, Route, connect, lost_writes, probe_redis, send_signal};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use redis_node::info::Role;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -182,14 +180,9 @@ async fn kill_after_syncs(overrides: &Overrides, kills: usize, seed: u64) -> Out
     assert!(confirming.wait_for(20, Duration::from_secs(20)).await);
     let acks = writer.finish().await;
     let confirmed = confirming.finish().await;
-    let lost = missing_from_list(
-        addr(ip),
-        password.as_deref(),
-        "log",
-        acks.iter().map(|a| a.seq),
-    )
-    .await
-    .expect("the final leader's list");
+    let lost = lost_writes(addr(ip), password.as_deref(), "log", &acks)
+        .await
+        .expect("the final leader's list");
     let mut out = Outcome {
         kills,
         acknowledged: acks.len(),
@@ -213,14 +206,9 @@ async fn kill_after_syncs(overrides: &Overrides, kills: usize, seed: u64) -> Out
                 .push(format!("seq {seq} acknowledged after the last kill")),
         }
     }
-    out.lost_confirmed = missing_from_list(
-        addr(ip),
-        password.as_deref(),
-        "wlog",
-        confirmed.iter().map(|a| a.seq),
-    )
-    .await
-    .expect("the final leader's confirmed list");
+    out.lost_confirmed = lost_writes(addr(ip), password.as_deref(), "wlog", &confirmed)
+        .await
+        .expect("the final leader's confirmed list");
     if !out.lost_owed.is_empty() || !out.lost_confirmed.is_empty() {
         eprintln!("{}", g.logs(30));
     }

@@ -90,17 +90,9 @@ pub struct Overrides {
     pub redis_args: Vec<(&'static str, &'static str)>,
 }
 
-/// The shipped manifests with `replicas` pods and the profile's environment on the sidecar.
+/// The shipped manifests with `replicas` pods, the profile's and `extra_env` environment on
+/// the sidecar, and the values of the Redis arguments in `redis_args` replaced.
 pub fn shipped_objects(
-    replicas: usize,
-    profile: &Profile,
-    extra_env: &[(&str, &str)],
-) -> Vec<Value> {
-    shipped_objects_with(replicas, profile, extra_env, &[])
-}
-
-/// As [`shipped_objects`], with the values of some Redis arguments replaced.
-pub fn shipped_objects_with(
     replicas: usize,
     profile: &Profile,
     extra_env: &[(&str, &str)],
@@ -215,7 +207,7 @@ impl KubeGroup {
         if relayed {
             extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6390"));
         }
-        let objects = shipped_objects_with(replicas, profile, &extra, &overrides.redis_args);
+        let objects = shipped_objects(replicas, profile, &extra, &overrides.redis_args);
         let config = ClusterConfig {
             namespace: "default".into(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),

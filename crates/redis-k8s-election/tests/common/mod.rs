@@ -24,6 +24,7 @@ pub const TOKEN: &str = "T";
 pub const ADMIN_TOKEN: &str = "admin-secret";
 /// Redis starts fenced (as the shipped manifests start it): undecided means read-only from
 /// its first instant, and only a promotion unfences it.
+///
 /// Full syncs through disk, as the shipped manifests do (a diskless sync leaves the master
 /// alone with every write for up to a second after it).
 pub const REDIS_ARGS: &[&str] = &[
