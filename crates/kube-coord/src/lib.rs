@@ -4,7 +4,9 @@
 //! Every request has its own timeout (kube-rs sets none for reads), and every failure is a
 //! typed [`CoordError`] that the runtime retries within the renew deadline.
 
+pub mod client;
 pub mod history;
+pub mod wire;
 
 use election::elector::{LeaseRecord, ObservedLease, Stamp, WriteIntent};
 use futures::{Stream, StreamExt};
@@ -235,8 +237,8 @@ pub struct Peer {
     pub http: String,
     /// The pod's labels (role label, pod-name label).
     pub labels: BTreeMap<String, String>,
-    /// Its last published status (JSON), if any.
-    pub status: Option<serde_json::Value>,
+    /// Its last published summary, if any (and if it parses).
+    pub status: Option<wire::PodSummary>,
     /// The pod is being deleted (it has a `deletionTimestamp`): it is shutting down and must
     /// not be handed the lease, e.g. when a node drain stops several pods at once.
     pub terminating: bool,

@@ -6,7 +6,6 @@
 //! sidecar. Ctrl-C stops the pods as a node shutdown does and removes every file it made.
 
 use crate::ctl::{self, GroupArgs};
-use anyhow::{Context, Result, bail};
 use kubesim::cluster::{Cluster, ClusterConfig};
 use kubesim::kubelet::plan::ImageRule;
 use kubesim::manifest;
@@ -15,6 +14,38 @@ use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why `local` could not run the group. Each names the flag or step to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// `--state-dir` must be new: it is removed on exit.
+    #[error("--state-dir {}: already exists (it is removed on exit, so it must be new)", .0.display())]
+    StateDirExists(PathBuf),
+    /// A file or directory cannot be made.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The manifests do not load.
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    /// `--replicas` with manifests that have no StatefulSet.
+    #[error("--replicas: the manifests have no StatefulSet")]
+    NoStatefulSet,
+    /// kubesim, the pods or the Service ports did not start.
+    #[error("starting the local cluster (--address, --api-port, --leader-port, --read-port)")]
+    Cluster(#[source] kubesim::cluster::ClusterError),
+}
+
+type Result<T, E = LocalError> = std::result::Result<T, E>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
+    let what = what.into();
+    move |source| LocalError::Io { what, source }
+}
 
 /// The shipped manifests (`deploy/kubernetes/`), built in so that `local` runs anywhere.
 const SHIPPED: &[(&str, &str)] = &[
@@ -172,10 +203,7 @@ fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
     let dir = match chosen {
         Some(d) => {
             if d.exists() {
-                bail!(
-                    "--state-dir {}: already exists (it is removed on exit, so it must be new)",
-                    d.display()
-                );
+                return Err(LocalError::StateDirExists(d.to_path_buf()));
             }
             d.to_path_buf()
         }
@@ -187,7 +215,7 @@ fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
                 .collect::<String>()
         )),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     Ok(StateDir(dir))
 }
 
@@ -250,14 +278,14 @@ pub async fn run(a: LocalArgs) -> Result<()> {
                 .and_then(|o| o.pointer("/metadata/name").and_then(Value::as_str))
                 .map(str::to_string)
             else {
-                bail!("--replicas: the manifests have no StatefulSet");
+                return Err(LocalError::NoStatefulSet);
             };
             manifest::set_replicas(&mut objects, &name, n);
         }
         objects
     };
 
-    let exe = std::env::current_exe().context("finding this binary (the sidecar's image)")?;
+    let exe = std::env::current_exe().map_err(io("finding this binary (the sidecar's image)"))?;
     let config = ClusterConfig {
         namespace: a.namespace.clone(),
         address: a.address,
@@ -271,9 +299,9 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         ],
         crash_backoff: None,
     };
-    let cluster = Cluster::start(config, &objects).await.context(
-        "starting the local cluster (--address, --api-port, --leader-port, --read-port)",
-    )?;
+    let cluster = Cluster::start(config, &objects)
+        .await
+        .map_err(LocalError::Cluster)?;
     for ap in &cluster.applied {
         println!("{} {}", ap.object, ap.action);
     }
@@ -287,7 +315,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .unwrap_or_default();
     let admin_token_file = state.0.join("admin-token");
     if let Some(t) = cluster.secret_value("redis-auth", "admin-token") {
-        std::fs::write(&admin_token_file, t.trim()).context("writing the admin token file")?;
+        std::fs::write(&admin_token_file, t.trim()).map_err(io("writing the admin token file"))?;
     }
     let la = cluster.proxy_addr("redis-leader").expect("started above");
     let ra = cluster.proxy_addr("redis").expect("started above");
@@ -330,13 +358,28 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     };
     let result = tokio::select! {
         r = live_table(server, &group, &a.namespace) => r,
-        r = crate::wait_for_signal() => r,
+        r = crate::signals::wait_for_signal() => r.map_err(io("installing the SIGTERM/SIGINT handlers")),
     };
     println!("stopping the group…");
     cluster.shutdown().await;
     drop(state);
     println!("stopped; no process or file left behind");
     result
+}
+
+/// What of a member the live table redraws on: its role label, the sidecar's role and
+/// readiness, its Redis' role, fence, replication link and stream, and whether it answers
+/// (not offsets or clocks, which change all the time).
+fn shown(m: &ctl::view::Member) -> String {
+    let st = m.status.as_ref();
+    let redis = st.and_then(|s| s.redis.as_ref());
+    format!(
+        "{:?}{:?}{:?}{:?}",
+        m.role_label,
+        st.map(|s| (s.role, s.ready)),
+        redis.map(|r| (r.role, r.fenced, r.link_up, r.streaming)),
+        m.unreachable.is_some()
+    )
 }
 
 /// Prints the group table whenever something in it changes (roles, readiness, leader, pods),
@@ -373,24 +416,7 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
             // Compared without its clock column, printed with it.
             let pods = pod_lines(server, ns);
             let signature = format!("{:?}{:?}{}", snap.lease, snap.problems, pods)
-                + &snap
-                    .members
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{:?}{:?}{:?}",
-                            m.role_label,
-                            m.status.as_ref().map(|s| (
-                                s.get("role").cloned(),
-                                s.pointer("/redis/role").cloned(),
-                                s.get("ready").cloned(),
-                                s.pointer("/redis/fenced").cloned(),
-                                s.pointer("/redis/link").cloned()
-                            )),
-                            m.unreachable.is_some()
-                        )
-                    })
-                    .collect::<String>();
+                + &snap.members.iter().map(shown).collect::<String>();
             if signature != last_shown {
                 println!("{pods}{}", snap.render());
                 last_shown = signature;
@@ -407,6 +433,38 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live table redraws when a replica's link goes down or its stream stops, not only
+    /// on role changes. (It read `/redis/link`, which `/status` never had, so a link change
+    /// left the table as it was.)
+    #[test]
+    fn the_live_table_redraws_on_a_replication_link_change() {
+        let report = |link_up: bool, streaming: Option<bool>| {
+            serde_json::from_value::<crate::wire::StatusReport>(serde_json::json!({
+                "pod": "redis-1", "role": "replica", "fenced": false, "ready": true,
+                "redis": {"role": "replica", "offset": 7, "master": "10.0.0.1:6379",
+                          "linkUp": link_up, "keys": 1, "fenced": false, "streaming": streaming},
+            }))
+            .unwrap()
+        };
+        let member = |status| ctl::view::Member {
+            pod: "redis-1".into(),
+            address: "10.0.0.2:6379".into(),
+            role_label: Some("replica".into()),
+            status: Some(status),
+            unreachable: None,
+        };
+        let up = shown(&member(report(true, Some(true))));
+        assert_ne!(up, shown(&member(report(false, Some(true)))), "link down");
+        assert_ne!(
+            up,
+            shown(&member(report(true, Some(false)))),
+            "stream stopped"
+        );
+        let mut later = report(true, Some(true));
+        later.redis.as_mut().unwrap().offset = 900;
+        assert_eq!(up, shown(&member(later)), "an offset alone redraws nothing");
+    }
 
     #[test]
     fn pod_networks_are_loopback_hosts() {

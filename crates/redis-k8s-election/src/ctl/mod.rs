@@ -4,11 +4,62 @@
 
 pub mod view;
 
-use anyhow::{Context, Result, bail};
-use kube_coord::{Coord, history};
+use crate::wire::SwitchoverReply;
+use kube_coord::{Coord, CoordError, history};
 use std::path::PathBuf;
 use std::time::Duration;
 use view::{LeaseView, Member};
+
+/// Why a command failed. The message says what was being done; the source (printed after it)
+/// says why.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// No Kubernetes client.
+    #[error("--kubeconfig")]
+    Client(#[source] kube_coord::client::ClientError),
+    /// A Kubernetes request failed.
+    #[error("{what}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: CoordError,
+    },
+    /// A request to a sidecar failed.
+    #[error("{what}")]
+    Http {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: reqwest::Error,
+    },
+    /// A file cannot be read.
+    #[error("{what}")]
+    File {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The group is not in a state the command can act on, or a sidecar refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The output cannot be encoded.
+    #[error("encoding the output")]
+    Encode(#[source] serde_json::Error),
+}
+
+type Result<T, E = CtlError> = std::result::Result<T, E>;
+
+fn api(what: impl Into<String>) -> impl FnOnce(CoordError) -> CtlError {
+    let what = what.into();
+    move |source| CtlError::Api { what, source }
+}
+
+fn http_err(what: impl Into<String>) -> impl FnOnce(reqwest::Error) -> CtlError {
+    let what = what.into();
+    move |source| CtlError::Http { what, source }
+}
 
 /// Which group, and how to reach the Kubernetes API.
 #[derive(clap::Args, Debug, Clone)]
@@ -88,10 +139,11 @@ pub struct PauseArgs {
     group: GroupArgs,
 }
 
+/// Kubernetes access for the group `g` names, and its namespace.
 pub async fn coord(g: &GroupArgs) -> Result<(Coord, String)> {
-    let (client, ns) = crate::kube_client(g.kubeconfig.as_deref(), g.namespace.as_deref())
+    let (client, ns) = kube_coord::client::connect(g.kubeconfig.as_deref(), g.namespace.as_deref())
         .await
-        .map_err(|e| anyhow::anyhow!("--kubeconfig: {e}"))?;
+        .map_err(CtlError::Client)?;
     Ok((
         Coord::new(client, &ns, &g.lease_name, g.request_timeout),
         ns,
@@ -102,12 +154,12 @@ async fn lease(coord: &Coord, g: &GroupArgs, ns: &str) -> Result<election::elect
     coord
         .get_lease()
         .await
-        .with_context(|| format!("reading Lease {ns}/{}", g.lease_name))?
-        .with_context(|| {
-            format!(
+        .map_err(api(format!("reading Lease {ns}/{}", g.lease_name)))?
+        .ok_or_else(|| {
+            CtlError::Refused(format!(
                 "no Lease {ns}/{}: is the group running, and are --lease-name and --namespace right?",
                 g.lease_name
-            )
+            ))
         })
 }
 
@@ -116,13 +168,16 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client> {
         .timeout(timeout)
         .no_proxy()
         .build()
-        .context("building the HTTP client")
+        .map_err(http_err("building the HTTP client"))
 }
 
 /// The group's pods with each sidecar's `/status`.
 async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
     let http = http_client(g.request_timeout)?;
-    let peers = coord.peers().await.context("listing the group's pods")?;
+    let peers = coord
+        .peers()
+        .await
+        .map_err(api("listing the group's pods"))?;
     let mut out = Vec::new();
     for p in peers {
         let (status, unreachable) = if p.http.is_empty() {
@@ -133,7 +188,7 @@ async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
         } else {
             let url = format!("http://{}/status", p.http);
             match http.get(&url).send().await {
-                Ok(r) => match r.json::<serde_json::Value>().await {
+                Ok(r) => match r.json::<crate::wire::StatusReport>().await {
                     Ok(v) => (Some(v), None),
                     Err(e) => (None, Some(format!("{url}: {e}"))),
                 },
@@ -182,7 +237,7 @@ pub async fn snapshot(coord: &Coord, g: &GroupArgs) -> Result<Snapshot> {
     let lease = coord
         .get_lease()
         .await
-        .context("reading the Lease")?
+        .map_err(api("reading the Lease"))?
         .map(|l| LeaseView {
             name: g.lease_name.clone(),
             holder: l.record.holder,
@@ -239,29 +294,38 @@ fn unix_now() -> u64 {
 /// `redis-k8s-election switchover`: asks the leader's sidecar to hand over, then checks the
 /// Lease names the new leader.
 pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
-    let token = std::fs::read_to_string(&a.admin_token_file)
-        .with_context(|| format!("--admin-token-file {}", a.admin_token_file.display()))?;
+    let token = std::fs::read_to_string(&a.admin_token_file).map_err(|source| CtlError::File {
+        what: format!("--admin-token-file {}", a.admin_token_file.display()),
+        source,
+    })?;
     let token = token.trim();
     if token.is_empty() {
-        bail!(
+        return Err(CtlError::Refused(format!(
             "--admin-token-file {} is empty",
             a.admin_token_file.display()
-        );
+        )));
     }
     let (coord, ns) = coord(&a.group).await?;
     let before = lease(&coord, &a.group, &ns).await?;
     let leader = before.record.holder.clone();
     if leader.is_empty() {
-        bail!("the group has no leader to switch over from");
+        return Err(CtlError::Refused(
+            "the group has no leader to switch over from".into(),
+        ));
     }
-    let peers = coord.peers().await.context("listing the group's pods")?;
+    let peers = coord
+        .peers()
+        .await
+        .map_err(api("listing the group's pods"))?;
     let Some(http) = peers
         .iter()
         .find(|p| p.name == leader)
         .map(|p| p.http.clone())
         .filter(|h| !h.is_empty())
     else {
-        bail!("the leader {leader} does not publish its HTTP address on its pod");
+        return Err(CtlError::Refused(format!(
+            "the leader {leader} does not publish its HTTP address on its pod"
+        )));
     };
     let mut body = serde_json::Map::new();
     if let Some(to) = &a.to {
@@ -274,32 +338,38 @@ pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
         .json(&body)
         .send()
         .await
-        .with_context(|| format!("asking the leader {leader} at {http}"))?;
+        .map_err(http_err(format!("asking the leader {leader} at {http}")))?;
     let code = reply.status();
-    let v: serde_json::Value = reply
-        .json()
-        .await
-        .with_context(|| format!("the leader {leader} answered {code} without JSON"))?;
-    if !code.is_success() || v["ok"] != true {
-        bail!(
-            "switchover refused by {leader} ({code}, {}): {}",
-            v["code"].as_str().unwrap_or("?"),
-            v["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    let to = v["to"].as_str().unwrap_or_default().to_string();
+    let answer: SwitchoverReply = reply.json().await.map_err(http_err(format!(
+        "the leader {leader} answered {code} without a switchover reply"
+    )))?;
+    let done = match answer {
+        SwitchoverReply::Done(d) if code.is_success() && d.ok => d,
+        SwitchoverReply::Refused(r) => {
+            return Err(CtlError::Refused(format!(
+                "switchover refused by {leader} ({code}, {}): {}",
+                r.code, r.error
+            )));
+        }
+        SwitchoverReply::Done(_) => {
+            return Err(CtlError::Refused(format!(
+                "switchover refused by {leader} ({code}, ?): no reason given"
+            )));
+        }
+    };
     let after = lease(&coord, &a.group, &ns).await?;
-    if after.record.holder != to {
-        bail!(
-            "the leader reported a hand-over to {to}, but the Lease now names {:?}",
-            after.record.holder
-        );
+    if after.record.holder != done.to {
+        return Err(CtlError::Refused(format!(
+            "the leader reported a hand-over to {}, but the Lease now names {:?}",
+            done.to, after.record.holder
+        )));
     }
     println!(
-        "switched over from {leader} to {to} at epoch {}: writes held {:.1} ms; leader Service {}",
-        v["epoch"],
-        v["pauseMs"].as_f64().unwrap_or(0.0),
-        if v["routed"] == true {
+        "switched over from {leader} to {} at epoch {}: writes held {:.1} ms; leader Service {}",
+        done.to,
+        done.epoch,
+        done.pause_ms,
+        if done.routed {
             "routed to the new leader"
         } else {
             "NOT yet routed (check `status`)"
@@ -332,7 +402,7 @@ pub async fn set_paused(a: PauseArgs, pause: bool) -> Result<()> {
     let after = coord
         .set_paused(marker.as_deref())
         .await
-        .context("writing the Lease")?;
+        .map_err(api("writing the Lease"))?;
     if pause {
         println!(
             "paused: no automatic failover in {ns}/{} until `resume`; leader {} keeps leading",
@@ -360,7 +430,7 @@ pub async fn history(a: HistoryArgs) -> Result<()> {
     match a.output {
         Output::Json => println!(
             "{:#}",
-            serde_json::to_value(&entries).context("encoding the history")?
+            serde_json::to_value(&entries).map_err(CtlError::Encode)?
         ),
         Output::Table => {
             let rows: Vec<Vec<String>> = entries

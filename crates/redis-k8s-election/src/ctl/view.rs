@@ -1,6 +1,7 @@
 //! The group as `status` shows it: a pure assessment of what the Lease, the pods and the
 //! sidecars report, and its rendering as a table (like `patronictl list`) or JSON.
 
+use crate::wire::{RedisReport, RedisRole, SidecarRole, StatusReport};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -29,28 +30,28 @@ pub struct Member {
     /// Its role label's value.
     pub role_label: Option<String>,
     /// The sidecar's `/status`; `None` when it did not answer.
-    pub status: Option<Value>,
+    pub status: Option<StatusReport>,
     /// Why the sidecar did not answer.
     pub unreachable: Option<String>,
 }
 
 impl Member {
-    fn s(&self, path: &[&str]) -> Option<&Value> {
-        let mut v = self.status.as_ref()?;
-        for p in path {
-            v = v.get(*p)?;
-        }
-        (!v.is_null()).then_some(v)
+    fn redis(&self) -> Option<&RedisReport> {
+        self.status.as_ref()?.redis.as_ref()
     }
 
-    fn redis_role(&self) -> Option<&str> {
-        self.s(&["redis", "role"]).and_then(Value::as_str)
+    fn redis_role(&self) -> Option<RedisRole> {
+        self.redis().map(|r| r.role)
+    }
+
+    fn role(&self) -> Option<SidecarRole> {
+        self.status.as_ref().map(|s| s.role)
     }
 
     /// Writable: its Redis is a master and not fenced.
     fn writable(&self) -> bool {
-        self.redis_role() == Some("master")
-            && self.s(&["redis", "fenced"]).and_then(Value::as_bool) == Some(false)
+        self.redis()
+            .is_some_and(|r| r.role == RedisRole::Master && !r.fenced)
     }
 }
 
@@ -88,7 +89,7 @@ pub fn problems(
             continue;
         }
         let is_holder = m.pod == lease.holder;
-        let role = m.s(&["role"]).and_then(Value::as_str).unwrap_or("");
+        let role = m.role().map_or("", SidecarRole::as_str);
         if is_holder && role != "leader" {
             out.push(format!(
                 "{}: holds the Lease but its sidecar says {role:?}",
@@ -101,8 +102,8 @@ pub fn problems(
                 m.pod, lease.holder
             ));
         }
-        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some("replica") {
-            let master = m.s(&["redis", "master"]).and_then(Value::as_str);
+        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some(RedisRole::Replica) {
+            let master = m.redis().and_then(|r| r.master.as_deref());
             if master != Some(lease.holder_address.as_str()) {
                 out.push(format!(
                     "{}: replicates from {}, not the leader {} ({})",
@@ -113,7 +114,7 @@ pub fn problems(
                 ));
             }
         }
-        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some("master") {
+        if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some(RedisRole::Master) {
             out.push(format!(
                 "{}: its Redis is a master but the leader is {}",
                 m.pod, lease.holder
@@ -135,9 +136,9 @@ pub fn problems(
     if let Some(why) = members
         .iter()
         .find(|m| m.pod == lease.holder)
-        .and_then(|m| m.s(&["dataSafety"]))
-        .filter(|ds| ds["refusesWrites"] == "rpo")
-        .and_then(|ds| ds["refusesWritesReason"].as_str())
+        .and_then(|m| m.status.as_ref()?.data_safety.as_ref())
+        .filter(|ds| ds.refuses_writes.as_deref() == Some("rpo"))
+        .and_then(|ds| ds.refuses_writes_reason.as_deref())
     {
         out.push(format!(
             "{}: the leader refuses writes: {why}",
@@ -154,53 +155,54 @@ pub fn problems(
     out
 }
 
-fn cell(v: Option<&Value>) -> String {
-    match v {
-        None => "-".into(),
-        Some(Value::Bool(true)) => "yes".into(),
-        Some(Value::Bool(false)) => "no".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
+/// A table cell: `-` for an unknown value.
+fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn yes_no(v: Option<bool>) -> String {
+    cell(v.map(|b| if b { "yes" } else { "no" }))
 }
 
 /// A member's row: pod, role, epoch, Redis role, offset, lag, link, ready, fenced, last
 /// change.
 fn row(m: &Member, now_unix: u64) -> Vec<String> {
-    if m.status.is_none() {
+    let Some(st) = &m.status else {
         let mut r = vec![m.pod.clone(), "unreachable".into()];
         r.resize(10, "-".into());
         return r;
-    }
-    let link = match m.redis_role() {
-        Some("replica") if m.s(&["redis", "streaming"]) == Some(&Value::Bool(false)) => {
+    };
+    let redis = st.redis.as_ref();
+    let link = match redis {
+        Some(r) if r.role == RedisRole::Replica && r.streaming == Some(false) => {
             "up, no stream yet".into()
         }
-        Some("replica") => cell(m.s(&["redis", "linkUp"]))
-            .replace("yes", "up")
-            .replace("no", "down"),
+        Some(r) if r.role == RedisRole::Replica => if r.link_up { "up" } else { "down" }.into(),
         _ => "-".into(),
     };
-    let change = match (
-        m.s(&["lastChange", "unixTime"]).and_then(Value::as_u64),
-        m.s(&["lastChange", "reason"]).and_then(Value::as_str),
-    ) {
-        (Some(t), Some(why)) => format!(
-            "{} ago ({why})",
-            humantime::format_duration(std::time::Duration::from_secs(now_unix.saturating_sub(t)))
+    let change = match &st.last_change {
+        Some(c) => format!(
+            "{} ago ({})",
+            humantime::format_duration(std::time::Duration::from_secs(
+                now_unix.saturating_sub(c.unix_time)
+            )),
+            c.reason
         ),
-        _ => "-".into(),
+        None => "-".into(),
     };
     vec![
         m.pod.clone(),
-        cell(m.s(&["role"])),
-        cell(m.s(&["epoch"])),
-        cell(m.s(&["redis", "role"])),
-        cell(m.s(&["redis", "offset"])),
-        cell(m.s(&["redis", "lag"])),
+        st.role.to_string(),
+        cell(st.epoch),
+        cell(redis.map(|r| match r.role {
+            RedisRole::Master => "master",
+            RedisRole::Replica => "replica",
+        })),
+        cell(redis.map(|r| r.offset)),
+        cell(redis.and_then(|r| r.lag)),
         link,
-        cell(m.s(&["ready"])),
-        cell(m.s(&["redis", "fenced"])),
+        yes_no(Some(st.ready)),
+        yes_no(redis.map(|r| r.fenced)),
         change,
     ]
 }
@@ -291,17 +293,17 @@ pub fn render(
 /// What the leader's sidecar says of the data-safety mode, in one line.
 fn data_safety_line(lease: Option<&LeaseView>, members: &[Member]) -> String {
     let leader = lease.and_then(|l| members.iter().find(|m| m.pod == l.holder));
-    let Some(ds) = leader.and_then(|m| m.s(&["dataSafety"])) else {
+    let Some(ds) = leader.and_then(|m| m.status.as_ref()?.data_safety.as_ref()) else {
         return String::new();
     };
-    if ds["rpoMode"] != Value::Bool(true) {
+    if !ds.rpo_mode {
         return "Data safety: RPO mode off (a write is acknowledged before it reaches a replica; confirm with WAIT 1)\n".into();
     }
     format!(
         "Data safety: RPO mode on: the leader takes writes only while {} replica(s) acknowledged within {} s ({})\n",
-        cell(ds.get("minReplicas")),
-        cell(ds.get("maxReplicaLagSeconds")),
-        match ds["refusesWritesReason"].as_str() {
+        ds.min_replicas,
+        ds.max_replica_lag_seconds,
+        match ds.refuses_writes_reason.as_deref() {
             None => "taking writes".to_string(),
             Some(why) => format!("refusing writes: {why}"),
         }
@@ -352,14 +354,24 @@ mod tests {
                 }
                 .into(),
             ),
-            status: Some(json!({
-                "role": role, "epoch": 3, "ready": true,
-                "redis": {"role": redis, "offset": 100, "master": (!master.is_empty()).then_some(master),
-                          "linkUp": true, "lag": 0, "fenced": fenced},
-                "lastChange": {"epoch": 3, "reason": "elected", "unixTime": 1000},
-            })),
+            status: Some(
+                serde_json::from_value(json!({
+                    "pod": pod, "role": role, "epoch": 3, "ready": true, "fenced": fenced,
+                    "redis": {"role": redis, "offset": 100, "master": (!master.is_empty()).then_some(master),
+                              "linkUp": true, "lag": 0, "fenced": fenced, "keys": 1},
+                    "lastChange": {"epoch": 3, "reason": "elected", "unixTime": 1000},
+                }))
+                .unwrap(),
+            ),
             unreachable: None,
         }
+    }
+
+    /// Changes a member's report as the sidecar's JSON would differ.
+    fn edit(m: &mut Member, change: impl FnOnce(&mut Value)) {
+        let mut v = serde_json::to_value(m.status.take().unwrap()).unwrap();
+        change(&mut v);
+        m.status = Some(serde_json::from_value(v).unwrap());
     }
 
     fn lease() -> LeaseView {
@@ -399,12 +411,14 @@ mod tests {
             !text.contains("Data safety"),
             "no dataSafety, no line: {text}"
         );
-        m[0].status.as_mut().unwrap()["dataSafety"] = json!({
-            "rpoMode": true, "minReplicas": 1, "maxReplicaLagSeconds": 10,
-            "acceptsWrites": false, "refusesWrites": "rpo",
-            "refusesWritesReason": "RPO mode: 0 of the 1 replicas required acknowledged within 10 s",
+        edit(&mut m[0], |s| {
+            s["dataSafety"] = json!({
+                "rpoMode": true, "minReplicas": 1, "maxReplicaLagSeconds": 10,
+                "acceptsWrites": false, "refusesWrites": "rpo",
+                "refusesWritesReason": "RPO mode: 0 of the 1 replicas required acknowledged within 10 s",
+            })
         });
-        m[1].status.as_mut().unwrap()["redis"]["streaming"] = json!(false);
+        edit(&mut m[1], |s| s["redis"]["streaming"] = json!(false));
         let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
         assert!(
             p.iter()
@@ -414,7 +428,10 @@ mod tests {
         let text = render(Some(&lease()), &m, &p, 1010);
         assert!(text.contains("Data safety: RPO mode on"), "{text}");
         assert!(text.contains("up, no stream yet"), "{text}");
-        m[0].status.as_mut().unwrap()["dataSafety"] = json!({"rpoMode": false});
+        edit(&mut m[0], |s| {
+            s["dataSafety"] = json!({"rpoMode": false, "minReplicas": 0,
+                "maxReplicaLagSeconds": 10, "acceptsWrites": true})
+        });
         let text = render(Some(&lease()), &m, &[], 1010);
         assert!(text.contains("Data safety: RPO mode off"), "{text}");
     }

@@ -77,7 +77,7 @@ pub struct SidecarArgs {
     #[arg(long, env = "HANDOVER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handover_timeout: Duration,
     /// Leadership priority: lower leads first, 0 = never leads.
-    #[arg(long, env = "PRIORITY", default_value_t = 100)]
+    #[arg(long, env = "PRIORITY", default_value_t = kube_coord::wire::DEFAULT_PRIORITY)]
     pub priority: u32,
     /// Largest replication lag (bytes) at which a replica is ready.
     #[arg(long, env = "MAX_LAG", default_value_t = 1_048_576)]

@@ -5,6 +5,7 @@
 use super::handover::{HandoverError, SwitchoverRequest};
 use super::metrics::Metrics;
 use super::status::Status;
+use crate::wire::{Refusal, SidecarRole, SwitchoverDone};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -50,7 +51,14 @@ fn json_reply(code: StatusCode, body: Value) -> Response {
 }
 
 fn refusal(code: StatusCode, reason: &str, error: String) -> Response {
-    json_reply(code, json!({"ok": false, "code": reason, "error": error}))
+    json_reply(
+        code,
+        json!(Refusal {
+            ok: false,
+            code: reason.to_string(),
+            error,
+        }),
+    )
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guessed
@@ -167,9 +175,13 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
     match tokio::time::timeout(admin.answer_within, outcome).await {
         Ok(Ok(Ok(h))) => json_reply(
             StatusCode::OK,
-            json!({
-                "ok": true, "from": h.from, "to": h.to, "epoch": h.epoch,
-                "pauseMs": h.pause.as_secs_f64() * 1000.0, "routed": h.routed,
+            json!(SwitchoverDone {
+                ok: true,
+                from: h.from,
+                to: h.to,
+                epoch: h.epoch,
+                pause_ms: h.pause.as_secs_f64() * 1000.0,
+                routed: h.routed,
             }),
         ),
         Ok(Ok(Err(e))) => handover_refusal(&e),
@@ -220,7 +232,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
-fn role_check(s: &ApiState, role: &str) -> Response {
+fn role_check(s: &ApiState, role: SidecarRole) -> Response {
     let st = s.status.read().expect("status lock");
     if st.role == role && st.readiness().is_ok() {
         text(StatusCode::OK, format!("{role}\n"))
@@ -233,21 +245,23 @@ fn role_check(s: &ApiState, role: &str) -> Response {
 }
 
 async fn leader(State(s): State<ApiState>) -> Response {
-    role_check(&s, "leader")
+    role_check(&s, SidecarRole::Leader)
 }
 
 async fn replica(State(s): State<ApiState>) -> Response {
-    role_check(&s, "replica")
+    role_check(&s, SidecarRole::Replica)
 }
 
 async fn status(State(s): State<ApiState>) -> Response {
-    let body = s.status.read().expect("status lock").to_json();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    let report = s.status.read().expect("status lock").report();
+    match serde_json::to_value(&report) {
+        Ok(body) => json_reply(StatusCode::OK, body),
+        Err(e) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding",
+            format!("encoding the status: {e}"),
+        ),
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

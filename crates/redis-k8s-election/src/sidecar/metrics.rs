@@ -1,5 +1,6 @@
 //! Prometheus metrics of the sidecar (text exposition on `/metrics`).
 
+use crate::wire::SidecarRole;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -155,10 +156,17 @@ impl Metrics {
     }
 
     /// Marks `role` as the current role.
-    pub fn set_role(&self, role: &str) {
-        for r in ["leader", "replica", "candidate", "undecided"] {
+    pub fn set_role(&self, role: SidecarRole) {
+        for r in [
+            SidecarRole::Leader,
+            SidecarRole::Replica,
+            SidecarRole::Candidate,
+            SidecarRole::Undecided,
+        ] {
             self.role
-                .get_or_create(&RoleLabel { role: r.into() })
+                .get_or_create(&RoleLabel {
+                    role: r.as_str().into(),
+                })
                 .set(i64::from(r == role));
         }
     }
@@ -185,7 +193,7 @@ mod tests {
     #[test]
     fn exposition_has_the_names() {
         let m = Metrics::new();
-        m.set_role("leader");
+        m.set_role(SidecarRole::Leader);
         m.api_errors
             .get_or_create(&Kind {
                 kind: "timeout".into(),

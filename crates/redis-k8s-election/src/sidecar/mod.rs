@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod status;
 
+use crate::wire::{self, PodSummary, SidecarRole};
 use config::{SidecarConfig, split_host_port};
 use election::Mono;
 use election::elector::{Action, Elector, Input, Purpose, Role, WriteIntent};
@@ -20,7 +21,6 @@ use kube_coord::{Coord, CoordError, history};
 use metrics::{Kind, Metrics};
 use redis_node::info::Role as RedisRole;
 use redis_node::{NodeConfig, RedisNode};
-use serde_json::json;
 use status::{RedisView, Status};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -36,8 +36,8 @@ const LAG_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// No usable Kubernetes configuration.
-    #[error("--kubeconfig: {0}")]
-    Kube(String),
+    #[error("--kubeconfig")]
+    Kube(#[source] kube_coord::client::ClientError),
     /// The HTTP address cannot be bound.
     #[error("--http-addr {addr}: {source}")]
     Http {
@@ -194,10 +194,10 @@ impl Runtime {
 
     fn sync_status(&mut self) {
         let role = match self.elector.role() {
-            Role::Undecided => "undecided",
-            Role::Leader { .. } => "leader",
-            Role::Follower { .. } => "replica",
-            Role::Candidate => "candidate",
+            Role::Undecided => SidecarRole::Undecided,
+            Role::Leader { .. } => SidecarRole::Leader,
+            Role::Follower { .. } => SidecarRole::Replica,
+            Role::Candidate => SidecarRole::Candidate,
         };
         let mut st = self.status.write().expect("status lock");
         st.role = role;
@@ -228,9 +228,9 @@ impl Runtime {
         if let Some(e) = st.epoch {
             self.metrics.epoch.set(i64::from(e));
         }
-        if role == "candidate" {
+        if role == SidecarRole::Candidate {
             self.candidate_since.get_or_insert_with(Instant::now);
-        } else if role == "replica" {
+        } else if role == SidecarRole::Replica {
             self.candidate_since = None;
         }
     }
@@ -590,8 +590,7 @@ impl Runtime {
             let priority = peer
                 .status
                 .as_ref()
-                .and_then(|s| s["priority"].as_u64())
-                .unwrap_or(100) as u32;
+                .map_or(kube_coord::wire::DEFAULT_PRIORITY, |s| s.priority);
             let Some((host, port)) = split_host_port(&peer.address) else {
                 continue;
             };
@@ -632,14 +631,14 @@ impl Runtime {
             match &probe {
                 Ok(p) => {
                     let (role, master, link_up) = match &p.info.role {
-                        RedisRole::Master => ("master", None, false),
+                        RedisRole::Master => (wire::RedisRole::Master, None, false),
                         RedisRole::Replica {
                             master_host,
                             master_port,
                             link_up,
                             ..
                         } => (
-                            "replica",
+                            wire::RedisRole::Replica,
                             Some(format!("{master_host}:{master_port}")),
                             *link_up,
                         ),
@@ -913,11 +912,14 @@ impl Runtime {
     /// Annotates our pod with the lease, our address and a short status, when they change.
     async fn publish(&mut self) {
         let st = self.status.read().expect("status lock").clone();
-        let summary = json!({
-            "role": st.role, "epoch": st.epoch, "priority": self.cfg.priority,
-            "fenced": st.fenced, "ready": st.readiness().is_ok(),
+        let summary = serde_json::to_string(&PodSummary {
+            role: st.role,
+            epoch: st.epoch,
+            priority: self.cfg.priority,
+            fenced: st.fenced,
+            ready: st.readiness().is_ok(),
         })
-        .to_string();
+        .expect("a PodSummary always encodes");
         if self.published.as_deref() == Some(summary.as_str()) {
             return;
         }
@@ -952,7 +954,7 @@ impl Runtime {
 }
 
 async fn kube_client(cfg: &SidecarConfig) -> Result<(kube::Client, String), StartError> {
-    crate::kube_client(cfg.kubeconfig.as_deref(), cfg.namespace.as_deref())
+    kube_coord::client::connect(cfg.kubeconfig.as_deref(), cfg.namespace.as_deref())
         .await
         .map_err(StartError::Kube)
 }

@@ -1,7 +1,7 @@
 //! What the sidecar knows, shared between the control loop and the HTTP API, and the pure
 //! readiness rule built on it.
 
-use serde_json::{Value, json};
+use crate::wire::{DataSafety, LastChange, RedisReport, RedisRole, SidecarRole, StatusReport};
 use std::time::{Duration, Instant};
 
 /// Whether the leader streams to this replica, from the leader's own list of its replicas.
@@ -77,8 +77,8 @@ impl WriteRefusal {
 /// The local Redis as last probed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisView {
-    /// `master` or `replica`.
-    pub role: &'static str,
+    /// What the local Redis says it is.
+    pub role: RedisRole,
     /// `master_repl_offset`.
     pub offset: u64,
     /// For a replica: `master_host:master_port`.
@@ -104,8 +104,8 @@ pub struct RedisView {
 pub struct Status {
     /// This pod.
     pub pod: String,
-    /// `undecided`, `leader`, `replica` or `candidate`.
-    pub role: &'static str,
+    /// The sidecar's role in the election.
+    pub role: SidecarRole,
     /// The leader's name, when one is known.
     pub leader: Option<String>,
     /// The leader's announce address.
@@ -141,7 +141,7 @@ impl Status {
     pub fn new(pod: &str, max_lag: u64) -> Self {
         Self {
             pod: pod.to_string(),
-            role: "undecided",
+            role: SidecarRole::Undecided,
             leader: None,
             leader_address: None,
             epoch: None,
@@ -165,7 +165,7 @@ impl Status {
         let Some(r) = &self.redis else {
             return Err(WriteRefusal::Unreachable);
         };
-        if r.role != "master" {
+        if r.role != RedisRole::Master {
             return Err(WriteRefusal::Replica);
         }
         if self.fenced || r.fenced {
@@ -193,8 +193,8 @@ impl Status {
             ));
         };
         match self.role {
-            "leader" => {
-                if r.role != "master" {
+            SidecarRole::Leader => {
+                if r.role != RedisRole::Master {
                     Err("leading, but the local Redis is not a master yet".into())
                 } else if self.fenced || r.fenced {
                     Err("leading, but the local Redis is fenced".into())
@@ -202,8 +202,8 @@ impl Status {
                     Ok(())
                 }
             }
-            "replica" => {
-                if r.role != "replica" {
+            SidecarRole::Replica => {
+                if r.role != RedisRole::Replica {
                     return Err("following, but the local Redis is not a replica yet".into());
                 }
                 if r.master != self.leader_address {
@@ -237,40 +237,53 @@ impl Status {
         self.last_loop.elapsed() <= within
     }
 
-    /// `/status` JSON.
-    pub fn to_json(&self) -> Value {
+    /// What `GET /status` answers.
+    pub fn report(&self) -> StatusReport {
         let refusal = self.accepts_writes().err();
-        json!({
-            "pod": self.pod,
-            "role": self.role,
-            "leader": self.leader,
-            "leaderAddress": self.leader_address,
-            "epoch": self.epoch,
-            "fenced": self.fenced,
-            "paused": self.paused,
-            "ready": self.readiness().is_ok(),
-            "notReadyReason": self.readiness().err(),
-            "redis": self.redis.as_ref().map(|r| json!({
-                "role": r.role, "offset": r.offset, "master": r.master, "linkUp": r.link_up,
-                "lag": r.lag, "keys": r.keys, "fenced": r.fenced,
-                "ackedOffset": r.stream.map(|s| s.acked_offset),
-                "streaming": r.stream.map(|s| s.streaming),
-                "replicas": (r.role == "master").then_some(r.replicas),
-                "goodReplicas": r.good_replicas,
-            })),
-            "dataSafety": {
-                "rpoMode": self.min_replicas > 0,
-                "minReplicas": self.min_replicas,
-                "maxReplicaLagSeconds": self.max_replica_lag_secs,
-                "acceptsWrites": refusal.is_none(),
-                "refusesWrites": refusal.map(|r| r.code()),
-                "refusesWritesReason": refusal.map(|r| r.to_string()),
-            },
-            "redisError": self.redis_error,
-            "apiError": self.api_error,
-            "lastChange": self.last_change.as_ref().map(|(e, why, at)| json!({"epoch": e, "reason": why, "unixTime": at})),
-            "secondsSinceRenew": self.last_renew.map(|t| t.elapsed().as_secs_f64()),
-        })
+        let readiness = self.readiness();
+        StatusReport {
+            pod: self.pod.clone(),
+            role: self.role,
+            leader: self.leader.clone(),
+            leader_address: self.leader_address.clone(),
+            epoch: self.epoch,
+            fenced: self.fenced,
+            paused: self.paused.clone(),
+            ready: readiness.is_ok(),
+            not_ready_reason: readiness.err(),
+            redis: self.redis.as_ref().map(|r| RedisReport {
+                role: r.role,
+                offset: r.offset,
+                master: r.master.clone(),
+                link_up: r.link_up,
+                lag: r.lag,
+                keys: r.keys,
+                fenced: r.fenced,
+                acked_offset: r.stream.map(|s| s.acked_offset),
+                streaming: r.stream.map(|s| s.streaming),
+                replicas: (r.role == RedisRole::Master).then_some(r.replicas),
+                good_replicas: r.good_replicas,
+            }),
+            data_safety: Some(DataSafety {
+                rpo_mode: self.min_replicas > 0,
+                min_replicas: self.min_replicas,
+                max_replica_lag_seconds: self.max_replica_lag_secs,
+                accepts_writes: refusal.is_none(),
+                refuses_writes: refusal.map(|r| r.code().to_string()),
+                refuses_writes_reason: refusal.map(|r| r.to_string()),
+            }),
+            redis_error: self.redis_error.clone(),
+            api_error: self.api_error.clone(),
+            last_change: self
+                .last_change
+                .as_ref()
+                .map(|(epoch, reason, unix_time)| LastChange {
+                    epoch: *epoch,
+                    reason: reason.clone(),
+                    unix_time: *unix_time,
+                }),
+            seconds_since_renew: self.last_renew.map(|t| t.elapsed().as_secs_f64()),
+        }
     }
 }
 
@@ -280,7 +293,7 @@ mod tests {
 
     fn replica(master: &str, link_up: bool, lag: Option<u64>) -> RedisView {
         RedisView {
-            role: "replica",
+            role: RedisRole::Replica,
             offset: 10,
             master: Some(master.into()),
             link_up,
@@ -299,7 +312,7 @@ mod tests {
         assert!(s.readiness().is_err(), "no probe yet");
         s.redis = Some(replica("l:6379", true, Some(5)));
         assert!(s.readiness().is_err(), "undecided");
-        s.role = "replica";
+        s.role = SidecarRole::Replica;
         s.leader_address = Some("l:6379".into());
         assert!(s.readiness().is_ok());
         s.redis = Some(replica("l:6379", true, Some(500)));
@@ -321,10 +334,10 @@ mod tests {
         });
         s.redis = Some(not_streaming);
         assert!(s.readiness().is_ok());
-        s.role = "leader";
+        s.role = SidecarRole::Leader;
         s.fenced = false;
         s.redis = Some(RedisView {
-            role: "master",
+            role: RedisRole::Master,
             offset: 1,
             master: None,
             link_up: false,
@@ -348,11 +361,12 @@ mod tests {
             s.readiness().is_ok(),
             "a leader refusing writes stays routed"
         );
-        assert_eq!(s.to_json()["dataSafety"]["acceptsWrites"], false);
-        assert_eq!(s.to_json()["dataSafety"]["refusesWrites"], "rpo");
+        let json = serde_json::to_value(s.report()).unwrap();
+        assert_eq!(json["dataSafety"]["acceptsWrites"], false);
+        assert_eq!(json["dataSafety"]["refusesWrites"], "rpo");
         s.fenced = true;
         assert!(s.readiness().is_err());
-        assert_eq!(s.to_json()["ready"], false);
+        assert_eq!(serde_json::to_value(s.report()).unwrap()["ready"], false);
     }
 
     #[test]
