@@ -105,8 +105,39 @@ pub struct WriteIntent {
     pub handover_to: String,
     /// The pause marker, copied from the record written over.
     pub paused: String,
-    /// The history, copied from the record written over (the caller may append to it).
+    /// The history, copied from the record written over.
     pub history: String,
+    /// The change of leader this write makes, for the caller to append to the history in
+    /// the same write; `None` for renewals, releases and re-acquiring our own lease. (Boxed:
+    /// it is rare, and keeps every [`Action`] small.)
+    pub change: Option<Box<LeaderChange>>,
+}
+
+/// Why the leader changed, as the history records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeReason {
+    /// The first leader: the Lease did not exist, or was never held.
+    Elected,
+    /// The previous leader released the lease (it stopped, or its Redis died). The history
+    /// writer records `elected` when its history is empty (nobody led before).
+    AfterRelease,
+    /// The previous leader's lease expired unrenewed.
+    Expired,
+    /// A planned move (`handover` on shutdown, `switchover` by an operator).
+    Planned(String),
+}
+
+/// A change of leader that a write makes: the history entry without its wall-clock time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// The previous leader; `None`: the last leader the history records (a released lease
+    /// names nobody).
+    pub from: Option<String>,
+    /// Why.
+    pub reason: ChangeReason,
+    /// How long the group had no writable leader: the new leader's wait for a valid lease,
+    /// or a hand-over's write pause.
+    pub took: Duration,
 }
 
 /// What happened, as the caller saw it.
@@ -131,6 +162,20 @@ pub enum Input {
     RedisHealth(bool),
     /// Whether this sidecar may run for leader now (priority, ranking back-off).
     Eligible(bool),
+    /// A planned move: hand the lease to `target` (announcing `address`). The caller sends
+    /// this only after the target caught up and the local Redis is fenced, with writes held
+    /// since `held` ago; `reason` is `handover` or `switchover`. The step answers with the
+    /// hand-over write, or [`Action::HandoverRefused`].
+    HandOver {
+        /// The pod that takes over.
+        target: String,
+        /// Its Redis' announce address.
+        address: String,
+        /// `handover` (shutdown) or `switchover` (an operator).
+        reason: String,
+        /// How long writes have been held.
+        held: Duration,
+    },
     /// Stop: release the lease if we hold it.
     Shutdown,
 }
@@ -171,6 +216,11 @@ pub enum Action {
     /// We no longer lead (after a fence or a release).
     SteppedDown {
         /// Why.
+        reason: &'static str,
+    },
+    /// A [`Input::HandOver`] cannot be written now: not leading, or a write is in flight.
+    HandoverRefused {
+        /// Why, in words.
         reason: &'static str,
     },
 }
@@ -251,6 +301,16 @@ pub struct Elector {
     jitter: f64,
     /// State of the xorshift generator behind `jitter`: seeded, so runs are reproducible.
     rng: u64,
+    /// Since when (local time) no valid leader was known to this elector; `None` while it
+    /// follows. A new leader's history entry and failover metric say how long that was.
+    leaderless_since: Option<Mono>,
+    /// A hand-over write failed without an answer: it may have committed, and the target may
+    /// be leading already. Writes must not resume on the local Redis until a renewal proves
+    /// the lease is still ours (then the hand-over write, made against the same version,
+    /// can never commit) or an observation shows the target holds it (then we step down).
+    handover_unresolved: bool,
+    /// How long no valid leader was known before this elector's last promotion.
+    promoted_after: Duration,
 }
 
 impl Elector {
@@ -275,6 +335,9 @@ impl Elector {
             stale: true,
             jitter: 1.0,
             rng: 0,
+            leaderless_since: None,
+            handover_unresolved: false,
+            promoted_after: Duration::ZERO,
         }
         .seeded_by_identity()
     }
@@ -323,6 +386,26 @@ impl Elector {
         self.fenced
     }
 
+    /// How long no valid leader has been known to this elector at `now` (zero while it
+    /// follows). Read at a promotion, it is how long the failover took as seen from here.
+    pub fn leaderless_for(&self, now: Mono) -> Duration {
+        self.leaderless_since
+            .map_or(Duration::ZERO, |t| now.saturating_sub(t))
+    }
+
+    /// How long no valid leader was known to this elector before its last promotion: the
+    /// failover time as seen from here (zero for a hand-over it was granted at once).
+    pub fn promoted_after(&self) -> Duration {
+        self.promoted_after
+    }
+
+    /// Whether the runtime may let clients write to the local Redis again after a hand-over
+    /// that did not happen (or a repair): leading, not fenced by this elector, and no
+    /// hand-over write whose outcome is unknown.
+    pub fn writes_may_resume(&self) -> bool {
+        matches!(self.role, Role::Leader { .. }) && !self.fenced && !self.handover_unresolved
+    }
+
     /// The last observed Lease.
     pub fn observed(&self) -> Option<&ObservedLease> {
         self.observed.as_ref().map(|(l, _)| l)
@@ -335,12 +418,18 @@ impl Elector {
         }
     }
 
-    fn step_down(&mut self, reason: &'static str, out: &mut Vec<Action>) {
+    fn step_down(&mut self, now: Mono, reason: &'static str, out: &mut Vec<Action>) {
         self.fence(reason, out);
         if matches!(self.role, Role::Leader { .. }) {
             out.push(Action::SteppedDown { reason });
         }
+        self.become_candidate(now);
+    }
+
+    fn become_candidate(&mut self, now: Mono) {
         self.role = Role::Candidate;
+        self.handover_unresolved = false;
+        self.leaderless_since.get_or_insert(now);
     }
 
     /// Records an observation, resetting the observed time only when the record changed.
@@ -438,6 +527,21 @@ impl Elector {
                 )
             }
         };
+        // A new leader (a new epoch in our name) records how it came to lead.
+        let change = (purpose == Purpose::Acquire
+            && prev.is_none_or(|p| p.transitions != transitions))
+        .then(|| {
+            let (from, reason) = match prev {
+                None => (Some(String::new()), ChangeReason::Elected),
+                Some(p) if p.holder.is_empty() => (None, ChangeReason::AfterRelease),
+                Some(p) => (Some(p.holder.clone()), ChangeReason::Expired),
+            };
+            Box::new(LeaderChange {
+                from,
+                reason,
+                took: self.leaderless_for(now),
+            })
+        });
         self.pending = Some(purpose);
         self.last_attempt = Some(now);
         self.redraw_jitter();
@@ -452,6 +556,7 @@ impl Elector {
             handover_to: String::new(),
             paused,
             history,
+            change,
         }));
     }
 
@@ -459,30 +564,45 @@ impl Elector {
         self.last_attempt.is_none_or(|t| now >= t + self.pause())
     }
 
-    /// The write that hands our lease to `target` (announcing `address`) on a planned move,
-    /// or `None` when we do not lead or a write is in flight. The caller sends it only after
-    /// the target has caught up and the local Redis is fenced, and reports the outcome as
-    /// usual; on success this elector steps down.
-    pub fn handover(&mut self, now: Mono, target: &str, address: &str) -> Option<WriteIntent> {
-        if !matches!(self.role, Role::Leader { .. }) || self.pending.is_some() {
-            return None;
+    /// The write that hands our lease to `target` (announcing `address`) on a planned move;
+    /// `Err` when we do not lead or a write is in flight. On success this elector steps down.
+    fn handover_intent(
+        &mut self,
+        now: Mono,
+        target: String,
+        address: String,
+        reason: String,
+        held: Duration,
+    ) -> Result<WriteIntent, &'static str> {
+        if !matches!(self.role, Role::Leader { .. }) {
+            return Err("this pod is not the leader");
         }
-        let (lease, _) = self.observed.as_ref()?;
+        if self.pending.is_some() {
+            return Err("a Lease write is in flight");
+        }
+        let Some((lease, _)) = self.observed.as_ref() else {
+            return Err("the Lease has not been read yet");
+        };
         let intent = WriteIntent {
             purpose: Purpose::Handover,
             version: Some(lease.version.clone()),
-            holder: target.to_string(),
-            holder_address: address.to_string(),
+            holder: target.clone(),
+            holder_address: address,
             lease_duration: self.timing.lease_duration,
             transitions: lease.record.transitions.saturating_add(1),
             acquire: Stamp::Now,
-            handover_to: target.to_string(),
+            handover_to: target,
             paused: lease.record.paused.clone(),
             history: lease.record.history.clone(),
+            change: Some(Box::new(LeaderChange {
+                from: Some(self.id.clone()),
+                reason: ChangeReason::Planned(reason),
+                took: held,
+            })),
         };
         self.pending = Some(Purpose::Handover);
         self.last_attempt = Some(now);
-        Some(intent)
+        Ok(intent)
     }
 
     /// Advances the machine by one input at local time `now`.
@@ -508,12 +628,12 @@ impl Elector {
                 match (purpose, ours) {
                     (Some(Purpose::Handover), _) => {
                         if matches!(self.role, Role::Leader { .. }) {
-                            self.step_down("handed over", &mut out);
+                            self.step_down(now, "handed over", &mut out);
                         }
                     }
                     (Some(Purpose::Release), _) | (_, false) => {
                         if matches!(self.role, Role::Leader { .. }) {
-                            self.step_down("released", &mut out);
+                            self.step_down(now, "released", &mut out);
                         }
                     }
                     (Some(_), true) if self.stopping || (!self.healthy && !self.paused()) => {
@@ -534,6 +654,8 @@ impl Elector {
                                 });
                             }
                             out.push(Action::Promote { epoch });
+                            self.promoted_after = self.leaderless_for(now);
+                            self.leaderless_since = None;
                             self.fenced = false;
                         }
                         self.role = Role::Leader {
@@ -541,6 +663,9 @@ impl Elector {
                             base: sent_at,
                         };
                         self.led = true;
+                        // This write was made against the version the hand-over was: that
+                        // one can no longer commit.
+                        self.handover_unresolved = false;
                     }
                     (None, true) => {}
                 }
@@ -551,7 +676,9 @@ impl Elector {
                 out.push(Action::Refresh);
             }
             Input::WriteFailed => {
-                self.pending = None;
+                if self.pending.take() == Some(Purpose::Handover) {
+                    self.handover_unresolved = true;
+                }
                 self.stale = true;
             }
             Input::RedisHealth(h) => self.healthy = h,
@@ -560,6 +687,15 @@ impl Elector {
                 self.ranked |= self.role == Role::Candidate;
             }
             Input::Shutdown => self.stopping = true,
+            Input::HandOver {
+                target,
+                address,
+                reason,
+                held,
+            } => match self.handover_intent(now, target, address, reason, held) {
+                Ok(intent) => out.push(Action::Write(intent)),
+                Err(reason) => out.push(Action::HandoverRefused { reason }),
+            },
         }
         self.evaluate(now, &mut out);
         Step {
@@ -571,13 +707,13 @@ impl Elector {
     fn evaluate(&mut self, now: Mono, out: &mut Vec<Action>) {
         if let Role::Leader { base, .. } = self.role {
             if now >= base + self.timing.renew_deadline {
-                self.step_down("renew deadline passed", out);
+                self.step_down(now, "renew deadline passed", out);
             } else if self
                 .observed
                 .as_ref()
                 .is_some_and(|(l, _)| l.record.holder != self.id)
             {
-                self.step_down("lease taken by another holder", out);
+                self.step_down(now, "lease taken by another holder", out);
             } else if (!self.healthy && !self.paused()) || self.stopping {
                 let reason = if self.stopping {
                     "shutting down"
@@ -620,6 +756,7 @@ impl Elector {
                 });
                 self.role = follow;
                 self.fenced = false;
+                self.leaderless_since = None;
             }
             return;
         }
@@ -631,7 +768,7 @@ impl Elector {
                 "no valid leader"
             };
             self.fence(reason, out);
-            self.role = Role::Candidate;
+            self.become_candidate(now);
         }
         if !self.absent && self.observed.is_none() {
             return;
@@ -1001,13 +1138,32 @@ mod tests {
     fn handover_names_the_target_who_takes_it_without_ranking() {
         // The leader hands over.
         let mut a = leading(3);
-        let w = a.handover(ms(10), "b", "b:6379").unwrap();
+        let hand_over = |target: &str| Input::HandOver {
+            target: target.into(),
+            address: format!("{target}:6379"),
+            reason: "switchover".into(),
+            held: ms(7),
+        };
+        let s = a.step(ms(10), hand_over("b"));
+        let w = writes(&s).into_iter().next().expect("the hand-over write");
         assert_eq!(
             (w.holder.as_str(), w.transitions, w.handover_to.as_str()),
             ("b", 4, "b")
         );
-        assert!(
-            a.handover(ms(11), "b", "b:6379").is_none(),
+        assert_eq!(
+            w.change.as_deref(),
+            Some(&LeaderChange {
+                from: Some("a".into()),
+                reason: ChangeReason::Planned("switchover".into()),
+                took: ms(7)
+            }),
+            "the history entry is the hand-over's"
+        );
+        assert_eq!(
+            a.step(ms(11), hand_over("b")).actions,
+            vec![Action::HandoverRefused {
+                reason: "a Lease write is in flight"
+            }],
             "one write at a time"
         );
         let mut handed = lease("b", 4, "2", "r2");
@@ -1042,6 +1198,94 @@ mod tests {
             !s.actions.iter().any(|a| matches!(a, Action::Write(_))),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn a_hand_over_write_without_an_answer_keeps_writes_held_until_the_lease_says_whose_it_is() {
+        let hand_over = Input::HandOver {
+            target: "b".into(),
+            address: "b:6379".into(),
+            reason: "switchover".into(),
+            held: ms(5),
+        };
+        // The write timed out: it may have committed, so writes may not resume ...
+        let mut a = leading(3);
+        assert!(a.writes_may_resume());
+        a.step(ms(10), hand_over.clone());
+        a.step(ms(510), Input::WriteFailed);
+        assert!(matches!(a.role(), Role::Leader { .. }));
+        assert!(!a.writes_may_resume(), "the target may be leading already");
+        // ... until a renewal against the same version commits (the hand-over never can) ...
+        let s = a.step(ms(1_010), Input::Tick);
+        let renew = writes(&s).into_iter().next().expect("a renewal");
+        assert_eq!(renew.purpose, Purpose::Renew);
+        a.step(
+            ms(1_011),
+            Input::WriteSucceeded {
+                sent_at: ms(1_010),
+                lease: lease("a", 3, "2", "r2"),
+            },
+        );
+        assert!(a.writes_may_resume());
+        // ... or the Lease shows the target holding it: step down.
+        let mut a = leading(3);
+        a.step(ms(10), hand_over);
+        a.step(ms(510), Input::WriteFailed);
+        let mut handed = lease("b", 4, "2", "r2");
+        handed.record.handover_to = "b".into();
+        let s = a.step(ms(520), Input::Observed(Some(handed)));
+        assert!(
+            s.actions
+                .iter()
+                .any(|x| matches!(x, Action::SteppedDown { .. }))
+        );
+        assert!(!a.writes_may_resume());
+    }
+
+    #[test]
+    fn a_new_leader_records_how_it_came_to_lead() {
+        // The first leader of a new Lease.
+        let mut e = Elector::new("a", "a:6379", timing());
+        ready(&mut e, ms(0));
+        let s = e.step(ms(40), Input::Observed(None));
+        let w = writes(&s).into_iter().next().expect("create");
+        assert_eq!(
+            w.change.as_deref(),
+            Some(&LeaderChange {
+                from: Some(String::new()),
+                reason: ChangeReason::Elected,
+                took: ms(0)
+            }),
+            "undecided until the first read: no leaderless time before it"
+        );
+        // After an expiry: the expired holder, and how long this pod saw no leader.
+        let mut e = Elector::new("b", "b:6379", timing());
+        e.step(ms(0), Input::RedisHealth(true));
+        e.step(ms(0), Input::Observed(Some(lease("a", 3, "1", "r1"))));
+        let s = e.step(ms(10_000), Input::Tick);
+        assert!(writes(&s).is_empty(), "not eligible yet");
+        assert_eq!(e.role(), &Role::Candidate);
+        let s = e.step(ms(10_300), Input::Eligible(true));
+        let w = writes(&s).into_iter().next().expect("acquire");
+        let change = w.change.expect("a new epoch");
+        assert_eq!(
+            (change.from.as_deref(), &change.reason),
+            (Some("a"), &ChangeReason::Expired)
+        );
+        assert_eq!(change.took, ms(300), "a candidate since the expiry");
+        // After a release: the history says who led.
+        let mut e = Elector::new("b", "b:6379", timing());
+        ready(&mut e, ms(0));
+        let s = e.step(ms(5), Input::Observed(Some(free(3, "2"))));
+        let w = writes(&s).into_iter().next().expect("acquire");
+        assert_eq!(
+            w.change.map(|c| (c.from.clone(), c.reason.clone())),
+            Some((None, ChangeReason::AfterRelease))
+        );
+        // Renewing, or taking our own lease back, changes nothing.
+        let mut a = leading(3);
+        let s = a.step(ms(3_000), Input::Tick);
+        assert!(writes(&s).iter().all(|w| w.change.is_none()));
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! * [`timing`]: the lease duration / renew deadline / retry period rules and the failover
 //!   budget they imply.
 //! * [`rank`]: which candidate should lead (invariant 3 of the design).
+//! * [`candidacy`]: whether a candidate runs now or backs off for a better peer, and how
+//!   long at most.
+//! * [`handover`]: which replica a planned move hands the lease to.
 //! * [`elector`]: the lease elector with client-go semantics, as a state machine advanced by
 //!   [`elector::Elector::step`], which returns the actions for the caller to carry out.
 //!
 //! Time is a monotonic reading passed in by the caller ([`Mono`]), so tests drive it with a
 //! scripted clock and the property tests run clocks at different rates.
 
+pub mod candidacy;
 pub mod elector;
+pub mod handover;
 pub mod rank;
 pub mod timing;
 

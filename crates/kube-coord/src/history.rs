@@ -45,9 +45,96 @@ pub fn append(stored: &str, entry: Entry) -> String {
     serde_json::to_string(&entries).expect("history entries serialize")
 }
 
+/// `stored` with the entry for `change` appended: the change of leader a write makes, to
+/// `to` at `epoch`, at wall-clock time `time`. A released lease names nobody, so its previous
+/// leader is the last one this history records (and with no entry at all, nobody led before:
+/// `elected`).
+pub fn record(
+    stored: &str,
+    epoch: u32,
+    to: &str,
+    change: &election::elector::LeaderChange,
+    time: String,
+) -> String {
+    use election::elector::ChangeReason;
+    let last_to = parse(stored).last().map(|e| e.to.clone());
+    let reason = match &change.reason {
+        ChangeReason::Elected => "elected".to_string(),
+        ChangeReason::AfterRelease if last_to.is_none() => "elected".to_string(),
+        ChangeReason::AfterRelease => "released".to_string(),
+        ChangeReason::Expired => "expired".to_string(),
+        ChangeReason::Planned(why) => why.clone(),
+    };
+    append(
+        stored,
+        Entry {
+            epoch,
+            time,
+            from: change.from.clone().or(last_to).unwrap_or_default(),
+            to: to.to_string(),
+            reason,
+            duration_ms: change.took.as_millis() as u64,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use election::elector::{ChangeReason, LeaderChange};
+    use std::time::Duration;
+
+    #[test]
+    fn a_change_is_recorded_with_who_led_before() {
+        let change = |from: Option<&str>, reason| LeaderChange {
+            from: from.map(str::to_string),
+            reason,
+            took: Duration::from_millis(1500),
+        };
+        let t = || "2026-12-02T00:00:00Z".to_string();
+        let first = record("", 0, "a", &change(None, ChangeReason::AfterRelease), t());
+        assert_eq!(
+            parse(&first),
+            vec![Entry {
+                epoch: 0,
+                time: t(),
+                from: String::new(),
+                to: "a".into(),
+                reason: "elected".into(),
+                duration_ms: 1500,
+            }],
+            "a released lease nobody held before"
+        );
+        let released = record(
+            &first,
+            1,
+            "b",
+            &change(None, ChangeReason::AfterRelease),
+            t(),
+        );
+        let last = parse(&released).pop().unwrap();
+        assert_eq!(
+            (last.from.as_str(), last.reason.as_str()),
+            ("a", "released")
+        );
+        let expired = record(
+            &released,
+            2,
+            "c",
+            &change(Some("b"), ChangeReason::Expired),
+            t(),
+        );
+        let last = parse(&expired).pop().unwrap();
+        assert_eq!((last.from.as_str(), last.reason.as_str()), ("b", "expired"));
+        let planned = change(Some("c"), ChangeReason::Planned("switchover".into()));
+        let last = parse(&record(&expired, 3, "a", &planned, t()))
+            .pop()
+            .unwrap();
+        assert_eq!(
+            (last.from.as_str(), last.reason.as_str()),
+            ("c", "switchover")
+        );
+    }
 
     fn entry(epoch: u32) -> Entry {
         Entry {

@@ -204,8 +204,19 @@ pub fn lease_for(name: &str, intent: &WriteIntent) -> Lease {
     if !intent.paused.is_empty() {
         annotations.insert(PAUSED_ANNOTATION.to_string(), intent.paused.clone());
     }
-    if !intent.history.is_empty() {
-        annotations.insert(HISTORY_ANNOTATION.to_string(), intent.history.clone());
+    // A new leader's entry goes into the same compare-and-set write that makes it leader.
+    let history = match &intent.change {
+        Some(change) => history::record(
+            &intent.history,
+            intent.transitions,
+            &intent.holder,
+            change,
+            t.to_string(),
+        ),
+        None => intent.history.clone(),
+    };
+    if !history.is_empty() {
+        annotations.insert(HISTORY_ANNOTATION.to_string(), history);
     }
     Lease {
         metadata: ObjectMeta {
@@ -455,6 +466,7 @@ mod tests {
             handover_to: String::new(),
             paused: "since 2026-11-24T00:00:00Z".into(),
             history: "[]".into(),
+            change: None,
         };
         let lease = lease_for("l", &intent);
         assert_eq!(lease.spec.as_ref().unwrap().lease_duration_seconds, Some(3));

@@ -11,11 +11,8 @@
 //!
 //! `cargo bench -p redis-k8s-election --bench failover [-- --runs N] [--switchovers N]`
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::measure::percentile;
-use common::*;
+use harness::measure::percentile;
+use harness::*;
 use std::time::{Duration, Instant};
 
 fn summary(label: &str, v: Vec<f64>) -> String {

@@ -7,11 +7,8 @@
 //! longest convergence after healing, and exits 1 with the violations and a timeline if an
 //! invariant broke.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::faults::run;
-use common::flag;
+use harness::faults::run;
+use harness::flag;
 use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]

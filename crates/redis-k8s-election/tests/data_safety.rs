@@ -15,10 +15,8 @@
 //! * the RPO mode (`MIN_REPLICAS`): a leader cut off from its replicas stops acknowledging
 //!   writes within `MAX_REPLICA_LAG`; without it, it acknowledges them alone (the control).
 
-mod common;
-
-use common::cluster::{KubeGroup, Overrides, Profile, REDIS_PORT};
-use common::measure::{Ack, ClientWriter, Route, connect, lost_writes, probe_redis, send_signal};
+use harness::cluster::{KubeGroup, Overrides, Profile, REDIS_PORT};
+use harness::measure::{Ack, ClientWriter, Route, connect, lost_writes, probe_redis, send_signal};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use redis_node::info::Role;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

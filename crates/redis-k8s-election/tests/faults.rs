@@ -4,8 +4,6 @@
 //! `FAULTS_VERBOSE=1` prints the timeline as it happens. The long version:
 //! `cargo bench -p redis-k8s-election --bench faults -- --duration 30m`.
 
-mod common;
-
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -18,7 +16,7 @@ async fn seeded_fault_schedule_keeps_every_invariant() {
         .ok()
         .and_then(|s| humantime::parse_duration(&s).ok())
         .unwrap_or(Duration::from_secs(100));
-    let report = common::faults::run(seed, duration, 13).await;
+    let report = harness::faults::run(seed, duration, 13).await;
     println!(
         "seed {seed}: {} faults in {:.0} s, {} writes acknowledged, {} confirmed with WAIT 1 ({} of them lost), {} sampler rounds\n{}",
         report.faults,

@@ -3,9 +3,7 @@
 //! outside as a user would: redis-cli through the leader port, kubectl, the status command,
 //! signals to the pods' processes, and Ctrl-C.
 
-mod common;
-
-use common::{longest_gap, shipped_rule_count};
+use harness::{longest_gap, shipped_rule_count};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;

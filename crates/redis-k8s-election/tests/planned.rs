@@ -2,9 +2,7 @@
 //! switchovers under a writer, a rolling restart, refused switchovers, pause and resume,
 //! status and history.
 
-mod common;
-
-use common::*;
+use harness::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -7,10 +7,8 @@
 //! replica of itself (it refuses to serve a sync) and the sidecar, outranked by a peer with
 //! data, releases the lease at once.
 
-mod common;
-
-use common::cluster::{KubeGroup, Profile, REDIS_PORT};
-use common::measure::{ClientWriter, Route, lost_writes, send_signal};
+use harness::cluster::{KubeGroup, Profile, REDIS_PORT};
+use harness::measure::{ClientWriter, Route, lost_writes, send_signal};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,7 @@
 //! sidecar processes (the real binary), each pod on its own loopback address. A checker samples
 //! invariant 1 throughout each test.
 
-mod common;
-
-use common::*;
+use harness::*;
 use k8s_openapi::api::core::v1::Pod;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -174,7 +172,7 @@ fn configuration_errors_exit_2_naming_the_flag() {
             "--kubeconfig",
         ),
     ] {
-        let out = Command::new(BIN)
+        let out = Command::new(&*BIN)
             .arg("sidecar")
             .args(&args)
             .env_remove("KUBECONFIG")

@@ -23,13 +23,11 @@
 //! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
 //!  [--json PATH] [--systems fast,default,fast-rpo,sentinel-1000,sentinel-5000]`
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
 mod sentinel;
 
-use common::cluster::{KubeGroup, Profile, REDIS_PORT};
-use common::flag;
-use common::measure::{
+use harness::cluster::{KubeGroup, Profile, REDIS_PORT};
+use harness::flag;
+use harness::measure::{
     ClientWriter, Route, WritableSampler, cpu_and_rss, longest_gap_within, lost_writes, percentile,
     replicas_follow, send_signal,
 };
@@ -411,7 +409,7 @@ async fn main() {
                 let d: u64 = s["sentinel-".len()..]
                     .parse()
                     .expect("sentinel-<down-after ms>");
-                let ips = common::cluster::free_pod_network(3);
+                let ips = harness::cluster::free_pod_network(3);
                 match SentinelGroup::start(ips, d).await {
                     Ok(g) => System::Sentinel(g),
                     Err(e) => {

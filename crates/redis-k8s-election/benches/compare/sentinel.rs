@@ -3,7 +3,7 @@
 //! restarted node comes back as what Sentinel made it) and three `redis-sentinel` processes
 //! (Debian's package), quorum 2, each pair on its own loopback address as a pod would be.
 
-use crate::common::measure::{connect, replicas_follow, send_signal};
+use harness::measure::{connect, replicas_follow, send_signal};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};

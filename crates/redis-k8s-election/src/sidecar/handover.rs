@@ -6,13 +6,12 @@
 //! for expiry. Then the held writes meet the fence, clients are dropped and reconnect
 //! through the leader Service, which the new leader points at itself.
 
+use super::Runtime;
 use super::config::split_host_port;
-use super::{PeerView, Runtime};
-use election::elector::{Action, Input, Role};
-use election::rank;
+use election::elector::{Input, Role};
+use election::handover::{TargetRefusal, choose_target};
 use kube::runtime::events::EventType;
 use redis_node::RedisNode;
-use redis_node::info::Role as RedisRole;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -75,39 +74,9 @@ pub enum HandoverError {
     /// Automatic and planned moves are off until `resume`.
     #[error("the group is paused ({0}); resume it first, or force the switchover")]
     Paused(String),
-    /// No such peer.
-    #[error("{0} is not a pod of this group (no pod competing for this lease has that name)")]
-    UnknownPod(String),
-    /// The target leads already.
-    #[error("{0} is the leader already")]
-    AlreadyLeader(String),
-    /// Priority 0.
-    #[error("{0} has priority 0 and never leads")]
-    NeverLeads(String),
-    /// The target's pod is being deleted.
-    #[error("{0} is being deleted (its pod is shutting down) and cannot take over")]
-    Terminating(String),
-    /// The target does not replicate from this leader.
-    #[error("{pod} is not a replica of this leader: {why}")]
-    NotReplica {
-        /// The pod.
-        pod: String,
-        /// What it is instead.
-        why: String,
-    },
-    /// The target lags more than `--max-lag`.
-    #[error("{pod} is not caught up: {lag} bytes behind the leader (most allowed: {max})")]
-    NotCaughtUp {
-        /// The pod.
-        pod: String,
-        /// Its lag in bytes.
-        lag: u64,
-        /// `--max-lag`.
-        max: u64,
-    },
-    /// No replica qualifies; why not, per pod.
-    #[error("no eligible, caught-up replica to hand over to ({0})")]
-    NoCandidate(String),
+    /// No replica qualifies, or not the one asked for ([`choose_target`]).
+    #[error(transparent)]
+    Target(#[from] TargetRefusal),
     /// The target did not catch up while writes were held.
     #[error("{pod} did not catch up within {waited:?} with writes held; nothing changed")]
     Timeout {
@@ -133,106 +102,11 @@ impl HandoverError {
         match self {
             HandoverError::NotLeader { .. } => "not_leader",
             HandoverError::Paused(_) => "paused",
-            HandoverError::UnknownPod(_) => "unknown_pod",
-            HandoverError::AlreadyLeader(_) => "already_leader",
-            HandoverError::NeverLeads(_) => "never_leads",
-            HandoverError::Terminating(_) => "terminating",
-            HandoverError::NotReplica { .. } => "not_replica",
-            HandoverError::NotCaughtUp { .. } => "not_caught_up",
-            HandoverError::NoCandidate(_) => "no_candidate",
+            HandoverError::Target(t) => t.code(),
             HandoverError::Timeout { .. } => "timeout",
             HandoverError::Redis(_) => "redis",
             HandoverError::Api(_) => "api",
             HandoverError::Busy => "busy",
-        }
-    }
-}
-
-/// The replica to hand over to: `to` if it qualifies, else the best that does (priority,
-/// then offset). A qualifying replica replicates from `leader_addr` with its link up, lags at
-/// most `max_lag` behind `leader_offset`, and may lead (priority > 0).
-pub fn choose_target(
-    peers: &[PeerView],
-    to: Option<&str>,
-    leader: (&str, &str),
-    leader_offset: u64,
-    max_lag: u64,
-) -> Result<(String, String), HandoverError> {
-    let (leader_name, leader_addr) = leader;
-    let check = |v: &PeerView| -> Result<(), HandoverError> {
-        if v.priority == 0 {
-            return Err(HandoverError::NeverLeads(v.name.clone()));
-        }
-        if v.terminating {
-            return Err(HandoverError::Terminating(v.name.clone()));
-        }
-        let not_replica = |why: String| HandoverError::NotReplica {
-            pod: v.name.clone(),
-            why,
-        };
-        let Some(p) = &v.probe else {
-            return Err(not_replica(format!(
-                "its Redis at {} does not answer",
-                v.address
-            )));
-        };
-        match &p.info.role {
-            RedisRole::Master => Err(not_replica("its Redis is a master".into())),
-            RedisRole::Replica {
-                master_host,
-                master_port,
-                link_up,
-                ..
-            } => {
-                let master = format!("{master_host}:{master_port}");
-                if split_host_port(&master) != split_host_port(leader_addr) {
-                    Err(not_replica(format!("it replicates from {master}")))
-                } else if !link_up {
-                    Err(not_replica("its replication link is down".into()))
-                } else {
-                    let lag = leader_offset.saturating_sub(p.info.offset);
-                    if lag > max_lag {
-                        Err(HandoverError::NotCaughtUp {
-                            pod: v.name.clone(),
-                            lag,
-                            max: max_lag,
-                        })
-                    } else {
-                        Ok(())
-                    }
-                }
-            }
-        }
-    };
-    match to {
-        Some(name) if name == leader_name => Err(HandoverError::AlreadyLeader(name.into())),
-        Some(name) => {
-            let v = peers
-                .iter()
-                .find(|v| v.name == name)
-                .ok_or_else(|| HandoverError::UnknownPod(name.into()))?;
-            check(v)?;
-            Ok((v.name.clone(), v.address.clone()))
-        }
-        None => {
-            let mut why_not = Vec::new();
-            let best = peers
-                .iter()
-                .filter(|v| match check(v) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        why_not.push(e.to_string());
-                        false
-                    }
-                })
-                .min_by(|a, b| rank::compare_planned(&a.candidate(), &b.candidate()));
-            match best {
-                Some(v) => Ok((v.name.clone(), v.address.clone())),
-                None if why_not.is_empty() => {
-                    Err(HandoverError::NoCandidate("no other pod found".into()))
-                }
-                None => Err(HandoverError::NoCandidate(why_not.join("; "))),
-            }
         }
     }
 }
@@ -276,8 +150,9 @@ impl Runtime {
             .probe_peers()
             .await
             .map_err(|e| HandoverError::Api(e.to_string()))?;
+        let replicas: Vec<_> = peers.iter().map(super::PeerView::replica).collect();
         let (target, address) = choose_target(
-            &peers,
+            &replicas,
             to,
             (&self.cfg.pod_name, &self.address),
             my_offset,
@@ -286,7 +161,7 @@ impl Runtime {
         let node = split_host_port(&address)
             .map(|(h, p)| RedisNode::new(self.node_config(h, p)))
             .and_then(Result::ok)
-            .ok_or_else(|| HandoverError::NotReplica {
+            .ok_or_else(|| TargetRefusal::NotReplica {
                 pod: target.clone(),
                 why: format!("its address {address} is unusable"),
             })?;
@@ -316,17 +191,19 @@ impl Runtime {
         // compare-and-set loses. Still fenced and holding writes, with the target caught up,
         // it is safe to read the Lease and write again while it still names us, up to the
         // same bound as the catch-up wait (this loop does not renew).
-        let mut epoch;
         let mut attempt = 0u32;
         loop {
-            let Some(intent) = self.elector.handover(self.now(), &target, &address) else {
+            self.handover_refused = None;
+            self.feed(Input::HandOver {
+                target: target.clone(),
+                address: address.clone(),
+                reason: trigger.reason().into(),
+                held: started.elapsed(),
+            })
+            .await;
+            if let Some(why) = self.handover_refused.take() {
                 self.resume_writes().await;
-                return Err(HandoverError::Api("a Lease write is in flight".into()));
-            };
-            let intent = self.with_history(intent, trigger.reason(), started.elapsed());
-            epoch = intent.transitions;
-            if let Some(next) = self.perform(Action::Write(intent)).await {
-                self.feed(next).await;
+                return Err(HandoverError::Api(why.into()));
             }
             if !matches!(self.elector.role(), Role::Leader { .. }) {
                 break;
@@ -363,6 +240,9 @@ impl Runtime {
                     .unwrap_or_else(|| "the hand-over write did not commit".into()),
             ));
         }
+        // The Lease as the hand-over write stored it (or as the read after a lost answer
+        // showed it): the target's epoch.
+        let epoch = self.elector.observed().map_or(0, |l| l.record.transitions);
         let _ = self.redis.unpause().await;
         let _ = self.redis.drop_clients().await;
         let pause = started.elapsed();
@@ -405,10 +285,13 @@ impl Runtime {
         })
     }
 
-    /// After a refused hand-over: lift the fence (only while still leading) and the pause.
+    /// After a refused hand-over: lift the fence (only where the elector says writes may
+    /// resume: still leading, and no hand-over write that may have committed) and the pause.
+    /// Where it may not, the fence stays until a renewal proves the lease is ours (the
+    /// leader's repair lifts it then) or the lease shows the target holding it.
     async fn resume_writes(&mut self) {
         self.feed(Input::Tick).await;
-        if matches!(self.elector.role(), Role::Leader { .. })
+        if self.elector.writes_may_resume()
             && let Err(e) = self.redis.unfence().await
         {
             tracing::warn!(error = %e, "lifting the fence after a refused hand-over failed; retried by the leader check");
@@ -428,144 +311,5 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redis_node::Probe;
-    use redis_node::info::NodeInfo;
-
-    fn replica_of(master: &str, link_up: bool, offset: u64) -> Option<Probe> {
-        let (host, port) = split_host_port(master).unwrap();
-        Some(Probe {
-            info: NodeInfo {
-                role: RedisRole::Replica {
-                    master_host: host,
-                    master_port: port,
-                    link_up,
-                    syncing: false,
-                },
-                offset,
-                loading: false,
-                keys: 1,
-                connected_replicas: 0,
-                config_file: String::new(),
-                version: "7.0.15".into(),
-                replicas: Vec::new(),
-                good_replicas: None,
-            },
-            fenced: false,
-        })
-    }
-
-    fn peer(name: &str, priority: u32, probe: Option<Probe>) -> PeerView {
-        PeerView {
-            name: name.into(),
-            address: format!("{name}:6379"),
-            priority,
-            probe,
-            terminating: false,
-        }
-    }
-
-    const LEADER: (&str, &str) = ("a", "a:6379");
-
-    #[test]
-    fn a_pod_being_deleted_is_never_the_target() {
-        let going = || {
-            let mut p = peer("b", 100, replica_of("a:6379", true, 1000));
-            p.terminating = true;
-            p
-        };
-        let peers = vec![going(), peer("c", 100, replica_of("a:6379", true, 900))];
-        assert_eq!(
-            choose_target(&peers, Some("b"), LEADER, 1000, 1000),
-            Err(HandoverError::Terminating("b".into()))
-        );
-        assert_eq!(
-            choose_target(&peers, None, LEADER, 1000, 1000),
-            Ok(("c".into(), "c:6379".into())),
-            "the best replica is skipped while its pod is going"
-        );
-        assert!(matches!(
-            choose_target(&[going()], None, LEADER, 1000, 1000),
-            Err(HandoverError::NoCandidate(_))
-        ));
-    }
-
-    #[test]
-    fn the_named_replica_must_replicate_from_us_caught_up_and_may_lead() {
-        let peers = vec![
-            peer("b", 100, replica_of("a:6379", true, 990)),
-            peer("c", 100, replica_of("x:6379", true, 1000)),
-            peer("d", 0, replica_of("a:6379", true, 1000)),
-            peer("e", 100, replica_of("a:6379", false, 1000)),
-            peer("f", 100, None),
-            peer("g", 100, replica_of("a:6379", true, 10)),
-        ];
-        let pick = |to| choose_target(&peers, to, LEADER, 1000, 100);
-        assert_eq!(pick(Some("b")), Ok(("b".into(), "b:6379".into())));
-        assert!(
-            matches!(pick(Some("c")), Err(HandoverError::NotReplica { why, .. }) if why.contains("x:6379"))
-        );
-        assert_eq!(pick(Some("d")), Err(HandoverError::NeverLeads("d".into())));
-        assert!(
-            matches!(pick(Some("e")), Err(HandoverError::NotReplica { why, .. }) if why.contains("link"))
-        );
-        assert!(
-            matches!(pick(Some("f")), Err(HandoverError::NotReplica { why, .. }) if why.contains("answer"))
-        );
-        assert_eq!(
-            pick(Some("g")),
-            Err(HandoverError::NotCaughtUp {
-                pod: "g".into(),
-                lag: 990,
-                max: 100
-            })
-        );
-        assert_eq!(
-            pick(Some("zz")),
-            Err(HandoverError::UnknownPod("zz".into()))
-        );
-        assert_eq!(
-            pick(Some("a")),
-            Err(HandoverError::AlreadyLeader("a".into()))
-        );
-        assert_eq!(
-            pick(None),
-            Ok(("b".into(), "b:6379".into())),
-            "the only one that qualifies"
-        );
-    }
-
-    #[test]
-    fn without_a_name_the_best_qualifying_replica_wins() {
-        let peers = vec![
-            peer("b", 100, replica_of("a:6379", true, 990)),
-            peer("c", 100, replica_of("a:6379", true, 1000)),
-            peer("d", 50, replica_of("a:6379", true, 950)),
-        ];
-        assert_eq!(
-            choose_target(&peers, None, LEADER, 1000, 100).unwrap().0,
-            "d",
-            "priority first"
-        );
-        let peers = &peers[..2];
-        assert_eq!(
-            choose_target(peers, None, LEADER, 1000, 100).unwrap().0,
-            "c",
-            "then offset"
-        );
-        assert_eq!(
-            choose_target(&[], None, LEADER, 1000, 100),
-            Err(HandoverError::NoCandidate("no other pod found".into()))
-        );
-        let none = [peer("b", 0, replica_of("a:6379", true, 1000))];
-        assert!(matches!(
-            choose_target(&none, None, LEADER, 1000, 100),
-            Err(HandoverError::NoCandidate(why)) if why.contains("b has priority 0")
-        ));
     }
 }

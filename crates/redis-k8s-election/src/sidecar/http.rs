@@ -134,13 +134,7 @@ fn handover_status(e: &HandoverError) -> StatusCode {
         HandoverError::NotLeader { .. } | HandoverError::Paused(_) | HandoverError::Busy => {
             StatusCode::CONFLICT
         }
-        HandoverError::UnknownPod(_)
-        | HandoverError::AlreadyLeader(_)
-        | HandoverError::NeverLeads(_)
-        | HandoverError::Terminating(_)
-        | HandoverError::NotReplica { .. }
-        | HandoverError::NotCaughtUp { .. }
-        | HandoverError::NoCandidate(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        HandoverError::Target(_) => StatusCode::UNPROCESSABLE_ENTITY,
         HandoverError::Timeout { .. } | HandoverError::Redis(_) | HandoverError::Api(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }

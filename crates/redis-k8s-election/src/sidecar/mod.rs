@@ -11,13 +11,15 @@ pub mod status;
 use crate::wire::{self, PodSummary, SidecarRole};
 use config::{SidecarConfig, split_host_port};
 use election::Mono;
-use election::elector::{Action, Elector, Input, Purpose, Role, WriteIntent};
-use election::rank::{self, Candidate};
+use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
+use election::elector::{Action, Elector, Input, Purpose, Role};
+use election::handover::{RedisState, Replica};
+use election::rank::Candidate;
 use futures::StreamExt;
 use handover::{SwitchoverRequest, Trigger};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube_coord::{Coord, CoordError, history};
+use kube_coord::{Coord, CoordError};
 use metrics::{Kind, Metrics};
 use redis_node::info::Role as RedisRole;
 use redis_node::{NodeConfig, RedisNode};
@@ -66,24 +68,33 @@ pub struct PeerView {
 }
 
 impl PeerView {
-    /// Its rank entry: an unanswered probe is an unhealthy candidate without data.
-    fn candidate(&self) -> Candidate {
-        match &self.probe {
-            Some(p) => Candidate {
-                name: self.name.clone(),
-                priority: self.priority,
+    /// The peer as the pure decisions see it (ranking, hand-over target).
+    pub fn replica(&self) -> Replica {
+        Replica {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            priority: self.priority,
+            terminating: self.terminating,
+            redis: self.probe.as_ref().map(|p| RedisState {
+                master: match &p.info.role {
+                    RedisRole::Master => None,
+                    RedisRole::Replica {
+                        master_host,
+                        master_port,
+                        ..
+                    } => Some(format!("{master_host}:{master_port}")),
+                },
+                link_up: matches!(p.info.role, RedisRole::Replica { link_up: true, .. }),
                 offset: p.info.offset,
                 has_data: p.info.has_data(),
-                healthy: !p.info.loading,
-            },
-            None => Candidate {
-                name: self.name.clone(),
-                priority: self.priority,
-                offset: 0,
-                has_data: false,
-                healthy: false,
-            },
+                loading: p.info.loading,
+            }),
         }
+    }
+
+    /// Its rank entry: an unanswered probe is an unhealthy candidate without data.
+    fn candidate(&self) -> Candidate {
+        self.replica().candidate()
     }
 }
 
@@ -102,11 +113,12 @@ struct Runtime {
     origin: Instant,
     wake_at: Mono,
     healthy: Option<bool>,
-    /// When this sidecar last saw no valid leader (for the failover duration).
-    candidate_since: Option<Instant>,
-    /// Backing off for a better-ranked peer until then.
-    back_off_until: Option<Instant>,
-    last_rank_check: Option<Instant>,
+    /// Whether this sidecar may run for the lease (the pure candidacy machine).
+    candidacy: Candidacy,
+    /// The eligibility last fed to the elector.
+    eligible: bool,
+    /// Why the elector refused the last hand-over write ([`Action::HandoverRefused`]).
+    handover_refused: Option<&'static str>,
     peer_nodes: HashMap<String, RedisNode>,
     leader_node: Option<(String, RedisNode)>,
     last_lag_check: Option<Instant>,
@@ -120,8 +132,6 @@ struct Runtime {
     previous_leader: Option<String>,
     /// The pod annotations last written.
     published: Option<String>,
-    /// Whether the elector was last told it may run.
-    eligible: bool,
     /// When the local Redis was last put back into its role (pointed at the leader again,
     /// or made a writable master again): at most once per retry period.
     last_role_repair: Option<Instant>,
@@ -228,11 +238,6 @@ impl Runtime {
         if let Some(e) = st.epoch {
             self.metrics.epoch.set(i64::from(e));
         }
-        if role == SidecarRole::Candidate {
-            self.candidate_since.get_or_insert_with(Instant::now);
-        } else if role == SidecarRole::Replica {
-            self.candidate_since = None;
-        }
     }
 
     fn record_change(&self, epoch: u32, reason: String) {
@@ -246,8 +251,11 @@ impl Runtime {
 
     async fn perform(&mut self, action: Action) -> Option<Input> {
         match action {
+            Action::HandoverRefused { reason } => {
+                self.handover_refused = Some(reason);
+                None
+            }
             Action::Write(intent) => {
-                let intent = self.with_history(intent, "", Duration::ZERO);
                 let sent = self.now();
                 let sent_instant = Instant::now();
                 let result = self.coord.write_lease(&intent).await;
@@ -348,11 +356,9 @@ impl Runtime {
                     let _ = self.redis.rewrite_config(&p).await;
                 }
                 self.metrics.failovers.inc();
-                if let Some(since) = self.candidate_since.take() {
-                    self.metrics
-                        .last_failover_seconds
-                        .set(since.elapsed().as_secs_f64());
-                }
+                self.metrics
+                    .last_failover_seconds
+                    .set(self.elector.promoted_after().as_secs_f64());
                 self.record_change(epoch, "elected".into());
                 let note = if problems.is_empty() {
                     format!("promoted to leader at epoch {epoch}: master, unfenced, routed")
@@ -414,50 +420,6 @@ impl Runtime {
         }
     }
 
-    /// `intent` with a history entry appended when it starts a new epoch (a new leader)
-    /// and has none yet. `reason` and `held` describe a hand-over; for an acquisition they
-    /// are worked out here.
-    fn with_history(&self, mut intent: WriteIntent, reason: &str, held: Duration) -> WriteIntent {
-        let prev = self.elector.observed().map(|l| &l.record);
-        let new_epoch = prev.is_none_or(|p| intent.transitions != p.transitions);
-        let stored_history = prev.map_or("", |p| p.history.as_str());
-        if !new_epoch || intent.holder.is_empty() || intent.history != stored_history {
-            return intent;
-        }
-        let entries = history::parse(&intent.history);
-        let (from, why, millis) = match (prev, intent.purpose) {
-            (_, Purpose::Handover) => (self.cfg.pod_name.clone(), reason.to_string(), held),
-            (None, _) => (String::new(), "elected".to_string(), self.leaderless_for()),
-            (Some(p), _) if p.holder.is_empty() => (
-                entries.last().map(|e| e.to.clone()).unwrap_or_default(),
-                if entries.is_empty() {
-                    "elected"
-                } else {
-                    "released"
-                }
-                .to_string(),
-                self.leaderless_for(),
-            ),
-            (Some(p), _) => (
-                p.holder.clone(),
-                "expired".to_string(),
-                self.leaderless_for(),
-            ),
-        };
-        intent.history = history::append(
-            &intent.history,
-            history::Entry {
-                epoch: intent.transitions,
-                time: kube_coord::now_rfc3339(),
-                from,
-                to: intent.holder.clone(),
-                reason: why,
-                duration_ms: millis.as_millis() as u64,
-            },
-        );
-        intent
-    }
-
     /// Fences the previous leader's Redis at `address`; `Ok` says how.
     ///
     /// An established connection to it goes first (a follower's lag probe, a candidate's
@@ -492,13 +454,6 @@ impl Runtime {
             .await
             .map(|()| "")
             .map_err(|e| e.to_string())
-    }
-
-    /// How long this sidecar has seen no valid leader (zero when it has not).
-    fn leaderless_for(&self) -> Duration {
-        self.candidate_since
-            .map(|t| t.elapsed())
-            .unwrap_or_default()
     }
 
     /// How to reach a peer's Redis (or the leader's). A fence sent there carries our
@@ -737,7 +692,7 @@ impl Runtime {
     /// elector is ticked first, so a leader past its renew deadline steps down instead: this
     /// never unfences a Redis whose lease may have lapsed.
     async fn reconcile_leader(&mut self, probe: &redis_node::Probe) {
-        if !matches!(self.elector.role(), Role::Leader { .. }) || self.elector.fenced() {
+        if !self.elector.writes_may_resume() {
             return;
         }
         let master = matches!(probe.info.role, RedisRole::Master);
@@ -749,7 +704,7 @@ impl Runtime {
             return;
         }
         self.feed(Input::Tick).await;
-        if !matches!(self.elector.role(), Role::Leader { .. }) || self.elector.fenced() {
+        if !self.elector.writes_may_resume() {
             return;
         }
         self.last_role_repair = Some(Instant::now());
@@ -791,27 +746,23 @@ impl Runtime {
         }
     }
 
-    /// Data-aware candidacy. Only a candidate (no valid leader known) may run, and only after
-    /// looking at its peers: it backs off (for at most one lease duration) while a reachable,
-    /// eligible peer ranks above it. Everyone else is not eligible, so that a freed lease is
-    /// never grabbed before this check.
+    /// Data-aware candidacy ([`Candidacy`]). Only a candidate (no valid leader known) may
+    /// run, and only after looking at its peers, at most once per retry period; everyone else
+    /// is not eligible, so that a freed lease is never grabbed before that look.
     async fn update_eligibility(&mut self) {
         if self.cfg.priority == 0 {
             return;
         }
+        let now = self.now();
         if *self.elector.role() != Role::Candidate {
-            self.back_off_until = None;
-            self.last_rank_check = None;
+            self.candidacy.step(now, CandidacyInput::NotCandidate);
             if self.eligible {
                 self.eligible = false;
                 self.feed(Input::Eligible(false)).await;
             }
             return;
         }
-        if self
-            .last_rank_check
-            .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
-        {
+        if !self.candidacy.due(now) {
             return;
         }
         // A fresh look at the local Redis (a cached one may predate a restart that emptied
@@ -820,51 +771,41 @@ impl Runtime {
             Ok(p) => (p.info.offset, p.info.has_data()),
             Err(_) => return,
         };
-        self.last_rank_check = Some(Instant::now());
-        let me = Candidate {
-            name: self.cfg.pod_name.clone(),
-            priority: self.cfg.priority,
-            offset,
-            has_data,
-            healthy: true,
-        };
-        let candidates: Vec<Candidate> = match self.probe_peers().await {
+        let peers: Vec<Candidate> = match self.probe_peers().await {
             Ok(peers) => peers.iter().map(PeerView::candidate).collect(),
             Err(e) => {
                 self.api_error(&e);
                 return;
             }
         };
-        if let Some(until) = self.back_off_until
-            && Instant::now() >= until
-            && (rank::may_stop_backing_off(&me, &candidates)
-                || Instant::now() >= until + self.cfg.timing.lease_duration * 2)
-        {
-            // Bounded: the better peer did not take over in time; run anyway.
-            self.eligible = true;
-            self.feed(Input::Eligible(true)).await;
-            return;
+        let snapshot = RankSnapshot {
+            me: Candidate {
+                name: self.cfg.pod_name.clone(),
+                priority: self.cfg.priority,
+                offset,
+                has_data,
+                healthy: true,
+            },
+            peers,
+            // A candidate sees a non-empty holder only when that lease expired unreleased.
+            lapsed_holder: self
+                .elector
+                .observed()
+                .map(|o| o.record.holder.clone())
+                .filter(|h| !h.is_empty() && *h != self.cfg.pod_name),
+        };
+        let verdict = self
+            .candidacy
+            .step(self.now(), CandidacyInput::Ranked(snapshot));
+        if verdict.started_back_off {
+            let better = verdict.better.as_deref().unwrap_or_default();
+            tracing::info!(%better, "backing off: a reachable peer ranks above this one");
         }
-        // A candidate sees a non-empty holder only when that lease expired unreleased.
-        let lapsed_holder = self
-            .elector
-            .observed()
-            .map(|o| o.record.holder.clone())
-            .filter(|h| !h.is_empty() && *h != self.cfg.pod_name);
-        let back_off = rank::should_back_off_from(&me, &candidates, lapsed_holder.as_deref());
-        if back_off {
-            let better = rank::best(&candidates)
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            if self.back_off_until.is_none() {
-                self.back_off_until = Some(Instant::now() + self.cfg.timing.lease_duration);
-                tracing::info!(%better, "backing off: a reachable peer ranks above this one");
-            }
-        } else {
-            self.back_off_until = None;
+        if verdict.ran_anyway {
+            tracing::info!("running after the back-off: the better peer did not take over in time");
         }
-        self.eligible = !back_off;
-        self.feed(Input::Eligible(!back_off)).await;
+        self.eligible = verdict.eligible;
+        self.feed(Input::Eligible(verdict.eligible)).await;
     }
 
     /// A replica's lag (the leader's offset minus ours) and whether the leader streams to it
@@ -1047,6 +988,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         ..Default::default()
     };
     let coord = Coord::new(client, &ns, &cfg.lease_name, cfg.timing.request_timeout);
+    let timing = cfg.timing;
     let mut rt = Runtime {
         elector: Elector::new(cfg.pod_name.clone(), address.clone(), cfg.timing),
         cfg,
@@ -1061,9 +1003,9 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         origin: Instant::now(),
         wake_at: Duration::ZERO,
         healthy: None,
-        candidate_since: None,
-        back_off_until: None,
-        last_rank_check: None,
+        candidacy: Candidacy::new(timing),
+        eligible: false,
+        handover_refused: None,
         peer_nodes: HashMap::new(),
         leader_node: None,
         last_lag_check: None,
@@ -1072,7 +1014,6 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         labelled: false,
         previous_leader: None,
         published: None,
-        eligible: false,
         last_role_repair: None,
     };
     // Undecided means read-only: the first step fences the local Redis.

@@ -4,7 +4,6 @@
 //! API access) and their clients go through the `redis-leader` Service's proxy.
 
 use kubesim::cluster::{Cluster, ClusterConfig};
-use kubesim::kubelet::plan::ImageRule;
 use kubesim::manifest;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -133,24 +132,6 @@ pub fn shipped_objects(
     objects
 }
 
-/// How the kubelet runs the shipped images: Debian's `redis-server`, and the binary under
-/// test as the sidecar image.
-fn images() -> Vec<ImageRule> {
-    let bin = PathBuf::from(super::BIN);
-    vec![
-        ImageRule {
-            repository: "docker.io/library/redis".into(),
-            entrypoint: vec!["redis-server".into()],
-            programs: Default::default(),
-        },
-        ImageRule {
-            repository: "ghcr.io/redis-k8s-election/redis-k8s-election".into(),
-            entrypoint: vec!["/redis-k8s-election".into()],
-            programs: [("/redis-k8s-election".to_string(), bin)].into(),
-        },
-    ]
-}
-
 /// A running group on kubesim.
 pub struct KubeGroup {
     pub cluster: Cluster,
@@ -214,7 +195,7 @@ impl KubeGroup {
             api_port: 0,
             pod_ips: pod_ips.clone(),
             state_dir: dir.path().to_path_buf(),
-            images: images(),
+            images: redis_k8s_election::local::images(&super::BIN),
             proxies: vec![("redis-leader".into(), REDIS_PORT, 0)],
             // The first restart of a crashed container is immediate, as in Kubernetes; later
             // ones wait at most a second instead of minutes, so that runs and fault schedules
@@ -407,7 +388,7 @@ impl KubeGroup {
 
     /// `redis-k8s-election switchover` against this group; success and its output.
     pub async fn switchover(&self) -> (bool, String) {
-        let out = tokio::process::Command::new(super::BIN)
+        let out = tokio::process::Command::new(&*super::BIN)
             .arg("switchover")
             .arg("--kubeconfig")
             .arg(&self.cluster.kubeconfig)

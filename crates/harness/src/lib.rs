@@ -1,8 +1,14 @@
-//! The group harness shared by the sidecar tests and the failover benchmark: kubesim's API
-//! server in process, `redis-server` processes and sidecar processes (the real binary), each
-//! pod on its own loopback address, and a checker that samples invariant 1.
-
-#![allow(dead_code)]
+//! The harness of redis-k8s-election's tests and benches (an ordinary dependency of theirs,
+//! never published):
+//! * [`Group`]: kubesim's API server in process, `redis-server` processes and sidecar
+//!   processes (the real binary), each pod on its own loopback address, and a [`Checker`]
+//!   that samples invariant 1 (at most one writable master);
+//! * [`cluster::KubeGroup`]: the shipped manifests on kubesim's whole cluster (kubelet,
+//!   controllers, Service proxy);
+//! * [`measure`]: the writers that record acknowledgements, lost writes, gaps, percentiles;
+//! * [`faults`]: the seeded fault schedule and its runner.
+//!
+//! `testkit` stays the small leaf for processes and `redis-server`.
 
 pub mod cluster;
 pub mod faults;
@@ -18,7 +24,30 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use testkit::RedisServer;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_redis-k8s-election");
+/// The `redis-k8s-election` binary under test.
+///
+/// Cargo tells only the binary's own package's tests and benches where it is
+/// (`CARGO_BIN_EXE_…`, at compile time), and builds it before running them; they run from
+/// `target/<profile>/deps/`, the binary sits in `target/<profile>/`. So this harness finds it
+/// next to the running test, as `assert_cmd`'s `cargo_bin` does; `REDIS_K8S_ELECTION_BIN`
+/// overrides that.
+pub static BIN: std::sync::LazyLock<std::path::PathBuf> = std::sync::LazyLock::new(|| {
+    if let Some(path) = std::env::var_os("REDIS_K8S_ELECTION_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the running test's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("redis-k8s-election");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo test and cargo bench do) or set REDIS_K8S_ELECTION_BIN",
+        bin.display()
+    );
+    bin
+});
 pub const TOKEN: &str = "T";
 /// The sidecars' admin bearer token (switchover).
 pub const ADMIN_TOKEN: &str = "admin-secret";
@@ -256,7 +285,7 @@ impl Group {
         let http = testkit::free_loopback_addr();
         let log = std::fs::File::create(self.dir.path().join(format!("sidecar-{i}.log"))).unwrap();
         let addr = self.redis_addr(i);
-        let child = Command::new(BIN)
+        let child = Command::new(&*BIN)
             .arg("sidecar")
             .args([
                 "--kubeconfig",
@@ -320,7 +349,7 @@ impl Group {
     /// Runs a CLI command of the real binary against this group (admin kubeconfig);
     /// returns success, stdout and stderr.
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new(BIN)
+        let out = tokio::process::Command::new(&*BIN)
             .args(args)
             .arg("--kubeconfig")
             .arg(self.dir.path().join("kubeconfig"))
