@@ -172,7 +172,7 @@ fn plan() -> impl Strategy<Value = Plan> {
                 proptest::collection::vec((0..n, 0u64..25_000_000), 0..2),
                 proptest::collection::vec((0u64..20_000_000, any::<bool>()), 0..3),
                 proptest::collection::vec(0u64..3, n),
-                proptest::collection::vec((0u64..28_000_000, 0..n), 0..4),
+                proptest::collection::vec((0u64..28_000_000, 0..n), 0..6),
             )
         })
         .prop_map(
@@ -681,8 +681,9 @@ fn no_two_leaders_at_once() {
         })
         .unwrap();
     // Not vacuous either: candidates backed off for better peers, and switchovers happened.
-    assert!(backed_off.get() >= 20, "{} back-offs", backed_off.get());
-    assert!(handed_over.get() >= 20, "{} hand-overs", handed_over.get());
+    // (Typically about 700 back-offs and 45 committed hand-overs in 300 runs.)
+    assert!(backed_off.get() >= 200, "{} back-offs", backed_off.get());
+    assert!(handed_over.get() >= 10, "{} hand-overs", handed_over.get());
     // Not vacuous: most schedules (10% message loss, a few partitions and flaps) elect someone.
     assert!(
         elected.get() >= cases * 8 / 10,

@@ -5,6 +5,7 @@
 //! typed [`CoordError`] that the runtime retries within the renew deadline.
 
 pub mod client;
+pub mod events;
 pub mod history;
 pub mod wire;
 
@@ -94,6 +95,11 @@ impl CoordError {
             CoordError::Api { .. } => "server_error",
             CoordError::Transport { .. } => "transport",
         }
+    }
+
+    /// The object does not exist (404): for a pod that is gone, not an error worth a retry.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CoordError::Api { code: 404, .. })
     }
 
     fn from_kube(op: &'static str, e: kube::Error) -> Self {

@@ -6,14 +6,15 @@
 //! for expiry. Then the held writes meet the fence, clients are dropped and reconnect
 //! through the leader Service, which the new leader points at itself.
 
-use super::Runtime;
+use super::Sidecar;
 use super::config::split_host_port;
+use super::edges::{Edges, LeaseStore, RedisControl, RedisDialer, Routing};
 use election::elector::{Input, Role};
 use election::handover::{TargetRefusal, choose_target};
-use kube::runtime::events::EventType;
-use redis_node::RedisNode;
-use std::time::{Duration, Instant};
+use kube_coord::events::EventKind;
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// What starts a hand-over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +112,7 @@ impl HandoverError {
     }
 }
 
-impl Runtime {
+impl<E: Edges> Sidecar<E> {
     /// The pause marker, when the Lease is paused and this hand-over is a switchover that was
     /// not forced (a stopping leader hands over whatever the pause says).
     fn refused_by_pause(&self, trigger: Trigger, force: bool) -> Option<String> {
@@ -159,7 +160,7 @@ impl Runtime {
             self.cfg.max_lag,
         )?;
         let node = split_host_port(&address)
-            .map(|(h, p)| RedisNode::new(self.node_config(h, p)))
+            .map(|(h, p)| self.dialer.dial(self.node_config(h, p)))
             .and_then(Result::ok)
             .ok_or_else(|| TargetRefusal::NotReplica {
                 pod: target.clone(),
@@ -214,7 +215,7 @@ impl Runtime {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             attempt += 1;
-            match self.coord.get_lease().await {
+            match self.lease.get().await {
                 Ok(l) => self.feed(Input::Observed(l)).await,
                 Err(e) => {
                     self.api_error(&e);
@@ -247,9 +248,7 @@ impl Runtime {
         let _ = self.redis.drop_clients().await;
         let pause = started.elapsed();
         self.event(
-            EventType::Normal,
-            "HandedOver",
-            "Handover",
+            EventKind::HandedOver,
             format!(
                 "{}: handed the lease to {target} ({address}); writes held {pause:?}",
                 trigger.reason()
@@ -262,7 +261,7 @@ impl Runtime {
             routed = false;
             while Instant::now() < deadline {
                 if self
-                    .coord
+                    .routing
                     .service_routes_to(&svc)
                     .await
                     .ok()
@@ -300,7 +299,7 @@ impl Runtime {
     }
 
     /// Waits until `node` has replicated everything the local Redis has, or `deadline`.
-    async fn wait_caught_up(&self, node: &RedisNode, deadline: Instant) -> bool {
+    async fn wait_caught_up(&self, node: &E::Redis, deadline: Instant) -> bool {
         let Ok(mine) = self.redis.probe().await.map(|p| p.info.offset) else {
             return false;
         };

@@ -3,6 +3,7 @@
 //! plus the HTTP API, metrics and Events.
 
 pub mod config;
+pub mod edges;
 pub mod handover;
 pub mod http;
 pub mod metrics;
@@ -10,6 +11,9 @@ pub mod status;
 
 use crate::wire::{self, PodSummary, SidecarRole};
 use config::{SidecarConfig, split_host_port};
+use edges::{
+    Edges, EventSink, Kubernetes, LeaseStore, PeerDirectory, RedisControl, RedisDialer, Routing,
+};
 use election::Mono;
 use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
 use election::elector::{Action, Elector, Input, Purpose, Role};
@@ -17,8 +21,7 @@ use election::handover::{RedisState, Replica};
 use election::rank::Candidate;
 use futures::StreamExt;
 use handover::{SwitchoverRequest, Trigger};
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube_coord::events::{EventKind, EventRecorder, SidecarEvent};
 use kube_coord::{Coord, CoordError};
 use metrics::{Kind, Metrics};
 use redis_node::info::Role as RedisRole;
@@ -26,7 +29,8 @@ use redis_node::{NodeConfig, RedisNode};
 use status::{RedisView, Status};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the local Redis is probed: the floor of how fast a dead Redis is noticed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -98,18 +102,76 @@ impl PeerView {
     }
 }
 
-struct Runtime {
+/// Work that must be done again until it succeeds, at most once per period: putting the
+/// local Redis back into its role (a restart, someone's `REPLICAOF`).
+#[derive(Clone, Copy, Debug)]
+struct Pacer {
+    period: Duration,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(period: Duration) -> Self {
+        Self { period, last: None }
+    }
+
+    /// Whether an attempt is due at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.last.is_none_or(|t| now >= t + self.period)
+    }
+
+    /// An attempt was made at `now`.
+    fn attempted(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+}
+
+/// What routing this leadership still owes: the leader Service, our leader label, and the
+/// previous leader's label. Each is retried on later loops until it is done, independently
+/// of the others (a missing Service must not keep the leader label off the pod).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RoutingDue {
+    /// The leader Service must be pointed at us.
+    service: bool,
+    /// Our pod must get the leader label.
+    label: bool,
+    /// This pod, which led before us, must be relabelled as a replica.
+    previous: Option<String>,
+}
+
+impl RoutingDue {
+    /// Everything a new leadership owes.
+    fn for_leadership(service: bool, previous: Option<String>) -> Self {
+        Self {
+            service,
+            label: true,
+            previous,
+        }
+    }
+
+    /// Nothing is left to do.
+    fn done(&self) -> bool {
+        !self.service && !self.label && self.previous.is_none()
+    }
+}
+
+/// The control loop of one sidecar: it observes (the Lease watch, probes of the local Redis
+/// and its peers, time), decides (the pure [`Elector`] and [`Candidacy`]), and acts (the
+/// actions, carried out on the edges `E`, each reporting back as a follow-up input).
+struct Sidecar<E: Edges> {
     cfg: SidecarConfig,
     address: String,
     /// Where peers and the CLI reach our HTTP API (published on the pod).
     http_announce: String,
     elector: Elector,
-    redis: RedisNode,
-    coord: Coord,
+    redis: E::Redis,
+    lease: E::Lease,
+    routing: E::Routing,
+    peers: E::Peers,
+    dialer: E::Dialer,
+    events: E::Events,
     status: Arc<RwLock<Status>>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
-    pod_ref: ObjectReference,
     origin: Instant,
     wake_at: Mono,
     healthy: Option<bool>,
@@ -119,25 +181,23 @@ struct Runtime {
     eligible: bool,
     /// Why the elector refused the last hand-over write ([`Action::HandoverRefused`]).
     handover_refused: Option<&'static str>,
-    peer_nodes: HashMap<String, RedisNode>,
-    leader_node: Option<(String, RedisNode)>,
+    /// Cached connections to the peers' Redis, by address (ranking, hand-over, fencing).
+    peer_nodes: HashMap<String, E::Redis>,
+    /// A follower's connection to the leader's Redis (lag, stream state, fencing).
+    leader_node: Option<(String, E::Redis)>,
     last_lag_check: Option<Instant>,
-    /// Routing and labels still to be written for our leadership (retried each loop).
-    routing_pending: bool,
-    /// The leader Service already points at us (this leadership).
-    service_routed: bool,
-    /// Our pod already carries the leader label (this leadership).
-    labelled: bool,
-    /// The pod that led before us, to be relabelled.
+    /// Routing this leadership still owes.
+    routing_due: RoutingDue,
+    /// The pod that led before us (set by `FencePrevious`), relabelled once we are routed.
     previous_leader: Option<String>,
     /// The pod annotations last written.
     published: Option<String>,
-    /// When the local Redis was last put back into its role (pointed at the leader again,
-    /// or made a writable master again): at most once per retry period.
-    last_role_repair: Option<Instant>,
+    /// Putting the local Redis back into its role (pointed at the leader again, or made a
+    /// writable master again): at most once per retry period.
+    repair: Pacer,
 }
 
-impl Runtime {
+impl<E: Edges> Sidecar<E> {
     fn now(&self) -> Mono {
         self.origin.elapsed()
     }
@@ -157,33 +217,17 @@ impl Runtime {
         self.status.write().expect("status lock").api_error = None;
     }
 
-    async fn event(&self, ty: EventType, reason: &str, action: &str, note: String) {
-        tracing::info!(reason, action, "{note}");
-        let ev = Event {
-            type_: ty,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        // Events are best effort: a slow or failing API must not hold up a role change.
-        let publish = self.recorder.publish(&ev, &self.pod_ref);
-        match tokio::time::timeout(self.cfg.timing.request_timeout, publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let kind = match &e {
-                    kube::Error::Api(s) if s.code == 403 => "forbidden",
-                    kube::Error::Api(s) if s.code == 401 => "unauthorized",
-                    kube::Error::Api(_) => "server_error",
-                    _ => "transport",
-                };
-                self.metrics
-                    .api_errors
-                    .get_or_create(&Kind { kind: kind.into() })
-                    .inc();
-                tracing::debug!(error = %e, "publishing an Event failed");
-            }
-            Err(_) => tracing::debug!("publishing an Event timed out"),
+    /// Records an Event (best effort: a slow or failing API must not hold up a role change).
+    async fn event(&self, kind: EventKind, note: String) {
+        tracing::info!(reason = kind.reason(), action = kind.action(), "{note}");
+        if let Err(e) = self.events.publish(&SidecarEvent::new(kind, note)).await {
+            self.metrics
+                .api_errors
+                .get_or_create(&Kind {
+                    kind: e.label().into(),
+                })
+                .inc();
+            tracing::debug!(error = %e, "publishing an Event failed");
         }
     }
 
@@ -258,7 +302,7 @@ impl Runtime {
             Action::Write(intent) => {
                 let sent = self.now();
                 let sent_instant = Instant::now();
-                let result = self.coord.write_lease(&intent).await;
+                let result = self.lease.write(&intent).await;
                 self.metrics
                     .renew_latency
                     .observe(sent_instant.elapsed().as_secs_f64());
@@ -280,9 +324,7 @@ impl Runtime {
                                 " held before this pod restarted: a reachable peer ranks above it"
                             };
                             self.event(
-                                EventType::Normal,
-                                "Released",
-                                "Release",
+                                EventKind::Released,
                                 format!(
                                     "released the lease at epoch {}{why}",
                                     lease.record.transitions
@@ -302,7 +344,7 @@ impl Runtime {
                     }
                 }
             }
-            Action::Refresh => match self.coord.get_lease().await {
+            Action::Refresh => match self.lease.get().await {
                 Ok(l) => {
                     self.api_ok();
                     Some(Input::Observed(l))
@@ -322,13 +364,8 @@ impl Runtime {
                         .inc();
                     tracing::warn!(error = %e, "fencing the local Redis failed (an unreachable Redis takes no writes either)");
                 }
-                self.event(
-                    EventType::Warning,
-                    "Fenced",
-                    "Fence",
-                    format!("local Redis fenced: {reason}"),
-                )
-                .await;
+                self.event(EventKind::Fenced, format!("local Redis fenced: {reason}"))
+                    .await;
                 None
             }
             Action::FencePrevious { holder, address } => {
@@ -339,15 +376,15 @@ impl Runtime {
                         format!("could not fence the previous leader {holder} at {address}: {e}")
                     }
                 };
-                self.event(EventType::Normal, "FencedPrevious", "Fence", note)
-                    .await;
+                self.event(EventKind::FencedPrevious, note).await;
                 None
             }
             Action::Promote { epoch } => {
                 let mut problems = self.make_writable_master(true).await;
-                self.routing_pending = true;
-                self.service_routed = false;
-                self.labelled = false;
+                self.routing_due = RoutingDue::for_leadership(
+                    self.cfg.leader_service.is_some(),
+                    self.previous_leader.take(),
+                );
                 self.ensure_routing().await;
                 if let Err(e) = self.redis.drop_clients().await {
                     problems.push(format!("drop clients: {e}"));
@@ -368,8 +405,7 @@ impl Runtime {
                         problems.join("; ")
                     )
                 };
-                self.event(EventType::Normal, "Promoted", "Promote", note)
-                    .await;
+                self.event(EventKind::Promoted, note).await;
                 None
             }
             Action::Follow {
@@ -377,7 +413,7 @@ impl Runtime {
                 address,
                 epoch,
             } => {
-                self.routing_pending = false;
+                self.routing_due = RoutingDue::default();
                 match split_host_port(&address) {
                     Some((host, port)) => {
                         if let Err(e) = self.redis.follow(&host, port).await {
@@ -393,25 +429,21 @@ impl Runtime {
                         tracing::warn!(%address, %leader, "leader address is not HOST:PORT; cannot follow")
                     }
                 }
-                self.label_self("replica").await;
+                self.label_self(SidecarRole::Replica).await;
                 self.record_change(epoch, format!("following {leader}"));
                 self.event(
-                    EventType::Normal,
-                    "Following",
-                    "Follow",
+                    EventKind::Following,
                     format!("replicating from {leader} ({address}) at epoch {epoch}"),
                 )
                 .await;
                 None
             }
             Action::SteppedDown { reason } => {
-                self.routing_pending = false;
+                self.routing_due = RoutingDue::default();
                 let epoch = self.status.read().expect("status lock").epoch.unwrap_or(0);
                 self.record_change(epoch, format!("stepped down: {reason}"));
                 self.event(
-                    EventType::Warning,
-                    "SteppedDown",
-                    "Demote",
+                    EventKind::SteppedDown,
                     format!("no longer leader: {reason}"),
                 )
                 .await;
@@ -448,7 +480,8 @@ impl Runtime {
         }
         let (host, port) =
             split_host_port(address).ok_or_else(|| format!("{address:?} is not HOST:PORT"))?;
-        RedisNode::new(self.node_config(host, port))
+        self.dialer
+            .dial(self.node_config(host, port))
             .map_err(|e| e.to_string())?
             .fence()
             .await
@@ -471,10 +504,10 @@ impl Runtime {
         }
     }
 
-    async fn label_self(&mut self, role: &str) {
-        let labels = [(self.cfg.role_label.clone(), Some(role.to_string()))].into();
+    async fn label_self(&mut self, role: SidecarRole) {
+        let labels = [(self.cfg.role_label.clone(), Some(role.as_str().to_string()))].into();
         if let Err(e) = self
-            .coord
+            .routing
             .patch_pod(&self.cfg.pod_name, labels, BTreeMap::new())
             .await
         {
@@ -482,61 +515,57 @@ impl Runtime {
         }
     }
 
-    /// Points the leader Service at us and fixes the role labels. Each write is retried on
-    /// later loops until it succeeds, independently of the others (a missing Service must not
-    /// keep the leader label off the pod).
+    /// Carries out what routing this leadership still owes ([`RoutingDue`]); what fails is
+    /// retried on the next loop.
     async fn ensure_routing(&mut self) {
-        if !self.routing_pending || !matches!(self.elector.role(), Role::Leader { .. }) {
+        if self.routing_due.done() || !matches!(self.elector.role(), Role::Leader { .. }) {
             return;
         }
-        let mut done = true;
-        if let Some(svc) = self.cfg.leader_service.clone()
-            && !self.service_routed
+        if self.routing_due.service
+            && let Some(svc) = self.cfg.leader_service.clone()
         {
-            match self.coord.route_service(&svc, &self.cfg.pod_name).await {
-                Ok(()) => self.service_routed = true,
-                Err(e) => {
-                    self.api_error(&e);
-                    done = false;
-                }
+            match self.routing.route_service(&svc, &self.cfg.pod_name).await {
+                Ok(()) => self.routing_due.service = false,
+                Err(e) => self.api_error(&e),
             }
         }
-        if !self.labelled {
-            let labels = [(self.cfg.role_label.clone(), Some("leader".to_string()))].into();
+        if self.routing_due.label {
+            let labels = [(
+                self.cfg.role_label.clone(),
+                Some(SidecarRole::Leader.as_str().to_string()),
+            )]
+            .into();
             match self
-                .coord
+                .routing
                 .patch_pod(&self.cfg.pod_name, labels, BTreeMap::new())
                 .await
             {
-                Ok(()) => self.labelled = true,
-                Err(e) => {
-                    self.api_error(&e);
-                    done = false;
-                }
+                Ok(()) => self.routing_due.label = false,
+                Err(e) => self.api_error(&e),
             }
         }
-        if let Some(prev) = self
-            .previous_leader
-            .take()
-            .filter(|p| *p != self.cfg.pod_name)
-        {
-            let labels = [(self.cfg.role_label.clone(), Some("replica".to_string()))].into();
-            // The previous pod may be gone: that is fine.
-            if let Err(e) = self.coord.patch_pod(&prev, labels, BTreeMap::new()).await
-                && e.label() != "not_found"
-            {
-                self.previous_leader = Some(prev);
-                self.api_error(&e);
-                done = false;
+        if let Some(prev) = self.routing_due.previous.clone() {
+            if prev == self.cfg.pod_name {
+                self.routing_due.previous = None;
+                return;
+            }
+            let labels = [(
+                self.cfg.role_label.clone(),
+                Some(SidecarRole::Replica.as_str().to_string()),
+            )]
+            .into();
+            match self.routing.patch_pod(&prev, labels, BTreeMap::new()).await {
+                // The previous pod may be gone: that is fine.
+                Err(e) if !e.is_not_found() => self.api_error(&e),
+                _ => self.routing_due.previous = None,
             }
         }
-        self.routing_pending = !done;
     }
 
     /// The peers (pods annotated with our Lease) with their priority and a direct probe of
     /// their Redis, through cached connections. Used for ranking and for hand-over.
     async fn probe_peers(&mut self) -> Result<Vec<PeerView>, CoordError> {
-        let peers = self.coord.peers().await?;
+        let peers = self.peers.peers().await?;
         let mut out = Vec::new();
         for peer in peers
             .into_iter()
@@ -552,7 +581,7 @@ impl Runtime {
             let nc = self.node_config(host, port);
             let node = match self.peer_nodes.entry(peer.address.clone()) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match RedisNode::new(nc) {
+                std::collections::hash_map::Entry::Vacant(v) => match self.dialer.dial(nc) {
                     Ok(n) => v.insert(n),
                     Err(_) => continue,
                 },
@@ -640,28 +669,19 @@ impl Runtime {
             self.healthy = Some(healthy);
             if let Err(e) = &probe {
                 self.event(
-                    EventType::Warning,
-                    "RedisUnhealthy",
-                    "Probe",
+                    EventKind::RedisUnhealthy,
                     format!("local Redis unhealthy: {e}"),
                 )
                 .await;
             } else if probe.as_ref().is_ok_and(|p| p.info.loading) {
                 self.event(
-                    EventType::Warning,
-                    "RedisUnhealthy",
-                    "Probe",
+                    EventKind::RedisUnhealthy,
                     "local Redis is loading its dataset".into(),
                 )
                 .await;
             } else {
-                self.event(
-                    EventType::Normal,
-                    "RedisHealthy",
-                    "Probe",
-                    "local Redis healthy".into(),
-                )
-                .await;
+                self.event(EventKind::RedisHealthy, "local Redis healthy".into())
+                    .await;
             }
             self.feed(Input::RedisHealth(healthy)).await;
         }
@@ -696,18 +716,14 @@ impl Runtime {
             return;
         }
         let master = matches!(probe.info.role, RedisRole::Master);
-        if (master && !probe.fenced)
-            || self
-                .last_role_repair
-                .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
-        {
+        if (master && !probe.fenced) || !self.repair.due(Instant::now()) {
             return;
         }
         self.feed(Input::Tick).await;
         if !self.elector.writes_may_resume() {
             return;
         }
-        self.last_role_repair = Some(Instant::now());
+        self.repair.attempted(Instant::now());
         let problems = self.make_writable_master(!master).await;
         let note = if problems.is_empty() {
             "the leader's Redis was not a writable master; made it one again".to_string()
@@ -717,8 +733,7 @@ impl Runtime {
                 problems.join("; ")
             )
         };
-        self.event(EventType::Warning, "Reconciled", "Promote", note)
-            .await;
+        self.event(EventKind::Reconciled, note).await;
     }
 
     /// A follower whose Redis is not replicating from the leader (it restarted, or someone
@@ -732,14 +747,10 @@ impl Runtime {
             return;
         };
         let following = matches!(role, RedisRole::Replica { master_host, master_port, .. } if *master_host == host && *master_port == port);
-        if following
-            || self
-                .last_role_repair
-                .is_some_and(|t| t.elapsed() < self.cfg.timing.retry_period)
-        {
+        if following || !self.repair.due(Instant::now()) {
             return;
         }
-        self.last_role_repair = Some(Instant::now());
+        self.repair.attempted(Instant::now());
         tracing::info!(%address, "the local Redis is not replicating from the leader; pointing it there again");
         if let Err(e) = self.redis.follow(&host, port).await {
             tracing::warn!(error = %e, "REPLICAOF failed; retried after one retry period");
@@ -826,7 +837,7 @@ impl Runtime {
             let Some((host, port)) = split_host_port(&address) else {
                 return;
             };
-            match RedisNode::new(self.node_config(host, port)) {
+            match self.dialer.dial(self.node_config(host, port)) {
                 Ok(n) => self.leader_node = Some((address.clone(), n)),
                 Err(_) => return,
             }
@@ -884,7 +895,7 @@ impl Runtime {
         ]
         .into();
         match self
-            .coord
+            .routing
             .patch_pod(&self.cfg.pod_name, BTreeMap::new(), annotations)
             .await
         {
@@ -941,7 +952,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             addr: cfg.http_addr,
             source,
         })?;
-    let (switchover_tx, mut switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
+    let (switchover_tx, switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
     let api = http::router(http::ApiState {
         status: status.clone(),
         metrics: metrics.clone(),
@@ -973,60 +984,101 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             tracing::error!(error = %e, "HTTP API stopped");
         }
     });
-    let recorder = Recorder::new(
+    let events = EventRecorder::new(
         client.clone(),
-        Reporter {
-            controller: "redis-k8s-election".into(),
-            instance: Some(cfg.pod_name.clone()),
-        },
+        &ns,
+        &cfg.pod_name,
+        cfg.timing.request_timeout,
     );
-    let pod_ref = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(cfg.pod_name.clone()),
-        namespace: Some(ns.clone()),
-        ..Default::default()
-    };
     let coord = Coord::new(client, &ns, &cfg.lease_name, cfg.timing.request_timeout);
-    let timing = cfg.timing;
-    let mut rt = Runtime {
-        elector: Elector::new(cfg.pod_name.clone(), address.clone(), cfg.timing),
-        cfg,
-        address,
-        http_announce,
+    let edges = EdgeSet::<Kubernetes> {
         redis,
-        coord,
-        status,
-        metrics,
-        recorder,
-        pod_ref,
-        origin: Instant::now(),
-        wake_at: Duration::ZERO,
-        healthy: None,
-        candidacy: Candidacy::new(timing),
-        eligible: false,
-        handover_refused: None,
-        peer_nodes: HashMap::new(),
-        leader_node: None,
-        last_lag_check: None,
-        routing_pending: false,
-        service_routed: false,
-        labelled: false,
-        previous_leader: None,
-        published: None,
-        last_role_repair: None,
+        lease: coord.clone(),
+        routing: coord.clone(),
+        peers: coord,
+        dialer: edges::Dial,
+        events,
     };
+    let rt = Sidecar::new(cfg, address, http_announce, edges, status, metrics);
+    drive(rt, switchovers, shutdown).await;
+    http_task.abort();
+    Ok(())
+}
+
+/// One value of each edge a [`Sidecar`] runs against.
+pub struct EdgeSet<E: Edges> {
+    /// The local Redis.
+    pub redis: E::Redis,
+    /// The Lease.
+    pub lease: E::Lease,
+    /// Services and pod metadata.
+    pub routing: E::Routing,
+    /// The group's pods.
+    pub peers: E::Peers,
+    /// Connections to the other Redis servers.
+    pub dialer: E::Dialer,
+    /// Events.
+    pub events: E::Events,
+}
+
+impl<E: Edges> Sidecar<E> {
+    fn new(
+        cfg: SidecarConfig,
+        address: String,
+        http_announce: String,
+        edges: EdgeSet<E>,
+        status: Arc<RwLock<Status>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let timing = cfg.timing;
+        Sidecar {
+            elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing),
+            cfg,
+            address,
+            http_announce,
+            redis: edges.redis,
+            lease: edges.lease,
+            routing: edges.routing,
+            peers: edges.peers,
+            dialer: edges.dialer,
+            events: edges.events,
+            status,
+            metrics,
+            origin: Instant::now(),
+            wake_at: Duration::ZERO,
+            healthy: None,
+            candidacy: Candidacy::new(timing),
+            eligible: false,
+            handover_refused: None,
+            peer_nodes: HashMap::new(),
+            leader_node: None,
+            last_lag_check: None,
+            routing_due: RoutingDue::default(),
+            previous_leader: None,
+            published: None,
+            repair: Pacer::new(timing.retry_period),
+        }
+    }
+}
+
+/// The control loop: observes the Lease watch, switchover requests, the probe ticker and the
+/// elector's next deadline, feeds what it saw, and keeps routing and the pod's annotations up
+/// to date, until `shutdown` resolves; then hands over or releases.
+async fn drive<E: Edges>(
+    mut rt: Sidecar<E>,
+    mut switchovers: tokio::sync::mpsc::Receiver<SwitchoverRequest>,
+    shutdown: impl Future<Output = ()>,
+) {
     // Undecided means read-only: the first step fences the local Redis.
     rt.feed(Input::Tick).await;
     rt.probe().await;
-    let mut watch = Box::pin(rt.coord.watch_lease());
+    let mut watch = rt.lease.watch();
     let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
     probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         rt.status.write().expect("status lock").last_loop = Instant::now();
-        let sleep =
-            tokio::time::sleep_until(tokio::time::Instant::from_std(rt.origin + rt.wake_at));
+        let sleep = tokio::time::sleep_until(rt.origin + rt.wake_at);
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -1039,12 +1091,12 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                     rt.update_eligibility().await;
                 }
                 Some(Err(e)) => rt.api_error(&e),
-                None => watch = Box::pin(rt.coord.watch_lease()),
+                None => watch = rt.lease.watch(),
             },
             Some(req) = switchovers.recv() => {
                 let outcome = rt.hand_over(Trigger::Switchover, req.to.as_deref(), req.force).await;
                 if let Err(e) = &outcome {
-                    rt.event(EventType::Warning, "SwitchoverRefused", "Switchover", e.to_string()).await;
+                    rt.event(EventKind::SwitchoverRefused, e.to_string()).await;
                 }
                 let _ = req.reply.send(outcome);
             }
@@ -1062,9 +1114,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         && let Err(e) = rt.hand_over(Trigger::Shutdown, None, true).await
     {
         rt.event(
-            EventType::Warning,
-            "HandoverSkipped",
-            "Handover",
+            EventKind::HandoverSkipped,
             format!("no hand-over ({e}); releasing the lease"),
         )
         .await;
@@ -1078,6 +1128,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::time::sleep(rt.cfg.timing.retry_period).await;
         rt.feed(Input::Tick).await;
     }
-    http_task.abort();
-    Ok(())
 }
+
+#[cfg(test)]
+mod tests;

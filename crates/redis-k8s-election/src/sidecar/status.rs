@@ -2,7 +2,8 @@
 //! readiness rule built on it.
 
 use crate::wire::{DataSafety, LastChange, RedisReport, RedisRole, SidecarRole, StatusReport};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Whether the leader streams to this replica, from the leader's own list of its replicas.
 ///

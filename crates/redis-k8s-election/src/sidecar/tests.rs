@@ -1,0 +1,584 @@
+//! Unit tests of the control loop over fake edges: an in-memory Lease with compare-and-set,
+//! in-memory Redis servers by address, a pod list, routing and Events, all in one [`World`]
+//! the test inspects. Time is tokio's paused clock, so deadlines pass when a test says so.
+
+use super::edges::{
+    Changes, Edges, EventSink, LeaseStore, PeerDirectory, RedisControl, RedisDialer, Routing,
+};
+use super::handover::{HandoverError, Trigger};
+use super::*;
+use election::elector::{ObservedLease, WriteIntent};
+use election::handover::TargetRefusal;
+use futures::stream::BoxStream;
+use kube_coord::Peer;
+use redis_node::info::{NodeInfo, Role as RedisRole};
+use redis_node::{NodeConfig, NodeError, Probe};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// One Redis server.
+#[derive(Clone, Debug)]
+struct FakeRedis {
+    up: bool,
+    /// `None`: a master.
+    master: Option<(String, u16)>,
+    link_up: bool,
+    offset: u64,
+    fenced: bool,
+    paused: bool,
+}
+
+impl FakeRedis {
+    /// How the manifests start Redis: a fenced replica of itself, empty.
+    fn started(host: &str) -> Self {
+        FakeRedis {
+            up: true,
+            master: Some((host.into(), 6379)),
+            link_up: false,
+            offset: 0,
+            fenced: true,
+            paused: false,
+        }
+    }
+
+    fn replica_of(leader: &str, offset: u64) -> Self {
+        FakeRedis {
+            up: true,
+            master: Some((leader.into(), 6379)),
+            link_up: true,
+            offset,
+            fenced: false,
+            paused: false,
+        }
+    }
+}
+
+/// How the next Lease writes end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writes {
+    /// Compare-and-set, answered.
+    Normal,
+    /// No answer (the API is unreachable); nothing committed.
+    TimeOut,
+    /// The next write commits, but its answer is lost; later writes are answered.
+    CommitUnanswered,
+}
+
+/// Everything the fake edges share.
+struct World {
+    lease: Option<ObservedLease>,
+    version: u64,
+    writes: Writes,
+    reads_fail: bool,
+    redis: HashMap<String, FakeRedis>,
+    pods: Vec<Peer>,
+    routed_to: Option<String>,
+    labels: HashMap<String, String>,
+    events: Vec<SidecarEvent>,
+}
+
+type Shared = Rc<RefCell<World>>;
+
+fn timeout(op: &'static str) -> CoordError {
+    CoordError::Timeout {
+        op,
+        timeout: Duration::from_millis(500),
+    }
+}
+
+struct Fakes;
+
+impl Edges for Fakes {
+    type Lease = FakeEdge;
+    type Routing = FakeEdge;
+    type Peers = FakeEdge;
+    type Redis = FakeNode;
+    type Dialer = FakeEdge;
+    type Events = FakeEdge;
+}
+
+#[derive(Clone)]
+struct FakeEdge(Shared);
+
+#[derive(Clone)]
+struct FakeNode {
+    world: Shared,
+    addr: String,
+}
+
+impl LeaseStore for FakeEdge {
+    async fn get(&self) -> Result<Option<ObservedLease>, CoordError> {
+        let w = self.0.borrow();
+        if w.reads_fail {
+            return Err(timeout("get lease"));
+        }
+        Ok(w.lease.clone())
+    }
+
+    async fn write(&self, intent: &WriteIntent) -> Result<ObservedLease, CoordError> {
+        let mut w = self.0.borrow_mut();
+        if w.writes == Writes::TimeOut {
+            return Err(timeout("replace lease"));
+        }
+        let current = w.lease.as_ref().map(|l| l.version.clone());
+        if intent.version != current {
+            return Err(CoordError::Conflict {
+                op: "replace lease",
+                message: "the object has been modified".into(),
+            });
+        }
+        w.version += 1;
+        let mut stored = kube_coord::observe(&kube_coord::lease_for("redis", intent));
+        stored.version = w.version.to_string();
+        w.lease = Some(stored.clone());
+        if w.writes == Writes::CommitUnanswered {
+            w.writes = Writes::Normal;
+            return Err(timeout("replace lease"));
+        }
+        Ok(stored)
+    }
+
+    fn watch(&self) -> BoxStream<'static, Result<Option<ObservedLease>, CoordError>> {
+        Box::pin(futures::stream::pending())
+    }
+}
+
+impl Routing for FakeEdge {
+    async fn route_service(&self, _service: &str, pod: &str) -> Result<(), CoordError> {
+        self.0.borrow_mut().routed_to = Some(pod.into());
+        Ok(())
+    }
+
+    async fn service_routes_to(&self, _service: &str) -> Result<Option<String>, CoordError> {
+        Ok(self.0.borrow().routed_to.clone())
+    }
+
+    async fn patch_pod(&self, pod: &str, labels: Changes, _: Changes) -> Result<(), CoordError> {
+        let mut w = self.0.borrow_mut();
+        for (_, v) in labels {
+            if let Some(v) = v {
+                w.labels.insert(pod.into(), v);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PeerDirectory for FakeEdge {
+    async fn peers(&self) -> Result<Vec<Peer>, CoordError> {
+        Ok(self.0.borrow().pods.clone())
+    }
+}
+
+impl EventSink for FakeEdge {
+    async fn publish(&self, event: &SidecarEvent) -> Result<(), CoordError> {
+        self.0.borrow_mut().events.push(event.clone());
+        Ok(())
+    }
+}
+
+impl RedisDialer for FakeEdge {
+    type Node = FakeNode;
+    fn dial(&self, cfg: NodeConfig) -> Result<FakeNode, NodeError> {
+        Ok(FakeNode {
+            world: self.0.clone(),
+            addr: format!("{}:{}", cfg.host, cfg.port),
+        })
+    }
+}
+
+impl FakeNode {
+    fn with<T>(&self, f: impl FnOnce(&mut FakeRedis) -> T) -> Result<T, NodeError> {
+        let mut w = self.world.borrow_mut();
+        match w.redis.get_mut(&self.addr) {
+            Some(r) if r.up => Ok(f(r)),
+            _ => Err(NodeError::Timeout {
+                addr: self.addr.clone(),
+                timeout: Duration::from_millis(150),
+            }),
+        }
+    }
+}
+
+impl RedisControl for FakeNode {
+    async fn probe(&self) -> Result<Probe, NodeError> {
+        self.with(|r| Probe {
+            info: NodeInfo {
+                role: match &r.master {
+                    None => RedisRole::Master,
+                    Some((host, port)) => RedisRole::Replica {
+                        master_host: host.clone(),
+                        master_port: *port,
+                        link_up: r.link_up,
+                        syncing: false,
+                    },
+                },
+                offset: r.offset,
+                loading: false,
+                keys: u64::from(r.offset > 0),
+                connected_replicas: 0,
+                config_file: String::new(),
+                version: "7.0.15".into(),
+                replicas: Vec::new(),
+                good_replicas: None,
+            },
+            fenced: r.fenced,
+        })
+    }
+    async fn fence(&self) -> Result<(), NodeError> {
+        self.with(|r| r.fenced = true)
+    }
+    async fn unfence(&self) -> Result<(), NodeError> {
+        self.with(|r| r.fenced = false)
+    }
+    async fn promote(&self) -> Result<(), NodeError> {
+        self.with(|r| {
+            r.master = None;
+            r.link_up = false;
+        })
+    }
+    async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
+        self.with(|r| {
+            r.master = Some((host.into(), port));
+            r.link_up = true;
+        })
+    }
+    async fn drop_clients(&self) -> Result<u64, NodeError> {
+        self.with(|_| 0)
+    }
+    async fn pause_writes(&self, _timeout: Duration) -> Result<(), NodeError> {
+        self.with(|r| r.paused = true)
+    }
+    async fn unpause(&self) -> Result<(), NodeError> {
+        self.with(|r| r.paused = false)
+    }
+    async fn rewrite_config(&self, _probe: &Probe) -> Result<bool, NodeError> {
+        self.with(|_| false)
+    }
+}
+
+fn pod(name: &str) -> Peer {
+    Peer {
+        name: name.into(),
+        address: format!("{name}:6379"),
+        http: String::new(),
+        labels: Default::default(),
+        status: None,
+        terminating: false,
+    }
+}
+
+/// Timing of the tests: lease 3 s, renew deadline 2 s, retry period 250 ms.
+fn config() -> SidecarConfig {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        a: config::SidecarArgs,
+    }
+    let args = Args::try_parse_from([
+        "sidecar",
+        "--lease-name",
+        "redis",
+        "--pod-name",
+        "a",
+        "--announce-addr",
+        "a:6379",
+        "--redis-addr",
+        "a:6379",
+        "--leader-service",
+        "redis-leader",
+        "--lease-duration",
+        "3s",
+        "--renew-deadline",
+        "2s",
+        "--retry-period",
+        "250ms",
+        "--request-timeout",
+        "500ms",
+        "--redis-timeout",
+        "150ms",
+        "--handover-timeout",
+        "2s",
+        "--max-lag",
+        "100",
+    ])
+    .expect("test flags parse");
+    args.a.validate(None).expect("test flags validate")
+}
+
+/// A sidecar for pod `a` (Redis at `a:6379`) in a world with the pods `peers` besides it.
+fn sidecar(peers: &[&str]) -> (Sidecar<Fakes>, Shared) {
+    let mut redis = HashMap::from([("a:6379".to_string(), FakeRedis::started("a"))]);
+    let mut pods = vec![pod("a")];
+    for p in peers {
+        redis.insert(format!("{p}:6379"), FakeRedis::started(p));
+        pods.push(pod(p));
+    }
+    let world = Rc::new(RefCell::new(World {
+        lease: None,
+        version: 0,
+        writes: Writes::Normal,
+        reads_fail: false,
+        redis,
+        pods,
+        routed_to: None,
+        labels: HashMap::new(),
+        events: Vec::new(),
+    }));
+    let cfg = config();
+    let status = Arc::new(RwLock::new(Status::new("a", cfg.max_lag)));
+    let edge = FakeEdge(world.clone());
+    let edges = EdgeSet::<Fakes> {
+        redis: FakeNode {
+            world: world.clone(),
+            addr: "a:6379".into(),
+        },
+        lease: edge.clone(),
+        routing: edge.clone(),
+        peers: edge.clone(),
+        dialer: edge.clone(),
+        events: edge,
+    };
+    let rt = Sidecar::new(
+        cfg,
+        "a:6379".into(),
+        "a:9121".into(),
+        edges,
+        status,
+        Arc::new(Metrics::new()),
+    );
+    (rt, world)
+}
+
+impl Sidecar<Fakes> {
+    /// One turn of the loop as `drive` runs it: time, a probe, the candidacy, routing.
+    async fn turn(&mut self) {
+        self.feed(Input::Tick).await;
+        self.probe().await;
+        self.ensure_routing().await;
+        self.publish().await;
+    }
+
+    /// Turns of the loop every retry period for `d`.
+    async fn run_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.turn().await;
+            tokio::time::advance(self.cfg.timing.retry_period).await;
+        }
+    }
+
+    fn role(&self) -> SidecarRole {
+        self.status.read().unwrap().role
+    }
+}
+
+fn redis(world: &Shared, addr: &str) -> FakeRedis {
+    world.borrow().redis[addr].clone()
+}
+
+fn holder(world: &Shared) -> String {
+    world
+        .borrow()
+        .lease
+        .as_ref()
+        .map(|l| l.record.holder.clone())
+        .unwrap_or_default()
+}
+
+fn kinds(world: &Shared) -> Vec<EventKind> {
+    world.borrow().events.iter().map(|e| e.kind).collect()
+}
+
+/// The sidecar of `a` alone leads, its Redis a writable master, routed and labelled.
+async fn leading(peers: &[&str]) -> (Sidecar<Fakes>, Shared) {
+    let (mut rt, world) = sidecar(peers);
+    rt.turn().await;
+    rt.turn().await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    (rt, world)
+}
+
+#[tokio::test(start_paused = true)]
+async fn promotes_on_a_free_lease_and_routes_to_itself() {
+    let (mut rt, world) = sidecar(&[]);
+    rt.turn().await;
+    rt.turn().await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    let r = redis(&world, "a:6379");
+    assert!(r.master.is_none() && !r.fenced, "a writable master: {r:?}");
+    let w = world.borrow();
+    assert_eq!(w.routed_to.as_deref(), Some("a"));
+    assert_eq!(w.labels.get("a").map(String::as_str), Some("leader"));
+    assert!(w.events.iter().any(|e| e.kind == EventKind::Promoted));
+    let history = kube_coord::history::parse(&w.lease.as_ref().unwrap().record.history);
+    assert_eq!((history.len(), history[0].reason.as_str()), (1, "elected"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn steps_down_and_follows_when_another_pod_holds_the_lease() {
+    let (mut rt, world) = leading(&["b"]).await;
+    // Someone else's write took the Lease (b, at a new epoch).
+    let taken = {
+        let mut w = world.borrow_mut();
+        let mut l = w.lease.clone().unwrap();
+        l.record.holder = "b".into();
+        l.record.holder_address = "b:6379".into();
+        l.record.transitions += 1;
+        w.version += 1;
+        l.version = w.version.to_string();
+        w.lease = Some(l.clone());
+        l
+    };
+    rt.feed(Input::Observed(Some(taken))).await;
+    assert_eq!(rt.role(), SidecarRole::Replica);
+    let r = redis(&world, "a:6379");
+    assert_eq!(r.master, Some(("b".into(), 6379)), "follows b");
+    let k = kinds(&world);
+    assert!(k.contains(&EventKind::SteppedDown) && k.contains(&EventKind::Following));
+    assert_eq!(
+        world.borrow().labels.get("a").map(String::as_str),
+        Some("replica")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fences_its_redis_when_it_cannot_renew_before_the_deadline() {
+    let (mut rt, world) = leading(&[]).await;
+    world.borrow_mut().writes = Writes::TimeOut;
+    // Within the renew deadline it keeps leading on a writable Redis ...
+    rt.run_for(Duration::from_millis(1_500)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    assert!(!redis(&world, "a:6379").fenced);
+    // ... past it, it fences and stops leading.
+    rt.run_for(Duration::from_millis(750)).await;
+    assert_eq!(rt.role(), SidecarRole::Candidate);
+    assert!(redis(&world, "a:6379").fenced);
+    let k = kinds(&world);
+    assert!(k.contains(&EventKind::Fenced) && k.contains(&EventKind::SteppedDown));
+}
+
+#[tokio::test(start_paused = true)]
+async fn backs_off_for_a_peer_with_more_data_but_not_beyond_its_bound() {
+    let (mut rt, world) = sidecar(&["b"]);
+    // b's Redis has more data and is healthy, but b's sidecar never runs for the lease.
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("b", 500));
+    world.borrow_mut().redis.get_mut("a:6379").unwrap().offset = 100;
+    rt.run_for(Duration::from_millis(3_000)).await;
+    assert_eq!(rt.role(), SidecarRole::Candidate, "backing off for b");
+    assert_eq!(holder(&world), "");
+    rt.run_for(Duration::from_millis(5_500)).await;
+    assert_eq!(holder(&world), "", "waits while b has more data");
+    // The bound: one lease duration, then two more while b still has more data.
+    rt.run_for(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        rt.role(),
+        SidecarRole::Leader,
+        "runs anyway after the bound"
+    );
+    assert_eq!(holder(&world), "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_with_less_data_does_not_hold_it_back() {
+    let (mut rt, world) = sidecar(&["b"]);
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("b", 50));
+    world.borrow_mut().redis.get_mut("a:6379").unwrap().offset = 100;
+    rt.turn().await;
+    rt.turn().await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hands_over_to_a_caught_up_replica() {
+    let (mut rt, world) = leading(&["b"]).await;
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("a", 0));
+    let handed = rt
+        .hand_over(Trigger::Switchover, None, false)
+        .await
+        .expect("hand-over");
+    assert_eq!((handed.from.as_str(), handed.to.as_str()), ("a", "b"));
+    assert_eq!(holder(&world), "b");
+    let w = world.borrow();
+    let record = &w.lease.as_ref().unwrap().record;
+    assert_eq!((record.handover_to.as_str(), record.transitions), ("b", 1));
+    let last = kube_coord::history::parse(&record.history).pop().unwrap();
+    assert_eq!(
+        (last.from.as_str(), last.reason.as_str()),
+        ("a", "switchover")
+    );
+    let r = &w.redis["a:6379"];
+    assert!(r.fenced && !r.paused, "fenced, writes released: {r:?}");
+    drop(w);
+    assert!(kinds(&world).contains(&EventKind::HandedOver));
+    assert_ne!(rt.role(), SidecarRole::Leader);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_hand_over_leaves_the_leader_writable() {
+    let (mut rt, world) = leading(&["b"]).await;
+    // b lags 900 bytes (at most 100 allowed).
+    world.borrow_mut().redis.get_mut("a:6379").unwrap().offset = 1_000;
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("a", 100));
+    let refused = rt.hand_over(Trigger::Switchover, Some("b"), false).await;
+    assert!(
+        matches!(
+            refused,
+            Err(HandoverError::Target(TargetRefusal::NotCaughtUp { .. }))
+        ),
+        "{refused:?}"
+    );
+    let refused = rt.hand_over(Trigger::Switchover, Some("zz"), false).await;
+    assert_eq!(
+        refused,
+        Err(HandoverError::Target(TargetRefusal::UnknownPod(
+            "zz".into()
+        )))
+    );
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    assert_eq!(holder(&world), "a");
+    let r = redis(&world, "a:6379");
+    assert!(!r.fenced && !r.paused, "still writable: {r:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_hand_over_keeps_writes_held_until_the_lease_says_whose_it_is() {
+    let (mut rt, world) = leading(&["b"]).await;
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("a", 0));
+    // The hand-over write commits but its answer is lost, and the Lease cannot be read.
+    {
+        let mut w = world.borrow_mut();
+        w.writes = Writes::CommitUnanswered;
+        w.reads_fail = true;
+    }
+    let outcome = rt.hand_over(Trigger::Switchover, Some("b"), false).await;
+    assert!(matches!(outcome, Err(HandoverError::Api(_))), "{outcome:?}");
+    assert_eq!(holder(&world), "b", "it did commit");
+    // b leads now: a must not take writes again, though its elector still thinks it leads.
+    for _ in 0..4 {
+        rt.turn().await;
+        assert!(redis(&world, "a:6379").fenced, "a stays fenced");
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // Its next renewal loses the race; the Lease, once readable, names b: it follows.
+    world.borrow_mut().reads_fail = false;
+    rt.run_for(Duration::from_millis(1_000)).await;
+    assert_eq!(rt.role(), SidecarRole::Replica);
+    assert!(redis(&world, "a:6379").master == Some(("b".into(), 6379)));
+}
