@@ -106,6 +106,9 @@ struct Node {
     eligible: bool,
     /// Where a switchover on this pod stands (its window is closed until writes resume).
     handover: Option<Phase>,
+    /// The sidecar carries out its actions in order, each finished before it handles
+    /// anything else: until then (a fence takes the fence time) its events wait.
+    busy_until: G,
 }
 
 /// A switchover on the leader, as the sidecar runs it (it blocks the sidecar's loop until the
@@ -362,7 +365,7 @@ impl Sim {
         let fence = timing().fence_time.as_micros() as u64;
         // Actions run in order, each finished before the next: a fence (local or remote)
         // takes the whole fence time before anything after it happens.
-        let mut at = now;
+        let mut at = now.max(self.nodes[i].busy_until);
         for a in step.actions {
             match a {
                 Action::Write(intent) => {
@@ -409,6 +412,7 @@ impl Sim {
                 | Action::HandoverRefused { .. } => {}
             }
         }
+        self.nodes[i].busy_until = at;
         let wake = self.nodes[i].global(step.wake_at).max(now + 1);
         if self.nodes[i].wake_at.is_none_or(|w| wake < w) {
             self.nodes[i].wake_at = Some(wake);
@@ -503,6 +507,7 @@ impl Sim {
                     candidacy: Candidacy::new(timing()),
                     eligible: false,
                     handover: None,
+                    busy_until: 0,
                 })
                 .collect(),
             queue: BinaryHeap::new(),
@@ -550,7 +555,28 @@ impl Sim {
             if now > horizon {
                 break;
             }
-            match sim.events[idx].clone() {
+            let event = sim.events[idx].clone();
+            // An event for a pod still carrying out its last actions waits for them.
+            let target = match &event {
+                Ev::Wake(i) => Some(*i),
+                Ev::Health { node, .. }
+                | Ev::Answer { node, .. }
+                | Ev::Timeout { node, .. }
+                | Ev::Deliver { node, .. }
+                | Ev::HandOverWrite { node, .. } => Some(*node),
+                Ev::Arrive { .. } | Ev::Crash(_) | Ev::Pause(_) | Ev::Switchover(_) => None,
+            };
+            if let Some(i) = target
+                && now < sim.nodes[i].busy_until
+            {
+                let later = sim.nodes[i].busy_until;
+                if matches!(event, Ev::Wake(_)) {
+                    sim.nodes[i].wake_at = Some(later);
+                }
+                sim.push(later, event);
+                continue;
+            }
+            match event {
                 Ev::Wake(i) => {
                     if sim.nodes[i].wake_at == Some(now) {
                         sim.nodes[i].wake_at = None;

@@ -7,12 +7,14 @@
 //! * [`ctl`]: the operator's commands (`status`, `switchover`, `pause`, `resume`, `history`);
 //! * [`local`]: a whole group on one machine under kubesim;
 //! * [`apiserver`]: kubesim's API server as a process;
+//! * [`cli`]: the command line and what runs each subcommand;
 //! * [`wire`]: the contracts other programs read (`/status`, the switchover reply), typed
 //!   once for the producer and every reader.
 //!
 //! `main.rs` only parses the command line, sets up logging and maps errors to exit codes.
 
 pub mod apiserver;
+pub mod cli;
 pub mod ctl;
 pub mod local;
 pub mod sidecar;
