@@ -4,8 +4,8 @@
 //! Everything here is synchronous and runs under the store's lock, so each request is one
 //! atomic step, as one etcd transaction is.
 
-use crate::endpoints;
 use crate::event_convert;
+use crate::kinds::Deletion;
 use crate::patch::{self, PatchError, PatchType};
 use crate::resources::{self, Generation, ResourceType, meta_mut, meta_str};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -96,7 +96,7 @@ fn to_storage(rt: &ResourceType, view: Value) -> Value {
     }
 }
 
-fn key(ns: &str, name: &str) -> Key {
+pub(crate) fn key(ns: &str, name: &str) -> Key {
     (ns.to_string(), name.to_string())
 }
 
@@ -191,9 +191,7 @@ fn settle_namespace(rt: &ResourceType, obj: &mut Value, ns: &str) -> Result<(), 
 /// Reacts to a committed write the way controllers would: derived endpoints, namespace
 /// cleanup, finalizer-complete deletions.
 fn after_write(store: &mut Store, rt: &ResourceType, ns: &str) {
-    if rt.group.is_empty() && (rt.kind == "Pod" || rt.kind == "Service") {
-        endpoints::reconcile_namespace(store, ns);
-    }
+    rt.strategy.after_write(store, ns);
 }
 
 /// GET of one object.
@@ -497,7 +495,8 @@ fn create_decoded(
     if use_generate {
         meta_mut(&mut obj).insert("name".into(), json!(util::generate_name(&generate)));
     }
-    resources::apply_create_defaults(rt, &mut obj, &mut store.cluster_ip);
+    rt.strategy
+        .defaults_on_create(&mut obj, &mut store.cluster_ip);
     resources::validate(rt, &obj, None)?;
     let mut name = meta_str(&obj, "name").unwrap_or_default().to_string();
     let store_ns = if rt.namespaced { ns } else { "" };
@@ -523,12 +522,7 @@ fn create_decoded(
     }
     let stored = store.put(rt.storage, key(store_ns, &name), to_storage(rt, obj));
     after_write(store, rt, store_ns);
-    if rt.kind == "Namespace" {
-        // The serviceaccount controller gives every namespace a `default` account.
-        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-            "name": "default", "namespace": name, "uid": util::new_uid(), "creationTimestamp": util::now_time()}});
-        store.put("serviceaccounts", key(&name, "default"), sa);
-    }
+    rt.strategy.after_create(store, store_ns, &name);
     Ok(to_view(rt, &stored))
 }
 
@@ -636,7 +630,7 @@ fn commit_update(
 ) -> Result<Value, ApiError> {
     prepare_update(rt, &mut new, old, part);
     if part == Part::Main {
-        resources::apply_update_rules(rt, &mut new, old);
+        rt.strategy.prepare_update(&mut new, old);
     }
     resources::validate(rt, &new, Some(old))?;
     if strip_rv(&new) == strip_rv(old) {
@@ -911,8 +905,7 @@ pub fn delete(
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     // Graceful pod deletion: a pod bound to a node stays, marked, until its kubelet confirms.
-    let graceful_pod = rt.kind == "Pod"
-        && rt.group.is_empty()
+    let graceful_pod = rt.strategy.deletion() == Deletion::GracefulPod
         && !old
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -926,7 +919,8 @@ pub fn delete(
             })
             .unwrap_or(30)
             > 0;
-    if (has_finalizers || graceful_pod) && rt.kind != "Namespace" {
+    let namespace = rt.strategy.deletion() == Deletion::Namespace;
+    if (has_finalizers || graceful_pod) && !namespace {
         let mut marked = to_view(rt, &old);
         let grace = if graceful_pod {
             opts.grace_period_seconds
@@ -980,15 +974,13 @@ pub fn delete(
             warnings: vec![],
         });
     }
-    if rt.kind == "Namespace" {
+    if namespace {
         return delete_namespace(store, rt, name);
     }
     let last = store
         .remove(rt.storage, &k)
         .expect("present under the lock");
-    if rt.group.is_empty() && rt.kind == "Service" {
-        endpoints::service_deleted(store, store_ns, name);
-    }
+    rt.strategy.after_delete(store, store_ns, name);
     after_write(store, rt, store_ns);
     let body = if rt.delete_returns_object {
         to_view(rt, &last)

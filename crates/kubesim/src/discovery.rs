@@ -89,7 +89,7 @@ pub fn resource_list(group: &str, version: &str) -> Value {
         let verbs: Vec<&str> = all_verbs
             .iter()
             .copied()
-            .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
+            .filter(|v| r.delete_collection || *v != "deletecollection")
             .collect();
         let mut entry = json!({
             "name": r.plural,
@@ -101,10 +101,8 @@ pub fn resource_list(group: &str, version: &str) -> Value {
         if !r.short_names.is_empty() {
             entry["shortNames"] = json!(r.short_names);
         }
-        if matches!(r.kind, "Pod" | "Service" | "StatefulSet" | "Endpoints")
-            && r.group != "events.k8s.io"
-        {
-            entry["categories"] = json!(["all"]);
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
         }
         resources.push(entry);
         if r.status_subresource {
@@ -116,7 +114,7 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "verbs": ["get", "patch", "update"],
             }));
         }
-        if r.kind == "ServiceAccount" {
+        if r.token_subresource {
             resources.push(json!({
                 "name": "serviceaccounts/token",
                 "singularName": "",

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod endpoints;
 pub mod event_convert;
 pub mod faults;
+pub mod kinds;
 pub mod kubelet;
 pub mod manifest;
 pub mod patch;

@@ -300,7 +300,7 @@ pub fn apply(
                 let mut desired = obj.clone();
                 desired["metadata"]["resourceVersion"] =
                     current["metadata"]["resourceVersion"].clone();
-                if rt.kind == "StatefulSet" || rt.kind == "Service" {
+                if rt.strategy.apply_keeps_status() {
                     // Fields the server set on create (status, clusterIP) are kept.
                     if let Some(status) = current.get("status") {
                         desired["status"] = status.clone();

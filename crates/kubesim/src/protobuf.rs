@@ -175,6 +175,27 @@ fn token_request_spec(b: &[u8]) -> Result<Value, ProtoError> {
     Ok(Value::Object(spec))
 }
 
+/// How a kind's protobuf message maps to its JSON (field 1 is always `metadata`): kubesim
+/// decodes the few kinds kubectl and client-go send as protobuf.
+#[derive(Debug)]
+pub struct ProtoLayout {
+    /// Map fields.
+    pub maps: &'static [ProtoMap],
+    /// String fields: number and JSON key.
+    pub strings: &'static [(u64, &'static str)],
+}
+
+/// A map field of a [`ProtoLayout`].
+#[derive(Debug)]
+pub struct ProtoMap {
+    /// The field number.
+    pub field: u64,
+    /// The JSON key.
+    pub key: &'static str,
+    /// Values are bytes (base64 in JSON), not strings.
+    pub bytes: bool,
+}
+
 /// Decodes a protobuf body to the JSON object the same request would have sent.
 pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
     let inner = body
@@ -199,59 +220,42 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
-    let mut data = Map::new();
-    let mut binary = Map::new();
+    // TokenRequest is the body of the `serviceaccounts/token` subresource, not a kind of its
+    // own; every other body is laid out as its kind says.
+    if kind == "TokenRequest" {
+        for (n, f) in fields(raw)? {
+            match (n, f) {
+                (1, Field::Bytes(x)) => {
+                    obj.insert("metadata".into(), object_meta(x)?);
+                }
+                (2, Field::Bytes(x)) => {
+                    obj.insert("spec".into(), token_request_spec(x)?);
+                }
+                _ => {}
+            }
+        }
+        return Ok(Value::Object(obj));
+    }
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let layout = crate::resources::by_kind(group, &kind)
+        .and_then(|rt| rt.protobuf)
+        .ok_or_else(|| ProtoError::Unsupported(kind.clone()))?;
+    let mut maps: Vec<Map<String, Value>> = vec![Map::new(); layout.maps.len()];
     for (n, f) in fields(raw)? {
         let Field::Bytes(x) = f else { continue };
-        match (kind.as_str(), n) {
-            (_, 1) => {
-                obj.insert("metadata".into(), object_meta(x)?);
-            }
-            ("TokenRequest", 2) => {
-                obj.insert("spec".into(), token_request_spec(x)?);
-            }
-            ("Secret", 2) => {
-                let (k, v) = map_entry(x, true)?;
-                data.insert(k, v);
-            }
-            ("Secret", 3) => {
-                obj.insert("type".into(), json!(string(x)?));
-            }
-            ("Secret", 4) | ("ConfigMap", 2) => {
-                let (k, v) = map_entry(x, false)?;
-                let target = if kind == "Secret" {
-                    &mut binary
-                } else {
-                    &mut data
-                };
-                target.insert(k, v);
-            }
-            ("ConfigMap", 3) => {
-                let (k, v) = map_entry(x, true)?;
-                binary.insert(k, v);
-            }
-            ("Namespace" | "ServiceAccount", _) => {}
-            ("Secret" | "ConfigMap" | "TokenRequest", _) => {}
-            (other, _) => return Err(ProtoError::Unsupported(other.to_string())),
+        if n == 1 {
+            obj.insert("metadata".into(), object_meta(x)?);
+        } else if let Some(at) = layout.maps.iter().position(|m| m.field == n) {
+            let (k, v) = map_entry(x, layout.maps[at].bytes)?;
+            maps[at].insert(k, v);
+        } else if let Some(&(_, key)) = layout.strings.iter().find(|(f, _)| *f == n) {
+            obj.insert(key.into(), json!(string(x)?));
         }
     }
-    if !matches!(
-        kind.as_str(),
-        "Namespace" | "ServiceAccount" | "TokenRequest" | "Secret" | "ConfigMap"
-    ) {
-        return Err(ProtoError::Unsupported(kind));
-    }
-    if !data.is_empty() {
-        obj.insert("data".into(), Value::Object(data));
-    }
-    if !binary.is_empty() {
-        // Secret field 4 is stringData; ConfigMap field 3 is binaryData.
-        let key = if kind == "Secret" {
-            "stringData"
-        } else {
-            "binaryData"
-        };
-        obj.insert(key.into(), Value::Object(binary));
+    for (m, entries) in layout.maps.iter().zip(maps) {
+        if !entries.is_empty() {
+            obj.insert(m.key.into(), Value::Object(entries));
+        }
     }
     Ok(Value::Object(obj))
 }

@@ -668,7 +668,7 @@ fn parse_resource_path(group: &str, version: &str, rest: &[&str]) -> Result<Targ
     let sub_ok = match subresource.as_str() {
         "" => true,
         "status" => rt.status_subresource,
-        "token" => rt.kind == "ServiceAccount",
+        "token" => rt.token_subresource,
         _ => false,
     };
     if !sub_ok {
@@ -899,7 +899,7 @@ async fn route(
                 group: rt.group.to_string(),
                 resource: rt.plural.to_string(),
                 subresource: target.subresource.clone(),
-                namespace: if rt.kind == "Namespace" {
+                namespace: if !rt.namespaced {
                     String::new()
                 } else {
                     ns.clone()
