@@ -4,35 +4,40 @@
 //! Fidelity is the point: every behaviour here is the real kube-apiserver's (see
 //! `shared/reference/kube-api-subset.md`), because a sidecar tuned against a lenient fake fails
 //! in a real cluster. The crate is layered as the rest of the project: pure parts in the middle
-//! ([`selector`], [`validation`], [`patch`], [`resources`], [`api`] over the [`store::Store`])
-//! and the HTTP edge in [`server`].
+//! (selectors, validation, patches, one module per resource kind with its strategy, the API
+//! verbs over the [`store::Store`]) and the HTTP edge (the server). What `local`, the test
+//! harness and the tests use is public: the [`ApiServer`], the whole [`cluster::Cluster`],
+//! its [`controllers`], [`kubelet`] and Service [`proxy`], manifest loading ([`manifest`]),
+//! fault injection ([`Fault`]); the rest is internal.
 
-pub mod api;
+mod api;
 pub mod cluster;
 pub mod controllers;
-pub mod discovery;
-pub mod endpoints;
-pub mod event_convert;
-pub mod faults;
-pub mod kinds;
+mod discovery;
+mod endpoints;
+mod event_convert;
+mod faults;
+mod kinds;
 pub mod kubelet;
 pub mod manifest;
-pub mod patch;
-pub mod podspec;
-pub mod protobuf;
+mod patch;
+mod podspec;
+mod protobuf;
 pub mod proxy;
-pub mod rbac;
-pub mod resources;
-pub mod selector;
-pub mod server;
-pub mod statefulset;
-pub mod status;
+mod rbac;
+mod resources;
+mod selector;
+mod server;
+mod statefulset;
+mod status;
 pub mod store;
-pub mod table;
-pub mod tls;
-pub mod util;
-pub mod validation;
+mod table;
+mod tls;
+mod util;
+mod validation;
 
 pub use faults::{ErrorFault, Fault};
 pub use server::{ApiServer, Config, kubeconfig};
 pub use status::ApiError;
+pub use table::pod_cells;
+pub use util::random_token;

@@ -312,11 +312,6 @@ impl LabelSelector {
                 .is_some_and(|x| x < *n),
         })
     }
-
-    /// True when the selector has no requirement.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// One term of a field selector.

@@ -17,11 +17,6 @@ pub fn now_time() -> String {
     now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// `metav1.MicroTime`: RFC 3339, exactly six fractional digits, UTC `Z`.
-pub fn now_micro_time() -> String {
-    now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {
     now().as_second()

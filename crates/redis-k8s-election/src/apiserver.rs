@@ -50,7 +50,7 @@ pub async fn run(args: ApiserverArgs) -> Result<(), ApiserverError> {
     let mut tokens = args.tokens;
     tokens.retain(|t| !t.trim().is_empty());
     if tokens.is_empty() {
-        tokens.push(kubesim::util::random_token("kubesim-admin-"));
+        tokens.push(kubesim::random_token("kubesim-admin-"));
     }
     let config = kubesim::Config {
         listen: args.listen,

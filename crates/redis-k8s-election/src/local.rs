@@ -209,7 +209,7 @@ fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
         }
         None => std::env::temp_dir().join(format!(
             "redis-k8s-election-local-{}",
-            kubesim::util::random_token("")
+            kubesim::random_token("")
                 .chars()
                 .take(10)
                 .collect::<String>()
@@ -246,7 +246,7 @@ fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
     server.with_store(|s| {
         let mut out = String::new();
         for p in s.list("pods", Some(ns)) {
-            let cells = kubesim::table::pod_cells(&p);
+            let cells = kubesim::pod_cells(&p);
             let cell = |i: usize| cells.get(i).and_then(Value::as_str).unwrap_or_default();
             out.push_str(&format!(
                 "  pod {:<10} {:<18} {} ready  {} restarts  {}\n",

@@ -1,0 +1,281 @@
+//! A pod's files: volumes (emptyDir, secret, configMap) and the service-account token, renewed.
+
+#![forbid(unsafe_code)]
+
+use super::*;
+
+/// `<pod>/volumes/<name>` for each volume mount (with its `subPath`).
+pub(super) fn mount_map(pod_dir: &Path, c: &Container) -> MountMap {
+    MountMap(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| {
+                let mut dir = pod_dir.join("volumes").join(&m.name);
+                if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                    dir = dir.join(sub);
+                }
+                (m.mount_path.clone(), dir)
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn decode_b64(s: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+/// Writes the pod's volumes and service-account files. Errors are the kubelet's messages.
+pub(super) fn prepare_pod_files(
+    shared: &Shared,
+    rt: &PodRuntime,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("pod directory: {e}");
+    let vol_dir = rt.dir.join("volumes");
+    for sub in ["volumes", "logs", "home"] {
+        std::fs::create_dir_all(rt.dir.join(sub)).map_err(io)?;
+    }
+    for d in [rt.dir.clone(), vol_dir.clone()] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
+    for v in spec.volumes.iter().flatten() {
+        let dir = vol_dir.join(&v.name);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        if v.empty_dir.is_some() {
+            // The kubelet makes emptyDir world-writable so any container user can use it.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+            continue;
+        }
+        let (kind, name, items, mode, optional) = if let Some(s) = &v.secret {
+            (
+                "secret",
+                s.secret_name.clone().unwrap_or_default(),
+                s.items.clone(),
+                s.default_mode,
+                s.optional,
+            )
+        } else if let Some(c) = &v.config_map {
+            (
+                "configmap",
+                c.name.clone(),
+                c.items.clone(),
+                c.default_mode,
+                c.optional,
+            )
+        } else {
+            return Err(format!(
+                "volume {:?}: only emptyDir, secret and configMap volumes are supported by kubesim",
+                v.name
+            ));
+        };
+        let storage = if kind == "secret" {
+            "secrets"
+        } else {
+            "configmaps"
+        };
+        let obj = shared
+            .store
+            .read()
+            .expect("store lock")
+            .get(storage, &rt.namespace, &name);
+        let Some(obj) = obj else {
+            if optional == Some(true) {
+                continue;
+            }
+            return Err(format!(
+                "MountVolume.SetUp failed for volume \"{}\" : {} \"{name}\" not found",
+                v.name,
+                if kind == "secret" {
+                    "secret"
+                } else {
+                    "configmap"
+                }
+            ));
+        };
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for (k, val) in obj
+            .get("data")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let bytes = if kind == "secret" {
+                decode_b64(val.as_str().unwrap_or_default())
+            } else {
+                val.as_str().unwrap_or_default().as_bytes().to_vec()
+            };
+            files.push((k.clone(), bytes));
+        }
+        for (k, val) in obj
+            .get("binaryData")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            files.push((k.clone(), decode_b64(val.as_str().unwrap_or_default())));
+        }
+        let mode = mode.unwrap_or(0o644) as u32;
+        let chosen: Vec<(String, Vec<u8>, u32)> = match &items {
+            Some(items) if !items.is_empty() => {
+                let mut out = Vec::new();
+                for it in items {
+                    match files.iter().find(|(k, _)| *k == it.key) {
+                        Some((_, b)) => out.push((
+                            it.path.clone(),
+                            b.clone(),
+                            it.mode.map_or(mode, |m| m as u32),
+                        )),
+                        None if optional == Some(true) => {}
+                        None => {
+                            return Err(format!(
+                                "MountVolume.SetUp failed for volume \"{}\" : configmap references non-existent config key: {}",
+                                v.name, it.key
+                            ));
+                        }
+                    }
+                }
+                out
+            }
+            _ => files.into_iter().map(|(k, b)| (k, b, mode)).collect(),
+        };
+        for (path, bytes, mode) in chosen {
+            let target = dir.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            write_atomically(&target, &bytes, mode).map_err(io)?;
+        }
+    }
+    if spec.automount_service_account_token != Some(false) {
+        write_service_account(shared, rt, spec)?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("kubesim-tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `token`, `ca.crt`, `namespace` (and a kubeconfig of them, for the non-root fallback).
+pub(super) fn write_service_account(
+    shared: &Shared,
+    rt: &PodRuntime,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> Result<(), String> {
+    let account = spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let token = with_store(shared, |s| {
+        crate::server::issue_token(s, &rt.namespace, &account, TOKEN_TTL.as_secs() as i64)
+    })
+    .map_err(|_| {
+        format!(
+            "error looking up service account {}/{account}: serviceaccount \"{account}\" not found",
+            rt.namespace
+        )
+    })?;
+    let dir = rt.dir.join("serviceaccount");
+    let io = |e: std::io::Error| format!("service account files: {e}");
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    write_atomically(&dir.join("token"), token.as_bytes(), 0o644).map_err(io)?;
+    write_atomically(&dir.join("ca.crt"), shared.config.ca_pem.as_bytes(), 0o644).map_err(io)?;
+    write_atomically(&dir.join("namespace"), rt.namespace.as_bytes(), 0o644).map_err(io)?;
+    let api = shared.config.api_server;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: in-cluster\n  cluster:\n    server: \"https://{api}\"\n    certificate-authority: \"{}\"\nusers:\n- name: sa\n  user:\n    tokenFile: \"{}\"\ncontexts:\n- name: in-cluster\n  context:\n    cluster: in-cluster\n    user: sa\n    namespace: \"{}\"\ncurrent-context: in-cluster\n",
+        dir.join("ca.crt").display(),
+        dir.join("token").display(),
+        rt.namespace
+    );
+    write_atomically(&dir.join("kubeconfig"), kubeconfig.as_bytes(), 0o644).map_err(io)
+}
+
+pub(super) async fn renew_token_loop(
+    shared: Arc<Shared>,
+    rt: Arc<PodRuntime>,
+    spec: k8s_openapi::api::core::v1::PodSpec,
+) {
+    if spec.automount_service_account_token == Some(false) {
+        return;
+    }
+    loop {
+        tokio::time::sleep(TOKEN_TTL * 4 / 5).await;
+        if let Err(e) = write_service_account(&shared, &rt, &spec) {
+            tracing::warn!(pod = %rt.name, error = %e, "kubelet: token renewal failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::VolumeMount;
+
+    #[test]
+    fn each_mount_maps_to_its_volume_directory_and_sub_path() {
+        let c = Container {
+            name: "redis".into(),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: "/data".into(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "auth".into(),
+                    mount_path: "/etc/redis/password".into(),
+                    sub_path: Some("password".into()),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "conf".into(),
+                    mount_path: "/conf".into(),
+                    sub_path: Some(String::new()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let m = mount_map(Path::new("/pods/p"), &c);
+        assert_eq!(
+            m.0,
+            vec![
+                ("/data".to_string(), PathBuf::from("/pods/p/volumes/data")),
+                (
+                    "/etc/redis/password".to_string(),
+                    PathBuf::from("/pods/p/volumes/auth/password")
+                ),
+                ("/conf".to_string(), PathBuf::from("/pods/p/volumes/conf")),
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_values_decode_and_bad_base64_is_empty() {
+        assert_eq!(decode_b64("cHc="), b"pw".to_vec());
+        assert!(decode_b64("not base64!").is_empty());
+    }
+
+    #[test]
+    fn files_are_replaced_whole_with_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        write_atomically(&f, b"one", 0o600).unwrap();
+        write_atomically(&f, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert!(
+            !f.with_extension("kubesim-tmp").exists(),
+            "no temporary left"
+        );
+    }
+}
