@@ -14,6 +14,8 @@ pub mod cluster;
 pub mod faults;
 pub mod measure;
 
+pub use measure::{Ack, ClientWriter, Route, longest_gap, longest_gap_within};
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Value, json};
@@ -254,6 +256,27 @@ impl Group {
             g.start_sidecar(i);
         }
         g
+    }
+
+    /// A client writing `RPUSH log N` every 2 ms to the Redis the leader Service selects,
+    /// recording each acknowledgement.
+    pub fn writer(&self) -> ClientWriter {
+        let pods = (0..self.redis.len())
+            .map(|i| {
+                self.redis_addr(i)
+                    .parse()
+                    .expect("every pod has a Redis address")
+            })
+            .collect();
+        ClientWriter::start(
+            Route::Selector {
+                kube: self.kube.clone(),
+                service: "redis-leader".into(),
+                pods,
+            },
+            self.password.clone(),
+            "log".into(),
+        )
     }
 
     pub fn redis_addr(&self, i: usize) -> String {
@@ -662,116 +685,6 @@ pub fn refuses_writes(r: &RedisServer) -> bool {
     reply.starts_with("-NOREPLICAS") || reply.starts_with("-READONLY")
 }
 
-/// A client as the leader Service would route it: each write goes to the pod the Service
-/// selects; on an error it re-reads the route and retries. Every acknowledged write is kept.
-pub struct Writer {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Acknowledged writes so far, to wait on progress rather than on time.
-    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<Vec<(u64, Instant)>>,
-}
-
-impl Writer {
-    pub fn start(g: &Group) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = acked_count.clone();
-        let addrs: Vec<String> = (0..g.redis.len()).map(|i| g.redis_addr(i)).collect();
-        let kube = g.kube.clone();
-        let s = stop.clone();
-        let task = tokio::spawn(async move {
-            let svc: kube::Api<k8s_openapi::api::core::v1::Service> =
-                kube::Api::default_namespaced(kube);
-            let mut acked = Vec::new();
-            let mut seq = 0u64;
-            let mut conns: std::collections::HashMap<String, redis::aio::MultiplexedConnection> =
-                Default::default();
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                let routed = svc.get("redis-leader").await.ok().and_then(|s| {
-                    s.spec?
-                        .selector?
-                        .get("statefulset.kubernetes.io/pod-name")
-                        .cloned()
-                });
-                let Some(i) = routed.and_then(|p| p.strip_prefix("redis-")?.parse::<usize>().ok())
-                else {
-                    continue;
-                };
-                let addr = addrs[i].clone();
-                if !conns.contains_key(&addr) {
-                    let Ok(client) = redis::Client::open(format!("redis://{addr}")) else {
-                        continue;
-                    };
-                    let Ok(Ok(c)) = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.get_multiplexed_async_connection(),
-                    )
-                    .await
-                    else {
-                        continue;
-                    };
-                    conns.insert(addr.clone(), c);
-                }
-                let conn = conns.get_mut(&addr).unwrap();
-                seq += 1;
-                let reply = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    redis::cmd("RPUSH")
-                        .arg("log")
-                        .arg(seq)
-                        .query_async::<u64>(conn),
-                )
-                .await;
-                if matches!(reply, Ok(Ok(_))) {
-                    acked.push((seq, Instant::now()));
-                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                } else {
-                    // Refused (fenced, read-only) or dropped: reconnect on the next try.
-                    conns.remove(&addr);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            acked
-        });
-        Self {
-            stop,
-            acked: acked_count,
-            task,
-        }
-    }
-
-    /// Waits (with a deadline) until `more` further writes have been acknowledged.
-    pub async fn wait_for(&self, more: usize) {
-        let target = self.acked.load(std::sync::atomic::Ordering::Relaxed) + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.acked.load(std::sync::atomic::Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "the writer stalled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Stops; every acknowledged write's sequence number and when it was acknowledged.
-    pub async fn finish(self) -> Vec<(u64, Instant)> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
-/// The longest time between two consecutive acknowledgements.
-pub fn longest_gap(acks: &[(u64, Instant)]) -> Duration {
-    acks.windows(2)
-        .map(|w| w[1].1 - w[0].1)
-        .max()
-        .unwrap_or_default()
-}
-
-/// The longest time between consecutive acknowledgements around `[from, to]`: the gap
-/// that spans `from`, and every gap ending before `to`, i.e. the write pause a change in that
-/// window caused.
-pub fn pause_within(acks: &[(u64, Instant)], from: Instant, to: Instant) -> Duration {
-    measure::gap_within(acks.iter().map(|a| a.1), from, to)
-}
-
 /// The value after `name` on a benchmark's command line (`--runs 5`), if any.
 pub fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -781,8 +694,8 @@ pub fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 /// Asserts that every acknowledged write is in the list `log` on the Redis at `addr`.
-pub async fn assert_none_lost(addr: &str, acks: &[(u64, Instant)]) {
-    let lost = lost_writes(addr, acks, None).await;
+pub async fn assert_none_lost(addr: &str, acks: &[Ack]) {
+    let lost = lost_writes(addr, acks).await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes lost: {lost:?}",
@@ -791,10 +704,10 @@ pub async fn assert_none_lost(addr: &str, acks: &[(u64, Instant)]) {
     );
 }
 
-/// Acknowledged writes missing from the list `log` on the Redis at `addr`.
-pub async fn lost_writes(addr: &str, acks: &[(u64, Instant)], password: Option<&str>) -> Vec<u64> {
+/// Acknowledged writes missing from the list `log` on the Redis at `addr` (no password).
+pub async fn lost_writes(addr: &str, acks: &[Ack]) -> Vec<u64> {
     let addr: SocketAddr = addr.parse().expect("a Redis address");
-    measure::missing_from_list(addr, password, "log", acks.iter().map(|(s, _)| *s))
+    measure::lost_writes(addr, None, "log", acks)
         .await
         .unwrap_or_else(|| panic!("the list `log` on {addr} cannot be read"))
 }

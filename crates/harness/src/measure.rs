@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a client finds the master.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Route {
     /// Through a Service's proxy: every new connection goes where routing points.
     Service(SocketAddr),
@@ -17,6 +17,31 @@ pub enum Route {
         sentinels: Vec<SocketAddr>,
         master_name: String,
     },
+    /// Where the leader Service's selector points (its `statefulset.kubernetes.io/pod-name`
+    /// label, `redis-N`), read after every error: for a group without a Service proxy.
+    Selector {
+        kube: kube::Client,
+        service: String,
+        /// Each pod's Redis, by ordinal.
+        pods: Vec<SocketAddr>,
+    },
+}
+
+/// The Redis the leader Service selects, by reading its selector.
+async fn selected(kube: &kube::Client, service: &str, pods: &[SocketAddr]) -> Option<SocketAddr> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::default_namespaced(kube.clone());
+    let svc = tokio::time::timeout(Duration::from_secs(2), api.get(service))
+        .await
+        .ok()?
+        .ok()?;
+    let pod = svc
+        .spec?
+        .selector?
+        .get("statefulset.kubernetes.io/pod-name")
+        .cloned()?;
+    let ordinal: usize = pod.strip_prefix("redis-")?.parse().ok()?;
+    pods.get(ordinal).copied()
 }
 
 /// One acknowledged write.
@@ -113,6 +138,11 @@ impl ClientWriter {
                             sentinels,
                             master_name,
                         } => sentinel_master(sentinels, master_name).await,
+                        Route::Selector {
+                            kube,
+                            service,
+                            pods,
+                        } => selected(kube, service, pods).await,
                     };
                     if let Some(addr) = addr
                         && let Some(mut c) =
@@ -181,6 +211,15 @@ impl ClientWriter {
         true
     }
 
+    /// Waits until `more` further writes are acknowledged; panics if the writer stalls for
+    /// 20 s (a test's way of waiting for progress rather than for time).
+    pub async fn progress(&self, more: usize) {
+        assert!(
+            self.wait_for(more, Duration::from_secs(20)).await,
+            "the writer stalled"
+        );
+    }
+
     /// The first write acknowledged after `t0` by a node other than `old`.
     pub fn first_elsewhere(&self, t0: Instant, old: IpAddr) -> Option<Ack> {
         self.acks
@@ -204,6 +243,14 @@ impl ClientWriter {
 fn laddr_ip(info: &str) -> Option<IpAddr> {
     let laddr = info.split(' ').find_map(|f| f.strip_prefix("laddr="))?;
     laddr.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// The longest time between two consecutive acknowledgements.
+pub fn longest_gap(acks: &[Ack]) -> Duration {
+    acks.windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default()
 }
 
 /// The longest time between consecutive acknowledgements that overlaps `[from, to]`.

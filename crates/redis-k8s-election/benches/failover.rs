@@ -88,8 +88,8 @@ async fn main() {
         leader = g.converged(Duration::from_secs(30)).await;
     }
 
-    let writer = Writer::start(&g);
-    writer.wait_for(20).await;
+    let writer = g.writer();
+    writer.progress(20).await;
     let mut windows = Vec::new();
     for _ in 0..switchovers {
         let started = Instant::now();
@@ -97,13 +97,13 @@ async fn main() {
         assert!(ok, "switchover failed: {err}");
         leader = g.converged(Duration::from_secs(30)).await;
         windows.push((started, Instant::now()));
-        writer.wait_for(5).await;
+        writer.progress(5).await;
     }
     let acks = writer.finish().await;
-    let lost = lost_writes(&g.redis_addr(leader), &acks, None).await;
+    let lost = lost_writes(&g.redis_addr(leader), &acks).await;
     let pauses: Vec<f64> = windows
         .iter()
-        .map(|(a, b)| pause_within(&acks, *a, *b).as_secs_f64() * 1000.0)
+        .map(|(a, b)| longest_gap_within(&acks, *a, *b).as_secs_f64() * 1000.0)
         .collect();
 
     println!("\nsidecar failover, fast profile (lease 3s / renew 2s / retry 250ms), 3 pods");

@@ -3,7 +3,7 @@
 //! outside as a user would: redis-cli through the leader port, kubectl, the status command,
 //! signals to the pods' processes, and Ctrl-C.
 
-use harness::{longest_gap, shipped_rule_count};
+use harness::{ClientWriter, Route, longest_gap, shipped_rule_count};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -216,63 +216,6 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Writes `RPUSH log N` through the leader port every 2 ms, reconnecting after any error, and
-/// records each acknowledged N with its time.
-struct Writer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    acks: Arc<Mutex<Vec<(u64, Instant)>>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(ip: Ipv4Addr, port: u16) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), acks.clone());
-        let thread = std::thread::spawn(move || {
-            let client = redis::Client::open(format!("redis://:{PASSWORD}@{ip}:{port}")).unwrap();
-            let mut conn = None;
-            let mut seq = 0u64;
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                if conn.is_none() {
-                    conn = client
-                        .get_connection_with_timeout(Duration::from_secs(1))
-                        .ok();
-                    if let Some(c) = &conn {
-                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                    }
-                }
-                if let Some(c) = conn.as_mut() {
-                    seq += 1;
-                    match redis::cmd("RPUSH").arg("log").arg(seq).query::<u64>(c) {
-                        Ok(_) => a.lock().unwrap().push((seq, Instant::now())),
-                        Err(_) => conn = None,
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        Self { stop, acks, thread }
-    }
-
-    fn acked(&self) -> usize {
-        self.acks.lock().unwrap().len()
-    }
-
-    fn wait_for(&self, more: usize, within: Duration) {
-        let target = self.acked() + more;
-        wait_until(&format!("{more} more acknowledged writes"), within, || {
-            self.acked() >= target
-        });
-    }
-
-    fn finish(self) -> Vec<(u64, Instant)> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap();
-        Arc::try_unwrap(self.acks).unwrap().into_inner().unwrap()
-    }
-}
-
 /// A sidecar's `redis_election_api_errors_total{kind="forbidden"}`, read over a plain
 /// HTTP/1.0 GET (0 when it does not answer).
 fn forbidden_count(http: &str) -> u64 {
@@ -353,14 +296,23 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
 
     // Deleting the leader pod (a planned move): writes go on after a short interruption and
     // none is lost; the StatefulSet makes the pod again and it rejoins.
-    let writer = Writer::start(local.ip, 6380);
-    writer.wait_for(200, Duration::from_secs(20));
+    // The harness' writer, on a runtime of its own (this test drives a process, not tasks).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let writer = {
+        let _in_runtime = rt.enter();
+        ClientWriter::start(
+            Route::Service(std::net::SocketAddr::new(local.ip.into(), 6380)),
+            Some(PASSWORD.to_string()),
+            "log".into(),
+        )
+    };
+    rt.block_on(writer.progress(200));
     let old_uid = local.pod(&leader)["metadata"]["uid"].clone();
     local.kubectl(&["delete", "pod", &leader]);
     let next = local.wait_line("leader: ", 1, Duration::from_secs(60));
     let next = next.split_whitespace().next().unwrap().to_string();
     assert_ne!(next, leader);
-    writer.wait_for(200, Duration::from_secs(20));
+    rt.block_on(writer.progress(200));
     wait_until(
         "the deleted pod made again and ready",
         Duration::from_secs(60),
@@ -373,7 +325,7 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
                 })
         },
     );
-    let acks = writer.finish();
+    let acks = rt.block_on(writer.finish());
     let stored = local.redis_cli(6380, &["LRANGE", "log", "0", "-1"]);
     let stored: std::collections::HashSet<u64> = stored
         .lines()
@@ -381,7 +333,7 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         .collect();
     let lost: Vec<u64> = acks
         .iter()
-        .map(|(n, _)| *n)
+        .map(|a| a.seq)
         .filter(|n| !stored.contains(n))
         .collect();
     assert!(

@@ -29,8 +29,8 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
     let mut leader = g.converged(Duration::from_secs(30)).await;
     let first_epoch = epoch(&g).await;
     let checker = Checker::start(addrs(&g));
-    let writer = Writer::start(&g);
-    writer.wait_for(20).await;
+    let writer = g.writer();
+    writer.progress(20).await;
     let mut windows = Vec::new();
     for n in 0..100 {
         // Alternate between naming the target and letting the leader pick the best.
@@ -52,7 +52,7 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
         windows.push((started, Instant::now()));
         leader = new;
         // Writes flow on the new leader before the next move.
-        writer.wait_for(5).await;
+        writer.progress(5).await;
     }
     let acks = writer.finish().await;
     checker.assert_one_master_throughout().await;
@@ -64,7 +64,7 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
     assert_none_lost(&g.redis_addr(leader), &acks).await;
     let mut pauses: Vec<Duration> = windows
         .iter()
-        .map(|(a, b)| pause_within(&acks, *a, *b))
+        .map(|(a, b)| longest_gap_within(&acks, *a, *b))
         .collect();
     pauses.sort();
     let p99 = percentile(&pauses, 0.99);
@@ -92,8 +92,8 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
     let leader = g.converged(Duration::from_secs(30)).await;
     let first_epoch = epoch(&g).await;
     let checker = Checker::start(addrs(&g));
-    let writer = Writer::start(&g);
-    writer.wait_for(20).await;
+    let writer = g.writer();
+    writer.progress(20).await;
     // Replicas first (as a StatefulSet rolls the highest ordinals first, the leader is
     // wherever it is), the leader last: each pod is stopped with SIGTERM, its Redis after
     // its sidecar exits (the preStop hook's order), then both start again, empty.
@@ -109,7 +109,7 @@ async fn rolling_restart_moves_the_leader_once_and_loses_nothing() {
         g.redis[i] = Some(g.start_redis_at(addr));
         g.start_sidecar(i);
         g.converged(Duration::from_secs(30)).await;
-        writer.wait_for(20).await;
+        writer.progress(20).await;
     }
     let new = g.converged(Duration::from_secs(30)).await;
     let acks = writer.finish().await;

@@ -434,9 +434,9 @@ async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     let leader = g.converged(Duration::from_secs(30)).await;
     let epoch = g.status(leader).await.unwrap()["epoch"].as_u64().unwrap();
     let checker = Checker::start(addrs(&g));
-    let writer = Writer::start(&g);
+    let writer = g.writer();
     // Let some writes through first.
-    writer.wait_for(50).await;
+    writer.progress(50).await;
     let pid = g.sidecars[leader].as_ref().unwrap().child.id();
     signal(pid, "-TERM");
     let new = takeover(&g, leader, Duration::from_secs(10)).await;
@@ -444,10 +444,10 @@ async fn sigterm_of_the_leader_hands_over_without_losing_acknowledged_writes() {
     g.wait_exited(leader, Duration::from_secs(15)).await;
     assert_eq!(g.selector().await.as_deref(), Some(new.as_str()));
     // Writes go on, on the new leader; then stop.
-    writer.wait_for(50).await;
+    writer.progress(50).await;
     let acks = writer.finish().await;
     let longest_gap = longest_gap(&acks);
-    let acked: Vec<u64> = acks.iter().map(|(seq, _)| *seq).collect();
+    let acked: Vec<u64> = acks.iter().map(|a| a.seq).collect();
     let n = index_of(&new);
     let st = g.status(n).await.unwrap();
     assert_eq!(st["epoch"].as_u64(), Some(epoch + 1), "one leader change");
