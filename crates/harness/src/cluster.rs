@@ -201,6 +201,8 @@ impl KubeGroup {
             // ones wait at most a second instead of minutes, so that runs and fault schedules
             // that crash the same pod again do not wait on back-off.
             crash_backoff: Some((Duration::from_millis(250), Duration::from_secs(1))),
+            node: true,
+            extra_admin_tokens: Vec::new(),
         };
         let cluster = Cluster::start(config, &objects)
             .await
@@ -352,7 +354,12 @@ impl KubeGroup {
     /// Removes the RDB file in a pod's data volume (left by the last full sync it served or
     /// received), so that its Redis restarts empty and has to full-sync.
     pub fn remove_rdb(&self, pod: &str) {
-        if let Some(dir) = self.cluster.kubelet.pod_dir("default", pod) {
+        if let Some(dir) = self
+            .cluster
+            .kubelet
+            .as_ref()
+            .and_then(|k| k.pod_dir("default", pod))
+        {
             let _ = std::fs::remove_file(dir.join("volumes/data/dump.rdb"));
         }
     }
@@ -409,7 +416,12 @@ impl KubeGroup {
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();
         for pod in self.cluster.pod_names() {
-            let Some(dir) = self.cluster.kubelet.pod_dir("default", &pod) else {
+            let Some(dir) = self
+                .cluster
+                .kubelet
+                .as_ref()
+                .and_then(|k| k.pod_dir("default", &pod))
+            else {
                 continue;
             };
             for c in ["sidecar", "redis"] {

@@ -1,10 +1,12 @@
 //! The harness of redis-k8s-election's tests and benches (an ordinary dependency of theirs,
 //! never published):
-//! * [`Group`]: kubesim's API server in process, `redis-server` processes and sidecar
-//!   processes (the real binary), each pod on its own loopback address, and a [`Checker`]
-//!   that samples invariant 1 (at most one writable master);
-//! * [`cluster::KubeGroup`]: the shipped manifests on kubesim's whole cluster (kubelet,
-//!   controllers, Service proxy);
+//! * two fidelities of a group, both on kubesim's [`kubesim::cluster::Cluster`]:
+//!   * [`Group`]: the cluster without a node. Pods are written by hand, and `redis-server`
+//!     and sidecar processes (the real binary) are started here with the flags a test
+//!     chooses, each pod on its own loopback address; a [`Checker`] samples invariant 1 (at
+//!     most one writable master);
+//!   * [`cluster::KubeGroup`]: the shipped manifests run by the whole cluster (kubelet,
+//!     controllers, Service proxy);
 //! * [`measure`]: the writers that record acknowledgements, lost writes, gaps, percentiles;
 //! * [`faults`]: the seeded fault schedule and its runner.
 //!
@@ -90,7 +92,9 @@ impl Drop for Sidecar {
 }
 
 pub struct Group {
-    pub api: kubesim::ApiServer,
+    /// kubesim's cluster without a node: the API server and the controllers; the pods are
+    /// written by hand and their processes started here.
+    pub cluster: kubesim::cluster::Cluster,
     /// The Redis password, when the group uses one.
     pub password: Option<String>,
     /// Held for the test's length: group tests run one at a time, so that timing on the
@@ -180,6 +184,11 @@ pub fn shipped_rule_count() -> usize {
 }
 
 impl Group {
+    /// The API server.
+    pub fn api(&self) -> &kubesim::ApiServer {
+        &self.cluster.server
+    }
+
     /// A group whose sidecars use administrator tokens.
     pub async fn start(n: usize) -> Self {
         Self::start_with(n, Access::Admin).await
@@ -197,14 +206,19 @@ impl Group {
 
     async fn start_full(n: usize, access: Access, password: Option<&str>) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
-        let mut config = kubesim::Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
-        config.admin_tokens.extend((0..n).map(token));
-        let api = kubesim::ApiServer::start(config).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("cluster");
+        std::fs::create_dir_all(&state).unwrap();
+        let mut config = kubesim::cluster::ClusterConfig::new("127.0.0.1".parse().unwrap(), state);
+        config.extra_admin_tokens = std::iter::once(TOKEN.to_string())
+            .chain((0..n).map(token))
+            .collect();
+        let cluster = kubesim::cluster::Cluster::start(config, &[]).await.unwrap();
+        let api = &cluster.server;
         api.write_kubeconfig(&dir.path().join("kubeconfig"), TOKEN, "default")
             .unwrap();
         if let Access::ShippedRole { drop_rule } = access {
-            load_shipped_rbac(&api, &dir.path().join("kubeconfig"), drop_rule).await;
+            load_shipped_rbac(api, &dir.path().join("kubeconfig"), drop_rule).await;
         }
         for i in 0..n {
             let tok = match access {
@@ -234,7 +248,7 @@ impl Group {
         static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let serial = SERIAL.lock().await;
         let mut g = Group {
-            api,
+            cluster,
             _serial: serial,
             dir,
             redis: Vec::new(),

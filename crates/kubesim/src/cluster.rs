@@ -61,14 +61,39 @@ pub struct ClusterConfig {
     /// The kubelet's CrashLoopBackOff (first delay, longest delay); Kubernetes' 10 s / 5 min
     /// when `None`.
     pub crash_backoff: Option<(Duration, Duration)>,
+    /// Run a node (the kubelet). Without one, pods stay as written: whoever made them runs
+    /// their processes (a test harness that starts each sidecar itself).
+    pub node: bool,
+    /// More administrator bearer tokens besides the generated one (one per client, so that
+    /// faults can target one client's API access).
+    pub extra_admin_tokens: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// A cluster in `default` on `address` with a free API port, files under `state_dir`,
+    /// no node, no images, no proxies: set what a caller needs on top.
+    pub fn new(address: IpAddr, state_dir: PathBuf) -> Self {
+        Self {
+            namespace: "default".into(),
+            address,
+            api_port: 0,
+            pod_ips: Vec::new(),
+            state_dir,
+            images: Vec::new(),
+            proxies: Vec::new(),
+            crash_backoff: None,
+            node: false,
+            extra_admin_tokens: Vec::new(),
+        }
+    }
 }
 
 /// A running cluster.
 pub struct Cluster {
     /// The API server (in process: tests and tools reach its store directly).
     pub server: ApiServer,
-    /// The node's kubelet.
-    pub kubelet: Kubelet,
+    /// The node's kubelet, when it runs one ([`ClusterConfig::node`]).
+    pub kubelet: Option<Kubelet>,
     /// An administrator kubeconfig (`<state_dir>/kubeconfig`).
     pub kubeconfig: PathBuf,
     /// The administrator's bearer token.
@@ -85,7 +110,11 @@ impl Cluster {
     pub async fn start(config: ClusterConfig, objects: &[Value]) -> Result<Self, ClusterError> {
         let admin_token = crate::util::random_token("kubesim-admin-");
         let listen = SocketAddr::new(config.address, config.api_port);
-        let server = ApiServer::start(Config::new(listen, admin_token.clone()))
+        let mut server_config = Config::new(listen, admin_token.clone());
+        server_config
+            .admin_tokens
+            .extend(config.extra_admin_tokens.iter().cloned());
+        let server = ApiServer::start(server_config)
             .await
             .map_err(|source| ClusterError::ApiServer { listen, source })?;
         let kubeconfig = config.state_dir.join("kubeconfig");
@@ -101,24 +130,29 @@ impl Cluster {
             ];
             server.with_store(|s| manifest::apply(s, "", &ns))?;
         }
-        let mut kubelet_config = KubeletConfig::new(
-            "kubesim-node",
-            config.pod_ips.clone(),
-            config.state_dir.join("node"),
-            config.images.clone(),
-            server.addr(),
-            server.ca_pem(),
-        );
-        if let Some((initial, max)) = config.crash_backoff {
-            kubelet_config.backoff_initial = initial;
-            kubelet_config.backoff_max = max;
-        }
-        let kubelet = Kubelet::start(server.store(), kubelet_config).map_err(|source| {
-            ClusterError::Files {
-                what: "starting the kubelet".into(),
-                source,
+        let kubelet = if config.node {
+            let mut kubelet_config = KubeletConfig::new(
+                "kubesim-node",
+                config.pod_ips.clone(),
+                config.state_dir.join("node"),
+                config.images.clone(),
+                server.addr(),
+                server.ca_pem(),
+            );
+            if let Some((initial, max)) = config.crash_backoff {
+                kubelet_config.backoff_initial = initial;
+                kubelet_config.backoff_max = max;
             }
-        })?;
+            let kubelet = Kubelet::start(server.store(), kubelet_config).map_err(|source| {
+                ClusterError::Files {
+                    what: "starting the kubelet".into(),
+                    source,
+                }
+            })?;
+            Some(kubelet)
+        } else {
+            None
+        };
         let controller = Some(StatefulSetController::start(server.store()));
         let applied = server.with_store(|s| manifest::apply(s, &config.namespace, objects))?;
         let mut proxies = Vec::new();
@@ -197,12 +231,14 @@ impl Cluster {
 
     /// The process ID of a running container.
     pub fn container_pid(&self, pod: &str, container: &str) -> Option<u32> {
-        self.kubelet.container_pid(&self.namespace, pod, container)
+        self.kubelet
+            .as_ref()?
+            .container_pid(&self.namespace, pod, container)
     }
 
     /// The service-account token a running pod's containers use (what API faults target).
     pub fn pod_token(&self, pod: &str) -> Option<String> {
-        let dir = self.kubelet.pod_dir(&self.namespace, pod)?;
+        let dir = self.kubelet.as_ref()?.pod_dir(&self.namespace, pod)?;
         std::fs::read_to_string(dir.join("serviceaccount/token"))
             .ok()
             .map(|t| t.trim().to_string())
@@ -241,7 +277,9 @@ impl Cluster {
         drop(self.controller.take());
         self.delete_all_pods(Duration::from_secs(40)).await;
         self.proxies.clear();
-        self.kubelet.shutdown().await;
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.shutdown().await;
+        }
         self.server.shutdown().await;
     }
 }

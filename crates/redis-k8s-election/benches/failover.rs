@@ -54,10 +54,10 @@ async fn main() {
 
     // Steady state: 10 s of an idle, converged group.
     let pids: Vec<u32> = g.sidecars.iter().flatten().map(|s| s.child.id()).collect();
-    let rv0 = g.api.with_store(|s| s.rv());
+    let rv0 = g.api().with_store(|s| s.rv());
     let window = Duration::from_secs(10);
     let stats = measure::cpu_and_rss(&pids, window).await;
-    let rv1 = g.api.with_store(|s| s.rv());
+    let rv1 = g.api().with_store(|s| s.rv());
     let cpu: Vec<f64> = stats.iter().map(|s| s.0).collect();
     let rss: Vec<f64> = stats.iter().map(|s| s.1).collect();
     let retry_period = 0.25;

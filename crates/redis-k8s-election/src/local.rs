@@ -298,6 +298,8 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             ("redis".into(), 6379, a.read_port),
         ],
         crash_backoff: None,
+        node: true,
+        extra_admin_tokens: Vec::new(),
     };
     let cluster = Cluster::start(config, &objects)
         .await

@@ -227,7 +227,7 @@ async fn leader_cut_off_from_the_api_fences_itself_before_anyone_takes_over() {
     let leader = g.converged(Duration::from_secs(30)).await;
     let checker = Checker::start(addrs(&g));
     // Clients still reach its Redis; only its API access is gone.
-    let cut = g.api.faults().add(kubesim::Fault {
+    let cut = g.api().faults().add(kubesim::Fault {
         token: Some(token(leader)),
         blackhole: true,
         ..Default::default()
@@ -254,7 +254,7 @@ async fn leader_cut_off_from_the_api_fences_itself_before_anyone_takes_over() {
         fenced_first,
         "the cut-off leader did not fence itself before the lease expired"
     );
-    g.api.faults().remove(cut);
+    g.api().faults().remove(cut);
     let converged = g.converged(Duration::from_secs(20)).await;
     assert_ne!(converged, leader);
     checker.assert_one_master_throughout().await;
@@ -306,7 +306,7 @@ async fn api_errors_and_latency_below_the_renew_deadline_cause_no_failover() {
     let leader = g.converged(Duration::from_secs(30)).await;
     let checker = Checker::start(addrs(&g));
     let epoch = g.status(leader).await.unwrap()["epoch"].clone();
-    let faults = g.api.faults();
+    let faults = g.api().faults();
     // Slow answers (below the 500 ms request timeout) for everyone, for a while...
     let slow = faults.add(kubesim::Fault {
         latency_ms: Some(200),
