@@ -205,15 +205,9 @@ fn flag(flag: &'static str, why: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Splits `host:port` (IPv6 in brackets).
-pub fn split_host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return None;
-    }
-    Some((host.to_string(), port.parse().ok()?))
-}
+/// Splits `host:port` (IPv6 in brackets): the one parser, shared with the pure hand-over
+/// target check, which compares addresses the same way.
+pub use election::handover::split_host_port;
 
 impl SidecarArgs {
     /// Validates the flags. `hostname` is the default pod name.
