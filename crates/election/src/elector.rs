@@ -14,6 +14,7 @@
 //! take over, for clock rates within [`crate::timing::Timing::tolerated_clock_rate`].
 
 use crate::Mono;
+use crate::failsafe::{AskKind, Member, Reply, RoundOutcome};
 use crate::timing::Timing;
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub struct LeaseRecord {
     pub paused: String,
     /// The role-change history (opaque here), carried through every write.
     pub history: String,
+    /// The group as the holder last listed it while the API answered (failsafe, DESIGN
+    /// 3a): the members its failsafe rounds must hear from, and the pods a joining pod must
+    /// prove free. Empty when the holder runs without failsafe.
+    pub members: Vec<Member>,
 }
 
 impl LeaseRecord {
@@ -107,6 +112,9 @@ pub struct WriteIntent {
     pub paused: String,
     /// The history, copied from the record written over.
     pub history: String,
+    /// The membership to record: the group as last listed (renewals and acquisitions with
+    /// failsafe on), else the record's.
+    pub members: Vec<Member>,
     /// The change of leader this write makes, for the caller to append to the history in
     /// the same write; `None` for renewals, releases and re-acquiring our own lease. (Boxed:
     /// it is rare, and keeps every [`Action`] small.)
@@ -154,10 +162,36 @@ pub enum Input {
         /// The Lease as the write stored it.
         lease: ObservedLease,
     },
-    /// Our write lost a compare-and-set race (409 Conflict or AlreadyExists).
+    /// *Lease lost*: our write lost a compare-and-set race (409 Conflict or AlreadyExists),
+    /// or the Lease it replaces is gone (404). A leader steps down at once.
     WriteConflict,
-    /// Our write failed or timed out: it may or may not have committed.
+    /// *API unavailable* for a write (refused, reset, timeout, 5xx, 429, 401/403): it may or
+    /// may not have committed. A leader keeps its validity and, with failsafe, starts rounds.
     WriteFailed,
+    /// *API unavailable* for a read ([`Action::Refresh`] got no answer).
+    ReadFailed,
+    /// The group's pods as just listed from the API, this one included (failsafe membership).
+    Members(Vec<Member>),
+    /// How a failsafe round ([`Action::FailsafeRound`]) ended; `sent_at` is when its
+    /// messages were sent (the leader's validity counts from the send, never the reply).
+    FailsafeAnswered {
+        /// The round's number.
+        round: u64,
+        /// When it was sent, on the local monotonic clock.
+        sent_at: Mono,
+        /// What the members said.
+        outcome: RoundOutcome,
+    },
+    /// An authenticated failsafe message from a peer's sidecar. The step answers with
+    /// [`Action::FailsafeReply`].
+    FailsafeAsk {
+        /// The leader it names.
+        holder: String,
+        /// Its epoch.
+        epoch: u32,
+        /// What it asks.
+        kind: AskKind,
+    },
     /// The local Redis is healthy (reachable, answering in time, not loading) or not.
     RedisHealth(bool),
     /// Whether this sidecar may run for leader now (priority, ranking back-off).
@@ -223,6 +257,31 @@ pub enum Action {
         /// Why, in words.
         reason: &'static str,
     },
+    /// Failsafe: ask every member to confirm this leadership (authenticated, naming holder
+    /// and epoch), and report the outcome as [`Input::FailsafeAnswered`]. The runtime sends
+    /// it without waiting for the answers.
+    FailsafeRound {
+        /// The round's number.
+        round: u64,
+        /// This pod.
+        holder: String,
+        /// Our epoch.
+        epoch: u32,
+        /// The members to ask (the recorded membership but this pod).
+        members: Vec<Member>,
+    },
+    /// Failsafe: tell every member that this leadership, now fenced, is given up, so their
+    /// promises for it end (best effort, no answer needed).
+    FailsafeRelease {
+        /// This pod.
+        holder: String,
+        /// Our epoch.
+        epoch: u32,
+        /// The members to tell.
+        members: Vec<Member>,
+    },
+    /// The answer to an [`Input::FailsafeAsk`].
+    FailsafeReply(Reply),
 }
 
 /// The outcome of one step.
@@ -265,6 +324,50 @@ fn splitmix64(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A member's promise (DESIGN 3a): it confirmed `holder` at `epoch` and, until `until` on its
+/// own clock, neither campaigns nor counts that lease as expired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Promise {
+    holder: String,
+    epoch: u32,
+    until: Mono,
+}
+
+/// A leader's failsafe episode: from its first round until a renewal succeeds again or the
+/// leadership ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Episode {
+    epoch: u32,
+    since: Mono,
+    last_sent: Option<Mono>,
+    last_confirmed: Option<Mono>,
+    /// Members the last answered round heard a confirmation from.
+    confirmed: usize,
+    members: usize,
+    release_sent: bool,
+}
+
+/// Failsafe as status, metrics and Events show it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FailsafeView {
+    /// This leader serves in failsafe: its renewals fail and it sends rounds.
+    pub active: bool,
+    /// Since when (local time) the episode runs.
+    pub since: Option<Mono>,
+    /// The members asked in each round.
+    pub members: usize,
+    /// How many confirmed the last answered round.
+    pub confirmed: usize,
+    /// When the last round was sent.
+    pub last_round: Option<Mono>,
+    /// When the last round every member confirmed was answered.
+    pub last_confirmed: Option<Mono>,
+    /// Until when (local time) this pod promised not to campaign, if it did.
+    pub promise_until: Option<Mono>,
+    /// The leader (name) that promise is for.
+    pub promised_to: Option<String>,
 }
 
 /// The elector.
@@ -311,6 +414,23 @@ pub struct Elector {
     handover_unresolved: bool,
     /// How long no valid leader was known before this elector's last promotion.
     promoted_after: Duration,
+    /// Failsafe is on (DESIGN 3a): this elector records membership, sends rounds when its
+    /// renewals fail with *API unavailable*, and answers members' questions.
+    failsafe: bool,
+    /// The last Lease write ended *API unavailable*; a successful or conflicting write clears
+    /// it.
+    api_down: bool,
+    /// The group as last listed ([`Input::Members`]).
+    listed: Option<Vec<Member>>,
+    /// The number of the last failsafe round.
+    round_seq: u64,
+    /// The leader's failsafe episode, while one runs.
+    episode: Option<Episode>,
+    /// This member's promise, while one runs.
+    promise: Option<Promise>,
+    /// A leader's refresh is in flight in place of a renewal: when it answers, the renewal
+    /// follows at once with the version it read.
+    refreshing: bool,
 }
 
 impl Elector {
@@ -338,8 +458,66 @@ impl Elector {
             leaderless_since: None,
             handover_unresolved: false,
             promoted_after: Duration::ZERO,
+            failsafe: false,
+            api_down: false,
+            listed: None,
+            round_seq: 0,
+            episode: None,
+            promise: None,
+            refreshing: false,
         }
         .seeded_by_identity()
+    }
+
+    /// Turns failsafe (DESIGN 3a) on or off. Every pod of a group should agree: a leader
+    /// without it fences on a control-plane outage as client-go's does; a member without it
+    /// never confirms (it refuses every round).
+    pub fn with_failsafe(mut self, on: bool) -> Self {
+        self.failsafe = on;
+        self
+    }
+
+    /// Whether failsafe is on.
+    pub fn failsafe_enabled(&self) -> bool {
+        self.failsafe
+    }
+
+    /// Whether the last Lease write ended *API unavailable* (no write has succeeded since).
+    /// The runtime holds back best-effort API calls (Events, annotations, listings) while
+    /// it is so, so that a hanging API cannot stall the loop that sends failsafe rounds.
+    pub fn api_down(&self) -> bool {
+        self.api_down
+    }
+
+    /// Failsafe as status shows it, at `now`.
+    pub fn failsafe_view(&self, now: Mono) -> FailsafeView {
+        let promise = self.promise.as_ref().filter(|p| now < p.until);
+        let mut v = FailsafeView {
+            promise_until: promise.map(|p| p.until),
+            promised_to: promise.map(|p| p.holder.clone()),
+            ..FailsafeView::default()
+        };
+        if let Some(e) = &self.episode {
+            v.active = matches!(self.role, Role::Leader { .. });
+            v.since = Some(e.since);
+            v.members = e.members;
+            v.confirmed = e.confirmed;
+            v.last_round = e.last_sent;
+            v.last_confirmed = e.last_confirmed;
+        }
+        v
+    }
+
+    /// The membership recorded on the observed Lease (what rounds ask, and what a joining pod
+    /// must prove free).
+    pub fn recorded_members(&self) -> &[Member] {
+        self.observed
+            .as_ref()
+            .map_or(&[][..], |(l, _)| &l.record.members[..])
+    }
+
+    fn promise_running(&self, now: Mono) -> bool {
+        self.promise.as_ref().is_some_and(|p| now < p.until)
     }
 
     /// Seeds the jitter from the identity, so that pods differ and a run is reproducible.
@@ -429,6 +607,8 @@ impl Elector {
     fn become_candidate(&mut self, now: Mono) {
         self.role = Role::Candidate;
         self.handover_unresolved = false;
+        self.episode = None;
+        self.refreshing = false;
         self.leaderless_since.get_or_insert(now);
     }
 
@@ -461,8 +641,15 @@ impl Elector {
     fn other_expires_at(&self) -> Option<Mono> {
         let (lease, at) = self.observed.as_ref()?;
         let r = &lease.record;
-        (!r.holder.is_empty() && r.holder != self.id && !r.is_paused())
-            .then_some(*at + r.lease_duration)
+        let expiry = *at + r.lease_duration;
+        // A promise to this very lease keeps it valid in our view until the promise ends,
+        // whatever the API shows (DESIGN 3a).
+        let promised = self
+            .promise
+            .as_ref()
+            .filter(|p| p.holder == r.holder && p.epoch == r.transitions)
+            .map_or(expiry, |p| expiry.max(p.until));
+        (!r.holder.is_empty() && r.holder != self.id && !r.is_paused()).then_some(promised)
     }
 
     /// The observed Lease's pause marker while automatic failover is paused (someone ran
@@ -486,6 +673,11 @@ impl Elector {
         };
         let (paused, history) =
             prev.map_or_else(Default::default, |p| (p.paused.clone(), p.history.clone()));
+        let members = match (purpose, &self.listed) {
+            (Purpose::Acquire | Purpose::Renew, Some(listed)) if self.failsafe => listed.clone(),
+            (Purpose::Acquire | Purpose::Renew, _) if !self.failsafe => Vec::new(),
+            _ => prev.map(|p| p.members.clone()).unwrap_or_default(),
+        };
         let (holder, address, duration, transitions, acquire) = match purpose {
             Purpose::Acquire => {
                 let transitions = match prev {
@@ -556,6 +748,7 @@ impl Elector {
             handover_to: String::new(),
             paused,
             history,
+            members,
             change,
         }));
     }
@@ -594,6 +787,7 @@ impl Elector {
             handover_to: target,
             paused: lease.record.paused.clone(),
             history: lease.record.history.clone(),
+            members: lease.record.members.clone(),
             change: Some(Box::new(LeaderChange {
                 from: Some(self.id.clone()),
                 reason: ChangeReason::Planned(reason),
@@ -611,15 +805,51 @@ impl Elector {
         match input {
             Input::Tick => {}
             Input::Observed(Some(lease)) => {
+                // A release of the lease we promised to: its holder fenced before writing
+                // it, so the promise has nothing left to protect.
+                let released = lease.record.holder.is_empty()
+                    && self
+                        .promise
+                        .as_ref()
+                        .is_some_and(|p| p.epoch == lease.record.transitions);
+                if released {
+                    self.promise = None;
+                }
                 self.observe(now, lease);
                 self.stale = false;
+                self.after_refresh();
             }
             Input::Observed(None) => {
                 self.observed = None;
                 self.absent = true;
                 self.stale = false;
+                self.after_refresh();
+            }
+            Input::ReadFailed => self.refreshing = false,
+            Input::Members(members) => {
+                if members.iter().any(|m| m.name == self.id) {
+                    let mut members = members;
+                    members.sort();
+                    members.dedup();
+                    self.listed = Some(members);
+                }
+            }
+            Input::FailsafeAnswered {
+                round,
+                sent_at,
+                outcome,
+            } => self.round_answered(now, round, sent_at, outcome, &mut out),
+            Input::FailsafeAsk {
+                holder,
+                epoch,
+                kind,
+            } => {
+                let reply = self.answer(now, &holder, epoch, kind);
+                out.push(Action::FailsafeReply(reply));
             }
             Input::WriteSucceeded { sent_at, lease } => {
+                self.api_down = false;
+                self.episode = None;
                 let purpose = self.pending.take();
                 let previous = self.observed.as_ref().map(|(l, _)| l.record.clone());
                 self.observe(now, lease.clone());
@@ -673,6 +903,13 @@ impl Elector {
             Input::WriteConflict => {
                 self.pending = None;
                 self.stale = true;
+                self.api_down = false;
+                // Lease lost: somebody else wrote the Lease since we last read it. Leadership
+                // ends at once (a read then shows whose it is; if it is still ours, e.g. an
+                // operator's pause raced our renewal, we take it back as a candidate).
+                if matches!(self.role, Role::Leader { .. }) {
+                    self.step_down(now, "lease lost: a competing write (409 Conflict)", &mut out);
+                }
                 out.push(Action::Refresh);
             }
             Input::WriteFailed => {
@@ -680,6 +917,7 @@ impl Elector {
                     self.handover_unresolved = true;
                 }
                 self.stale = true;
+                self.api_down = true;
             }
             Input::RedisHealth(h) => self.healthy = h,
             Input::Eligible(e) => {
@@ -705,15 +943,17 @@ impl Elector {
     }
 
     fn evaluate(&mut self, now: Mono, out: &mut Vec<Action>) {
-        if let Role::Leader { base, .. } = self.role {
+        if let Role::Leader { base, epoch } = self.role {
             if now >= base + self.timing.renew_deadline {
                 self.step_down(now, "renew deadline passed", out);
             } else if self
                 .observed
                 .as_ref()
-                .is_some_and(|(l, _)| l.record.holder != self.id)
+                .is_some_and(|(l, _)| l.record.holder != self.id || l.record.transitions != epoch)
             {
                 self.step_down(now, "lease taken by another holder", out);
+            } else if self.absent {
+                self.step_down(now, "lease deleted", out);
             } else if (!self.healthy && !self.paused()) || self.stopping {
                 let reason = if self.stopping {
                     "shutting down"
@@ -721,13 +961,35 @@ impl Elector {
                     "local Redis unhealthy"
                 };
                 self.fence(reason, out);
+                // In failsafe, members promised not to campaign: now that this Redis is
+                // fenced, tell them the promise is void, so that one of them can take over
+                // through the API (if it reaches it) instead of waiting for the promise.
+                if let Some(e) = self.episode.as_mut()
+                    && !e.release_sent
+                {
+                    e.release_sent = true;
+                    out.push(Action::FailsafeRelease {
+                        holder: self.id.clone(),
+                        epoch,
+                        members: others(&self.id, self.recorded_members()),
+                    });
+                }
                 if self.pending.is_none() {
                     self.write(now, Purpose::Release, out);
                 }
                 return;
             } else {
                 if self.pending.is_none() && self.retry_due(now) {
-                    self.write(now, Purpose::Renew, out);
+                    self.failsafe_round(now, epoch, out);
+                    if self.stale {
+                        // The last write's outcome is unknown: read first, so that the renewal
+                        // carries the version it would have made (no needless conflict).
+                        self.last_attempt = Some(now);
+                        self.refreshing = true;
+                        out.push(Action::Refresh);
+                    } else {
+                        self.write(now, Purpose::Renew, out);
+                    }
                 }
                 return;
             }
@@ -774,7 +1036,8 @@ impl Elector {
             return;
         }
         // A lease handed to us on a planned move is ours to take at once: the previous leader
-        // chose us as its caught-up replica, so no ranking applies.
+        // chose us as its caught-up replica, so no ranking applies. (The leader fenced before
+        // it wrote that, so a failsafe promise does not hold it up.)
         let granted = self.observed.as_ref().is_some_and(|(l, at)| {
             l.record.holder == self.id
                 && l.record.handover_to == self.id
@@ -791,6 +1054,10 @@ impl Elector {
             .as_ref()
             .is_some_and(|(l, _)| l.record.holder == self.id);
         if self.paused() && !own {
+            return;
+        }
+        // A failsafe promise: no campaign of ours until it ends (DESIGN 3a).
+        if self.promise_running(now) {
             return;
         }
         // A restarted pod finding its own name, whose sidecar ranked a reachable peer above
@@ -834,8 +1101,184 @@ impl Elector {
         if let Some(expiry) = self.other_expires_at().filter(|t| *t > now) {
             wake = wake.min(expiry);
         }
+        if let Some(p) = self.promise.as_ref().filter(|p| p.until > now) {
+            wake = wake.min(p.until);
+        }
         wake
     }
+
+    /// After a read: a leader whose refresh replaced a renewal renews at once.
+    fn after_refresh(&mut self) {
+        if self.refreshing {
+            self.refreshing = false;
+            if matches!(self.role, Role::Leader { .. }) {
+                self.last_attempt = None;
+            }
+        }
+    }
+
+    /// A leader's failsafe round, when failsafe applies: the last write ended *API
+    /// unavailable*, this Redis is not fenced, no hand-over is unresolved, the Lease records
+    /// a membership with this pod in it, and a retry period passed since the last round. It
+    /// is only ever called while the leader is valid (before its renew deadline).
+    fn failsafe_round(&mut self, now: Mono, epoch: u32, out: &mut Vec<Action>) {
+        let recorded = self.recorded_members();
+        if !self.failsafe
+            || !self.api_down
+            || self.fenced
+            || self.handover_unresolved
+            || !recorded.iter().any(|m| m.name == self.id)
+        {
+            return;
+        }
+        let members = others(&self.id, recorded);
+        let rp = self.timing.retry_period;
+        let e = self.episode.get_or_insert(Episode {
+            epoch,
+            since: now,
+            last_sent: None,
+            last_confirmed: None,
+            confirmed: 0,
+            members: members.len(),
+            release_sent: false,
+        });
+        if e.last_sent.is_some_and(|t| now < t + rp) {
+            return;
+        }
+        e.last_sent = Some(now);
+        e.members = members.len();
+        self.round_seq += 1;
+        out.push(Action::FailsafeRound {
+            round: self.round_seq,
+            holder: self.id.clone(),
+            epoch,
+            members,
+        });
+    }
+
+    /// A round's outcome. Only a round every member confirmed extends the leader, and only
+    /// from its send time, as a renewal sent then would; a refusal ends leadership at once.
+    fn round_answered(
+        &mut self,
+        now: Mono,
+        _round: u64,
+        sent_at: Mono,
+        outcome: RoundOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        let Role::Leader { base, epoch } = self.role else {
+            return;
+        };
+        let Some(e) = self.episode.as_mut().filter(|e| e.epoch == epoch) else {
+            return;
+        };
+        match outcome {
+            RoundOutcome::Confirmed => {
+                e.confirmed = e.members;
+                // A valid leader only: one whose deadline passed is fenced by `evaluate`, and
+                // a late confirmation must not bring it back.
+                if !self.fenced && now < base + self.timing.renew_deadline {
+                    e.last_confirmed = Some(now);
+                    self.role = Role::Leader {
+                        epoch,
+                        base: base.max(sent_at),
+                    };
+                }
+            }
+            RoundOutcome::Refused { .. } => {
+                e.confirmed = 0;
+                self.step_down(now, "a member refused to confirm failsafe leadership", out);
+            }
+            RoundOutcome::Silent { members } => {
+                e.confirmed = e.members.saturating_sub(members.len());
+            }
+        }
+    }
+
+    /// A member's answer to an authenticated failsafe message (DESIGN 3a).
+    fn answer(&mut self, now: Mono, holder: &str, epoch: u32, kind: AskKind) -> Reply {
+        match kind {
+            AskKind::Probe => Reply {
+                confirmed: true,
+                reason: String::new(),
+                promise: self.promise_running(now),
+                leads: matches!(self.role, Role::Leader { .. }),
+            },
+            AskKind::Release => {
+                if self
+                    .promise
+                    .as_ref()
+                    .is_some_and(|p| p.holder == holder && p.epoch == epoch)
+                {
+                    self.promise = None;
+                }
+                Reply {
+                    confirmed: true,
+                    ..Reply::default()
+                }
+            }
+            AskKind::Round => match self.refusal(now, holder, epoch) {
+                Some(why) => Reply::refuse(why),
+                None => {
+                    let until = now + self.timing.lease_duration;
+                    self.promise = Some(Promise {
+                        holder: holder.to_string(),
+                        epoch,
+                        until: self
+                            .promise
+                            .as_ref()
+                            .filter(|p| p.holder == holder && p.epoch == epoch)
+                            .map_or(until, |p| p.until.max(until)),
+                    });
+                    Reply {
+                        confirmed: true,
+                        promise: true,
+                        ..Reply::default()
+                    }
+                }
+            },
+        }
+    }
+
+    /// Why this member cannot confirm `holder` at `epoch`, if it cannot.
+    fn refusal(&self, now: Mono, holder: &str, epoch: u32) -> Option<&'static str> {
+        if !self.failsafe {
+            return Some("failsafe is off on this pod");
+        }
+        if holder == self.id {
+            return Some("the round names this pod");
+        }
+        if matches!(self.role, Role::Leader { .. }) {
+            return Some("this pod leads");
+        }
+        if self.pending.is_some() {
+            return Some("a Lease write of this pod is in flight");
+        }
+        if let Some((l, at)) = &self.observed {
+            let r = &l.record;
+            if r.transitions > epoch || (r.transitions == epoch && r.holder != holder) {
+                return Some("this pod has seen a newer lease");
+            }
+            let promised = self
+                .promise
+                .as_ref()
+                .is_some_and(|p| p.holder == holder && p.epoch == epoch && now < p.until);
+            if r.holder == holder
+                && r.transitions == epoch
+                && !r.is_paused()
+                && now >= *at + r.lease_duration
+                && !promised
+            {
+                return Some("this pod counts that lease as expired");
+            }
+        }
+        None
+    }
+}
+
+/// The members but `me`.
+fn others(me: &str, members: &[Member]) -> Vec<Member> {
+    members.iter().filter(|m| m.name != me).cloned().collect()
 }
 
 #[cfg(test)]
@@ -1215,9 +1658,13 @@ mod tests {
         a.step(ms(510), Input::WriteFailed);
         assert!(matches!(a.role(), Role::Leader { .. }));
         assert!(!a.writes_may_resume(), "the target may be leading already");
-        // ... until a renewal against the same version commits (the hand-over never can) ...
+        // ... until a renewal against the same version commits (the hand-over never can).
+        // The outcome being unknown, the leader reads first, then renews with what it read.
         let s = a.step(ms(1_010), Input::Tick);
+        assert_eq!(s.actions, vec![Action::Refresh]);
+        let s = a.step(ms(1_010), Input::Observed(Some(lease("a", 3, "1", "r1"))));
         let renew = writes(&s).into_iter().next().expect("a renewal");
+        assert_eq!(renew.version.as_deref(), Some("1"));
         assert_eq!(renew.purpose, Purpose::Renew);
         a.step(
             ms(1_011),
@@ -1490,5 +1937,340 @@ mod tests {
             }
         );
         assert!(matches!(&s.actions[1], Action::Write(w) if w.purpose == Purpose::Release));
+    }
+
+    // ---- typed outcomes and failsafe (DESIGN 3a) ----
+
+    fn members(names: &[&str]) -> Vec<Member> {
+        names
+            .iter()
+            .map(|n| Member {
+                name: (*n).into(),
+                http: format!("{n}:9121"),
+            })
+            .collect()
+    }
+
+    /// "a" leads at epoch 3 with failsafe on and membership {a, b, c} recorded (renewal sent
+    /// at 0 ms).
+    fn failsafe_leader() -> Elector {
+        let mut e = Elector::new("a", "a:6379", timing()).with_failsafe(true);
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Members(members(&["a", "b", "c"])));
+        let s = e.step(ms(0), Input::Observed(None));
+        assert_eq!(writes(&s)[0].members, members(&["a", "b", "c"]), "recorded");
+        let mut l = lease("a", 3, "1", "r1");
+        l.record.members = members(&["a", "b", "c"]);
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: l,
+            },
+        );
+        assert!(matches!(e.role(), Role::Leader { .. }));
+        e
+    }
+
+    fn round_of(s: &Step) -> Option<(u64, Vec<Member>)> {
+        s.actions.iter().find_map(|a| match a {
+            Action::FailsafeRound { round, members, .. } => Some((*round, members.clone())),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn lease_lost_ends_leadership_at_once() {
+        let mut e = leading(2);
+        e.step(ms(1_000), Input::Tick);
+        let s = e.step(ms(1_005), Input::WriteConflict);
+        assert!(matches!(s.actions[0], Action::Fence { .. }), "{s:?}");
+        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
+        assert!(s.actions.contains(&Action::Refresh));
+        assert_eq!(*e.role(), Role::Candidate);
+        // A read showing another epoch in our name is lost too.
+        let mut e = leading(2);
+        let s = e.step(ms(500), Input::Observed(Some(lease("a", 5, "9", "rx"))));
+        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
+        // So is a deleted Lease.
+        let mut e = leading(2);
+        let s = e.step(ms(500), Input::Observed(None));
+        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
+    }
+
+    #[test]
+    fn api_unavailable_keeps_leadership_until_the_deadline() {
+        // Unavailable writes and reads (timeouts, 5xx, 429, 401/403 all arrive as these):
+        // no step-down before the renew deadline, then the fence.
+        let mut e = leading(2);
+        e.step(ms(1_000), Input::Tick);
+        let s = e.step(ms(1_500), Input::WriteFailed);
+        assert!(s.actions.is_empty(), "{s:?}");
+        let s = e.step(ms(2_000), Input::Tick);
+        assert_eq!(s.actions, vec![Action::Refresh], "read before renewing again");
+        let s = e.step(ms(2_100), Input::ReadFailed);
+        assert!(s.actions.is_empty(), "{s:?}");
+        assert!(e.api_down());
+        assert!(matches!(e.role(), Role::Leader { .. }));
+        let s = e.step(ms(6_000), Input::Tick);
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+        // Without failsafe, no round was ever asked for.
+        assert_eq!(e.failsafe_view(ms(6_000)), FailsafeView::default());
+    }
+
+    #[test]
+    fn a_confirmed_round_extends_the_leader_from_its_send_time() {
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        // The renewal timed out, long after it was sent: a round goes out at once.
+        let s = e.step(ms(3_000), Input::WriteFailed);
+        let (round, asked) = round_of(&s).expect("a round once renewals fail");
+        assert_eq!(asked, members(&["b", "c"]), "every member but the leader");
+        assert!(s.actions.contains(&Action::Refresh));
+        e.step(ms(3_100), Input::ReadFailed);
+        // No second round within the retry period.
+        assert!(round_of(&e.step(ms(3_500), Input::Tick)).is_none());
+        e.step(
+            ms(3_050),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(3_000),
+                outcome: RoundOutcome::Confirmed,
+            },
+        );
+        assert_eq!(
+            *e.role(),
+            Role::Leader {
+                epoch: 3,
+                base: ms(3_000)
+            },
+            "from the send, not the answer"
+        );
+        let v = e.failsafe_view(ms(3_100));
+        assert!(v.active);
+        assert_eq!((v.members, v.confirmed), (2, 2));
+        // Still leading past the first deadline (6 s), fenced at 3 s + RD without more.
+        let s = e.step(ms(6_500), Input::Tick);
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{s:?}");
+        let s = e.step(ms(9_000), Input::Tick);
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{s:?}");
+    }
+
+    #[test]
+    fn silence_does_not_extend_and_a_refusal_ends_leadership() {
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        let (round, _) = round_of(&e.step(ms(3_000), Input::WriteFailed)).unwrap();
+        e.step(
+            ms(3_500),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(3_000),
+                outcome: RoundOutcome::Silent {
+                    members: vec!["c".into()],
+                },
+            },
+        );
+        assert_eq!(
+            *e.role(),
+            Role::Leader {
+                epoch: 3,
+                base: ms(0)
+            }
+        );
+        assert_eq!(e.failsafe_view(ms(3_500)).confirmed, 1);
+        e.step(ms(3_600), Input::ReadFailed);
+        let (round, _) = round_of(&e.step(ms(4_000), Input::Tick)).unwrap();
+        let s = e.step(
+            ms(4_010),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(4_000),
+                outcome: RoundOutcome::Refused {
+                    member: "b".into(),
+                    reason: "this pod has seen a newer lease".into(),
+                },
+            },
+        );
+        assert!(matches!(s.actions[0], Action::Fence { .. }));
+        assert_eq!(*e.role(), Role::Candidate);
+        // A late confirmation of an earlier round does not bring it back.
+        e.step(
+            ms(4_020),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(4_000),
+                outcome: RoundOutcome::Confirmed,
+            },
+        );
+        assert_eq!(*e.role(), Role::Candidate);
+    }
+
+    #[test]
+    fn no_rounds_without_a_recorded_membership_or_once_fenced() {
+        // Failsafe on, but the Lease records no membership (never listed): no round.
+        let mut e = Elector::new("a", "a:6379", timing()).with_failsafe(true);
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(None));
+        e.step(
+            ms(1),
+            Input::WriteSucceeded {
+                sent_at: ms(0),
+                lease: lease("a", 0, "1", "r1"),
+            },
+        );
+        e.step(ms(1_000), Input::Tick);
+        e.step(ms(1_500), Input::WriteFailed);
+        assert!(round_of(&e.step(ms(2_000), Input::Tick)).is_none());
+        // A leader whose Redis failed fences, tells the members to drop their promises, and
+        // sends no more rounds.
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        e.step(ms(1_500), Input::WriteFailed);
+        assert!(round_of(&e.step(ms(2_000), Input::Tick)).is_some());
+        e.step(ms(2_100), Input::ReadFailed);
+        let s = e.step(ms(2_200), Input::RedisHealth(false));
+        assert!(matches!(s.actions[0], Action::Fence { .. }));
+        assert!(s.actions.iter().any(|a| matches!(
+            a,
+            Action::FailsafeRelease { epoch: 3, members: m, .. } if *m == members(&["b", "c"])
+        )));
+        e.step(ms(2_300), Input::WriteFailed);
+        e.step(ms(2_900), Input::RedisHealth(true));
+        assert!(round_of(&e.step(ms(3_500), Input::Tick)).is_none());
+    }
+
+    #[test]
+    fn the_api_back_the_leader_renews_with_the_version_it_had() {
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        e.step(ms(1_500), Input::WriteFailed);
+        let (round, _) = round_of(&e.step(ms(2_000), Input::Tick)).unwrap();
+        e.step(
+            ms(2_010),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(2_000),
+                outcome: RoundOutcome::Confirmed,
+            },
+        );
+        // The read answers again with the record unchanged: renew at once, same version.
+        let mut l = lease("a", 3, "1", "r1");
+        l.record.members = members(&["a", "b", "c"]);
+        let s = e.step(ms(2_050), Input::Observed(Some(l)));
+        let w = writes(&s).pop().expect("a renewal");
+        assert_eq!(
+            (w.purpose, w.version.as_deref(), w.transitions),
+            (Purpose::Renew, Some("1"), 3)
+        );
+        let mut l = lease("a", 3, "2", "r2");
+        l.record.members = members(&["a", "b", "c"]);
+        e.step(
+            ms(2_060),
+            Input::WriteSucceeded {
+                sent_at: ms(2_050),
+                lease: l,
+            },
+        );
+        assert!(!e.api_down());
+        assert!(!e.failsafe_view(ms(2_060)).active, "the episode ended");
+    }
+
+    /// "b" follows "a" at epoch 3, observed at 0 ms, with failsafe on.
+    fn failsafe_member() -> Elector {
+        let mut e = Elector::new("b", "b:6379", timing()).with_failsafe(true);
+        ready(&mut e, ms(0));
+        e.step(ms(0), Input::Observed(Some(lease("a", 3, "1", "r1"))));
+        e
+    }
+
+    fn ask(e: &mut Elector, now: Mono, holder: &str, epoch: u32, kind: AskKind) -> Reply {
+        let s = e.step(
+            now,
+            Input::FailsafeAsk {
+                holder: holder.into(),
+                epoch,
+                kind,
+            },
+        );
+        s.actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::FailsafeReply(r) => Some(r),
+                _ => None,
+            })
+            .expect("an answer")
+    }
+
+    #[test]
+    fn a_confirming_member_does_not_campaign_until_its_promise_ends() {
+        let mut e = failsafe_member();
+        let r = ask(&mut e, ms(9_000), "a", 3, AskKind::Round);
+        assert!(r.confirmed && r.promise, "{r:?}");
+        // The lease, unchanged since 0 ms, would expire at 10 s: the promise holds it to 19 s.
+        let s = e.step(ms(10_000), Input::Tick);
+        assert!(s.actions.is_empty(), "{s:?}");
+        assert!(matches!(e.role(), Role::Follower { .. }));
+        assert!(ask(&mut e, ms(12_000), "x", 0, AskKind::Probe).promise);
+        let s = e.step(ms(18_999), Input::Tick);
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Write(_))));
+        let s = e.step(ms(19_000), Input::Tick);
+        assert!(
+            s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "campaigns once the promise ended: {s:?}"
+        );
+    }
+
+    #[test]
+    fn a_member_refuses_what_it_cannot_promise() {
+        // It has seen a newer lease.
+        let mut e = failsafe_member();
+        let r = ask(&mut e, ms(1_000), "a", 2, AskKind::Round);
+        assert!(!r.confirmed && r.reason.contains("newer"), "{r:?}");
+        let r = ask(&mut e, ms(1_000), "z", 3, AskKind::Round);
+        assert!(!r.confirmed, "another holder at the same epoch: {r:?}");
+        // It counts the named lease as expired (unchanged for a lease duration, no promise).
+        let mut e = failsafe_member();
+        let r = ask(&mut e, ms(10_000), "a", 3, AskKind::Round);
+        assert!(!r.confirmed && r.reason.contains("expired"), "{r:?}");
+        // Its own Lease write is in flight.
+        let mut e = failsafe_member();
+        e.step(ms(10_000), Input::Tick);
+        let r = ask(&mut e, ms(10_001), "a", 3, AskKind::Round);
+        assert!(!r.confirmed && r.reason.contains("in flight"), "{r:?}");
+        // Failsafe off: never confirms.
+        let mut e = Elector::new("b", "b:6379", timing());
+        let r = ask(&mut e, ms(1), "a", 3, AskKind::Round);
+        assert!(!r.confirmed);
+        // A restarted member that has observed nothing may confirm.
+        let mut e = Elector::new("b", "b:6379", timing()).with_failsafe(true);
+        assert!(ask(&mut e, ms(1), "a", 3, AskKind::Round).confirmed);
+    }
+
+    #[test]
+    fn a_release_ends_the_promise() {
+        let mut e = failsafe_member();
+        assert!(ask(&mut e, ms(9_000), "a", 3, AskKind::Round).confirmed);
+        // A release for another epoch changes nothing.
+        ask(&mut e, ms(9_500), "a", 2, AskKind::Release);
+        assert!(ask(&mut e, ms(9_600), "", 0, AskKind::Probe).promise);
+        ask(&mut e, ms(9_700), "a", 3, AskKind::Release);
+        assert!(!ask(&mut e, ms(9_800), "", 0, AskKind::Probe).promise);
+        let s = e.step(ms(10_000), Input::Tick);
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Write(_))), "{s:?}");
+        // So does the Lease showing that holder's release.
+        let mut e = failsafe_member();
+        assert!(ask(&mut e, ms(9_000), "a", 3, AskKind::Round).confirmed);
+        e.step(ms(9_100), Input::Observed(Some(free(3, "2"))));
+        assert!(!ask(&mut e, ms(9_200), "", 0, AskKind::Probe).promise);
+    }
+
+    #[test]
+    fn a_leader_answers_a_probe_that_it_leads() {
+        let mut e = failsafe_leader();
+        let r = ask(&mut e, ms(100), "", 0, AskKind::Probe);
+        assert!(r.leads && !r.promise);
+        let r = ask(&mut e, ms(100), "z", 9, AskKind::Round);
+        assert!(!r.confirmed, "a leader confirms nobody");
     }
 }

@@ -6,6 +6,7 @@
 //! * [`candidacy`]: whether a candidate runs now or backs off for a better peer, and how
 //!   long at most.
 //! * [`handover`]: which replica a planned move hands the lease to.
+//! * [`failsafe`]: the failsafe protocol's messages and the joining-pod rule (DESIGN 3a).
 //! * [`elector`]: the lease elector with client-go semantics, as a state machine advanced by
 //!   [`elector::Elector::step`], which returns the actions for the caller to carry out.
 //!
@@ -14,6 +15,7 @@
 
 pub mod candidacy;
 pub mod elector;
+pub mod failsafe;
 pub mod handover;
 pub mod rank;
 pub mod timing;

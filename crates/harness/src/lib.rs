@@ -97,6 +97,8 @@ pub struct Group {
     pub cluster: kubesim::cluster::Cluster,
     /// The Redis password, when the group uses one.
     pub password: Option<String>,
+    /// The sidecars run with a peer key, so failsafe is on (docs/sidecar.md).
+    pub failsafe: bool,
     /// Held for the test's length: group tests run one at a time, so that timing on the
     /// two-core machine does not depend on how many groups run beside.
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -204,7 +206,16 @@ impl Group {
         Self::start_full(n, Access::Admin, Some(password)).await
     }
 
+    /// A group whose sidecars share a peer key: failsafe on, as the shipped manifests run.
+    pub async fn start_failsafe(n: usize) -> Self {
+        Self::start_opts(n, Access::Admin, None, true).await
+    }
+
     async fn start_full(n: usize, access: Access, password: Option<&str>) -> Self {
+        Self::start_opts(n, access, password, false).await
+    }
+
+    async fn start_opts(n: usize, access: Access, password: Option<&str>, failsafe: bool) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("cluster");
@@ -253,6 +264,7 @@ impl Group {
             dir,
             redis: Vec::new(),
             password: password.map(str::to_string),
+            failsafe,
             sidecars: Vec::new(),
             http: reqwest::Client::new(),
             kube,
@@ -363,6 +375,15 @@ impl Group {
                             "--redis-password-file".to_string(),
                             file.display().to_string(),
                         ]
+                    })
+                    .unwrap_or_default(),
+            )
+            .args(
+                self.failsafe
+                    .then(|| {
+                        let file = self.dir.path().join("peer-key");
+                        std::fs::write(&file, "a peer key for the group tests\n").unwrap();
+                        vec!["--peer-key-file".to_string(), file.display().to_string()]
                     })
                     .unwrap_or_default(),
             )

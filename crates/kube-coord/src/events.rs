@@ -33,6 +33,10 @@ pub enum EventKind {
     HandoverSkipped,
     /// The lease was handed to a caught-up replica.
     HandedOver,
+    /// The Kubernetes API became unavailable and this leader serves in failsafe.
+    FailsafeStarted,
+    /// A failsafe episode ended (the API answers again, or leadership ended).
+    FailsafeEnded,
 }
 
 impl EventKind {
@@ -51,6 +55,8 @@ impl EventKind {
             EventKind::SwitchoverRefused => "SwitchoverRefused",
             EventKind::HandoverSkipped => "HandoverSkipped",
             EventKind::HandedOver => "HandedOver",
+            EventKind::FailsafeStarted => "FailsafeStarted",
+            EventKind::FailsafeEnded => "FailsafeEnded",
         }
     }
 
@@ -65,6 +71,7 @@ impl EventKind {
             EventKind::RedisUnhealthy | EventKind::RedisHealthy => "Probe",
             EventKind::SwitchoverRefused => "Switchover",
             EventKind::HandoverSkipped | EventKind::HandedOver => "Handover",
+            EventKind::FailsafeStarted | EventKind::FailsafeEnded => "Failsafe",
         }
     }
 
@@ -78,6 +85,7 @@ impl EventKind {
                 | EventKind::Reconciled
                 | EventKind::SwitchoverRefused
                 | EventKind::HandoverSkipped
+                | EventKind::FailsafeStarted
         )
     }
 }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod wire;
 
 use election::elector::{LeaseRecord, ObservedLease, Stamp, WriteIntent};
+use election::failsafe::Member;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -29,6 +30,9 @@ pub const HANDOVER_ANNOTATION: &str = "redis-k8s-election.io/handover-to";
 pub const PAUSED_ANNOTATION: &str = "redis-k8s-election.io/paused";
 /// Lease annotation: the last role changes, as JSON (see [`history`]).
 pub const HISTORY_ANNOTATION: &str = "redis-k8s-election.io/history";
+/// Lease annotation: the group as its holder last listed it, as JSON (`[{"name", "http"}]`):
+/// the members a failsafe round asks, and the pods a joining pod must prove free (DESIGN 3a).
+pub const MEMBERS_ANNOTATION: &str = "redis-k8s-election.io/members";
 /// Pod annotation: where this sidecar's HTTP API listens (`host:port`).
 pub const POD_HTTP_ANNOTATION: &str = "redis-k8s-election.io/http";
 /// Pod annotation: this sidecar's announce address.
@@ -39,6 +43,15 @@ pub const POD_LEASE_ANNOTATION: &str = "redis-k8s-election.io/lease";
 pub const POD_STATUS_ANNOTATION: &str = "redis-k8s-election.io/status";
 /// The label a StatefulSet puts on each pod, which the leader Service selects on.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+
+/// The typed meaning of a failed Lease call ([`CoordError::outcome`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// Somebody else wrote or deleted the Lease: leadership ends at once.
+    LeaseLost,
+    /// The API did not serve us: the lease may still be ours.
+    Unavailable,
+}
 
 /// Why a Kubernetes call failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +113,22 @@ impl CoordError {
     /// The object does not exist (404): for a pod that is gone, not an error worth a retry.
     pub fn is_not_found(&self) -> bool {
         matches!(self, CoordError::Api { code: 404, .. })
+    }
+
+    /// What a failed Lease call means for the election (DESIGN 3a): only a 409 (somebody
+    /// else wrote the Lease) or a 404 (somebody deleted it) says the lease is lost. Every
+    /// other failure (refused or reset connections, timeouts, 5xx, 429, 401, 403, a broken
+    /// watch, an answer that does not parse) says only that the API is unavailable to us:
+    /// the lease may well still be ours, and the leader keeps it as long as its validity
+    /// lasts, through failsafe when that is on. Patroni demoted primaries on exactly these
+    /// (its issues #3344 and #3462 and PR #3687) because it did not tell them apart.
+    pub fn outcome(&self) -> ApiOutcome {
+        match self {
+            CoordError::Conflict { .. } | CoordError::Api { code: 404, .. } => {
+                ApiOutcome::LeaseLost
+            }
+            _ => ApiOutcome::Unavailable,
+        }
     }
 
     fn from_kube(op: &'static str, e: kube::Error) -> Self {
@@ -171,6 +200,7 @@ pub fn observe(lease: &Lease) -> ObservedLease {
             handover_to: annotation(lease, HANDOVER_ANNOTATION),
             paused: annotation(lease, PAUSED_ANNOTATION),
             history: annotation(lease, HISTORY_ANNOTATION),
+            members: decode_members(&annotation(lease, MEMBERS_ANNOTATION)),
         },
         version: lease.metadata.resource_version.clone().unwrap_or_default(),
     }
@@ -183,6 +213,44 @@ fn annotation(lease: &Lease, key: &str) -> String {
         .as_ref()
         .and_then(|a| a.get(key).cloned())
         .unwrap_or_default()
+}
+
+/// The membership annotation's value; empty for no members.
+pub fn encode_members(members: &[Member]) -> String {
+    if members.is_empty() {
+        return String::new();
+    }
+    serde_json::Value::Array(
+        members
+            .iter()
+            .map(|m| json!({"name": m.name, "http": m.http}))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The membership an annotation records. Anything that does not parse as the list
+/// [`encode_members`] writes counts as no membership (failsafe off for that lease), never as
+/// an error: the annotation is written by sidecars, but anyone allowed to patch the Lease
+/// could change it.
+pub fn decode_members(s: &str) -> Vec<Member> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(s) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match (
+            item.get("name").and_then(|v| v.as_str()),
+            item.get("http").and_then(|v| v.as_str()),
+        ) {
+            (Some(name), Some(http)) if !name.is_empty() => out.push(Member {
+                name: name.to_string(),
+                http: http.to_string(),
+            }),
+            _ => return Vec::new(),
+        }
+    }
+    out
 }
 
 /// The Lease object a write intent stands for (renewTime = now).
@@ -209,6 +277,10 @@ pub fn lease_for(name: &str, intent: &WriteIntent) -> Lease {
     }
     if !intent.paused.is_empty() {
         annotations.insert(PAUSED_ANNOTATION.to_string(), intent.paused.clone());
+    }
+    let members = encode_members(&intent.members);
+    if !members.is_empty() {
+        annotations.insert(MEMBERS_ANNOTATION.to_string(), members);
     }
     // A new leader's entry goes into the same compare-and-set write that makes it leader.
     let history = match &intent.change {
@@ -472,9 +544,14 @@ mod tests {
             handover_to: String::new(),
             paused: "since 2026-11-24T00:00:00Z".into(),
             history: "[]".into(),
+            members: vec![Member {
+                name: "redis-1".into(),
+                http: "10.0.0.2:9121".into(),
+            }],
             change: None,
         };
         let lease = lease_for("l", &intent);
+        assert_eq!(observe(&lease).record.members, intent.members);
         assert_eq!(lease.spec.as_ref().unwrap().lease_duration_seconds, Some(3));
         let o = observe(&lease);
         assert_eq!(o.record.holder, "redis-1");
@@ -497,5 +574,53 @@ mod tests {
             observe(&lease_for("l", &keep)).record.acquire_stamp,
             o.record.acquire_stamp
         );
+    }
+
+    #[test]
+    fn members_round_trip_and_bad_values_mean_none() {
+        let m = vec![
+            Member {
+                name: "redis-0".into(),
+                http: "10.0.0.1:9121".into(),
+            },
+            Member {
+                name: "redis-1".into(),
+                http: "10.0.0.2:9121".into(),
+            },
+        ];
+        assert_eq!(decode_members(&encode_members(&m)), m);
+        assert_eq!(encode_members(&[]), "");
+        for bad in ["", "{}", "[1]", r#"[{"name": "a"}]"#, r#"[{"name": "", "http": "x"}]"#, "nonsense"] {
+            assert!(decode_members(bad).is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_conflict_or_a_deleted_lease_is_lost() {
+        let api = |code: u16| CoordError::Api {
+            op: "replace lease",
+            code,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let conflict = CoordError::Conflict {
+            op: "replace lease",
+            message: String::new(),
+        };
+        assert_eq!(conflict.outcome(), ApiOutcome::LeaseLost);
+        assert_eq!(api(404).outcome(), ApiOutcome::LeaseLost);
+        for code in [401, 403, 429, 500, 502, 503, 504] {
+            assert_eq!(api(code).outcome(), ApiOutcome::Unavailable, "{code}");
+        }
+        let timeout = CoordError::Timeout {
+            op: "replace lease",
+            timeout: Duration::from_secs(2),
+        };
+        let refused = CoordError::Transport {
+            op: "replace lease",
+            message: "connection refused".into(),
+        };
+        assert_eq!(timeout.outcome(), ApiOutcome::Unavailable);
+        assert_eq!(refused.outcome(), ApiOutcome::Unavailable);
     }
 }

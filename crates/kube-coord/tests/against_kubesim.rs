@@ -36,6 +36,7 @@ fn intent(holder: &str, version: Option<String>, transitions: u32) -> WriteInten
         handover_to: String::new(),
         paused: String::new(),
         history: String::new(),
+        members: Vec::new(),
         change: None,
     }
 }

@@ -378,7 +378,7 @@ fn shown(m: &ctl::view::Member) -> String {
     format!(
         "{:?}{:?}{:?}{:?}",
         m.role_label,
-        st.map(|s| (s.role, s.ready)),
+        st.map(|s| (s.role, s.ready, s.failsafe.active)),
         redis.map(|r| (r.role, r.fenced, r.link_up, r.streaming)),
         m.unreachable.is_some()
     )

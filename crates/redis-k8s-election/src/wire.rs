@@ -55,6 +55,34 @@ pub struct StatusReport {
     pub last_change: Option<LastChange>,
     /// Seconds since this sidecar last renewed or acquired the lease.
     pub seconds_since_renew: Option<f64>,
+    /// Failsafe (absent from sidecars older than failsafe).
+    #[serde(default)]
+    pub failsafe: FailsafeReport,
+}
+
+/// Failsafe in [`StatusReport::failsafe`] (docs/sidecar.md, "Control-plane outages"). Times
+/// are Unix milliseconds, so they read the same whenever the report is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FailsafeReport {
+    /// Failsafe is on for this sidecar.
+    pub enabled: bool,
+    /// This leader serves in failsafe now: the API is unavailable and every member confirms.
+    pub active: bool,
+    /// Since when.
+    pub since_unix_ms: Option<u64>,
+    /// Members asked in each round (the membership recorded on the Lease but this pod).
+    pub members: u32,
+    /// Members that confirmed the last answered round.
+    pub confirmed: u32,
+    /// When the last round was sent.
+    pub last_round_unix_ms: Option<u64>,
+    /// When the last round every member confirmed was answered.
+    pub last_confirmed_unix_ms: Option<u64>,
+    /// Until when this member promised a failsafe leader not to campaign.
+    pub promise_until_unix_ms: Option<u64>,
+    /// The leader that promise is for.
+    pub promised_to: Option<String>,
 }
 
 /// The local Redis in [`StatusReport::redis`].

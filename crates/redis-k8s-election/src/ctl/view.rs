@@ -279,6 +279,7 @@ pub fn render(
         &rows,
     ));
     out.push_str(&data_safety_line(lease, members));
+    out.push_str(&failsafe_line(lease, members, now_unix));
     if problems.is_empty() {
         out.push_str("No disagreements.\n");
     } else {
@@ -288,6 +289,49 @@ pub fn render(
         }
     }
     out
+}
+
+/// What the leader's sidecar says of failsafe, in one line, with the members' promises.
+fn failsafe_line(lease: Option<&LeaseView>, members: &[Member], now_unix: u64) -> String {
+    let leader = lease.and_then(|l| members.iter().find(|m| m.pod == l.holder));
+    let Some(fs) = leader.and_then(|m| Some(&m.status.as_ref()?.failsafe)) else {
+        return String::new();
+    };
+    let now_ms = now_unix * 1000;
+    let ago = |t: Option<u64>| {
+        t.map_or_else(
+            || "-".to_string(),
+            |t| format!("{:.1} s ago", now_ms.saturating_sub(t) as f64 / 1000.0),
+        )
+    };
+    let promised: Vec<&str> = members
+        .iter()
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .and_then(|s| s.failsafe.promise_until_unix_ms)
+                .is_some_and(|t| t > now_ms)
+        })
+        .map(|m| m.pod.as_str())
+        .collect();
+    let promises = if promised.is_empty() {
+        String::new()
+    } else {
+        format!("; promised not to campaign: {}", promised.join(", "))
+    };
+    if fs.active {
+        format!(
+            "Failsafe: ACTIVE since {}, the Kubernetes API is unavailable to the leader; {}/{} members confirmed the last round (sent {}){promises}\n",
+            ago(fs.since_unix_ms),
+            fs.confirmed,
+            fs.members,
+            ago(fs.last_round_unix_ms)
+        )
+    } else if fs.enabled {
+        format!("Failsafe: on, standing by (the leader renews through the API){promises}\n")
+    } else {
+        "Failsafe: off (no peer key: an API outage longer than the renew deadline fences the leader)\n".into()
+    }
 }
 
 /// What the leader's sidecar says of the data-safety mode, in one line.

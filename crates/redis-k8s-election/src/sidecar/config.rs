@@ -2,6 +2,8 @@
 //! validation into a [`SidecarConfig`]. Every error names the flag to change.
 
 use election::timing::{Timing, TimingError};
+use super::failsafe::PeerKey;
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,9 +104,29 @@ pub struct SidecarArgs {
     /// Secret takes effect without a restart.
     #[arg(long, env = "ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// File holding the group's peer key (at least 16 bytes, the same in every pod): it signs
+    /// the failsafe messages between sidecars. Never logged.
+    #[arg(long, env = "PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Failsafe (docs/sidecar.md, "Control-plane outages"): keep a leader that every member
+    /// confirms writable while the Kubernetes API is unavailable. `auto` turns it on when a
+    /// peer key is configured.
+    #[arg(long, env = "FAILSAFE", value_enum, default_value_t = FailsafeMode::Auto)]
+    pub failsafe: FailsafeMode,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--failsafe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailsafeMode {
+    /// On when `--peer-key-file` is given.
+    Auto,
+    /// On; `--peer-key-file` is required.
+    On,
+    /// Off: a leader that cannot renew fences at its renew deadline, as client-go's does.
+    Off,
 }
 
 /// A validated sidecar configuration.
@@ -150,6 +172,10 @@ pub struct SidecarConfig {
     pub http_addr: SocketAddr,
     /// The admin bearer token's file, if state-changing requests are enabled.
     pub admin_token_file: Option<PathBuf>,
+    /// The peer key, when one is configured (failsafe messages need it).
+    pub peer_key: Option<Arc<PeerKey>>,
+    /// Failsafe is on.
+    pub failsafe: bool,
 }
 
 /// How the announce address is determined.
@@ -313,7 +339,26 @@ impl SidecarArgs {
                 }
             }
         }
+        let peer_key = match &self.peer_key_file {
+            None => None,
+            Some(p) => Some(Arc::new(
+                PeerKey::from_file(p).map_err(|e| flag("peer-key-file", e.to_string()))?,
+            )),
+        };
+        let failsafe = match (self.failsafe, &peer_key) {
+            (FailsafeMode::Off, _) => false,
+            (FailsafeMode::Auto, k) => k.is_some(),
+            (FailsafeMode::On, Some(_)) => true,
+            (FailsafeMode::On, None) => {
+                return Err(flag(
+                    "failsafe",
+                    "on needs --peer-key-file (the key that signs failsafe messages)",
+                ));
+            }
+        };
         Ok(SidecarConfig {
+            peer_key,
+            failsafe,
             kubeconfig: self.kubeconfig,
             namespace: self.namespace,
             lease_name: self.lease_name,

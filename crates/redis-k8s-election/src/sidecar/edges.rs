@@ -6,11 +6,14 @@
 //! * [`Routing`]: the leader Service's selector, pod labels and annotations;
 //! * [`PeerDirectory`]: the pods competing for the same Lease;
 //! * [`RedisControl`] and [`RedisDialer`]: a Redis (the local one, a peer's, the leader's);
-//! * [`EventSink`]: Events on the pod.
+//! * [`EventSink`]: Events on the pod;
+//! * [`FailsafeTransport`]: failsafe messages to the members' sidecars.
 //!
 //! A new coordination backend (another store for the lease) implements these traits and an
 //! [`Edges`] that names them; nothing in the loop changes.
 
+pub use super::failsafe::FailsafeTransport;
+use super::failsafe::HttpPeers;
 use election::elector::{ObservedLease, WriteIntent};
 use futures::stream::BoxStream;
 use kube_coord::events::{EventRecorder, SidecarEvent};
@@ -113,6 +116,8 @@ pub trait Edges {
     type Dialer: RedisDialer<Node = Self::Redis>;
     /// Events.
     type Events: EventSink;
+    /// Failsafe messages to the members' sidecars.
+    type Failsafe: FailsafeTransport;
 }
 
 /// Production: the Kubernetes API through [`Coord`], Redis through [`RedisNode`].
@@ -125,6 +130,7 @@ impl Edges for Kubernetes {
     type Redis = RedisNode;
     type Dialer = Dial;
     type Events = EventRecorder;
+    type Failsafe = HttpPeers;
 }
 
 /// Dials real Redis servers.

@@ -1,7 +1,10 @@
 //! The sidecar's HTTP API: `/livez`, `/readyz`, `/leader`, `/replica` (GET and HEAD, for
 //! probes and load balancers), `/status` (JSON), `/metrics` (Prometheus text), and
-//! `POST /switchover`, which changes state and so needs the admin bearer token.
+//! `POST /switchover`, which changes state and so needs the admin bearer token, and
+//! `POST /failsafe/v1/ask`, the failsafe messages between sidecars, which must be signed with
+//! the group's peer key.
 
+use super::failsafe::{self, AskMessage, AskRequest, PeerKey, ReplayGuard, ReplyMessage};
 use super::handover::{HandoverError, SwitchoverRequest};
 use super::metrics::Metrics;
 use super::status::Status;
@@ -29,6 +32,24 @@ pub struct ApiState {
     pub live_within: Duration,
     /// State-changing requests; `None` when no admin token is configured.
     pub admin: Option<Arc<Admin>>,
+    /// Failsafe messages; `None` when no peer key is configured.
+    pub failsafe: Option<Arc<FailsafeEndpoint>>,
+}
+
+/// What the failsafe endpoint needs.
+pub struct FailsafeEndpoint {
+    /// The group's peer key.
+    pub key: Arc<PeerKey>,
+    /// Accepts each question once, within the staleness window.
+    pub guard: ReplayGuard,
+    /// `namespace/lease`.
+    pub group: String,
+    /// This pod.
+    pub pod: String,
+    /// Where checked questions go (the control loop).
+    pub asks: mpsc::Sender<AskRequest>,
+    /// How long a question may wait for the elector's answer.
+    pub answer_within: Duration,
 }
 
 /// What state-changing requests need.
@@ -195,6 +216,69 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
     }
 }
 
+/// `POST /failsafe/v1/ask`: a signed question from another sidecar of the group. Anything
+/// unsigned, misaddressed, stale or replayed is refused (401) before the control loop sees
+/// it, and changes nothing; the answer is signed and echoes the question's nonce.
+async fn failsafe_ask(State(s): State<ApiState>, body: Bytes) -> Response {
+    let Some(fs) = s.failsafe.clone() else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "disabled",
+            "failsafe messages are disabled: the sidecar runs without --peer-key-file".into(),
+        );
+    };
+    let ask: AskMessage = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            s.metrics.failsafe_rejected("malformed");
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not a failsafe message: {e}"),
+            );
+        }
+    };
+    let kind = match fs
+        .guard
+        .check(&fs.key, &fs.group, &fs.pod, &ask, failsafe::unix_ms())
+    {
+        Ok(k) => k,
+        Err(r) => {
+            s.metrics.failsafe_rejected(r.code());
+            tracing::warn!(from = %ask.from, reason = %r, "refused a failsafe message");
+            return refusal(StatusCode::UNAUTHORIZED, r.code(), r.to_string());
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let req = AskRequest {
+        holder: ask.holder.clone(),
+        epoch: ask.epoch,
+        kind,
+        reply,
+    };
+    if fs.asks.try_send(req).is_err() {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many failsafe messages waiting".into(),
+        );
+    }
+    match tokio::time::timeout(fs.answer_within, answer).await {
+        Ok(Ok(r)) => {
+            s.metrics.failsafe_answered(kind.as_str(), r.confirmed);
+            json_reply(
+                StatusCode::OK,
+                json!(ReplyMessage::signed(&fs.key, &ask, &fs.pod, &r)),
+            )
+        }
+        _ => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_answer",
+            "the control loop did not answer in time".into(),
+        ),
+    }
+}
+
 fn text(code: StatusCode, body: String) -> Response {
     (
         code,
@@ -287,6 +371,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover))
+        .route(failsafe::ASK_PATH, post(failsafe_ask))
+        // Failsafe messages and switchover bodies are small: refuse large ones unread.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 

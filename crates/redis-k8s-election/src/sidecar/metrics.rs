@@ -23,6 +23,22 @@ pub struct RoleLabel {
     pub role: String,
 }
 
+/// A failsafe round's outcome: `confirmed`, `refused`, `silent`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// The value.
+    pub outcome: String,
+}
+
+/// A failsafe message this member received: its kind and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Answered {
+    /// `round`, `release`, `probe`, or empty for a refused message.
+    pub kind: String,
+    /// `confirmed`, `refused`, or why it was not accepted (`bad_signature`, `stale`, ...).
+    pub result: String,
+}
+
 /// The sidecar's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +73,18 @@ pub struct Metrics {
     pub api_errors: Family<Kind, Counter>,
     /// Redis probe or command errors by kind.
     pub redis_errors: Family<Kind, Counter>,
+    /// 1 while this leader serves in failsafe (its renewals fail; members confirm it).
+    pub failsafe_active: Gauge,
+    /// Members that confirmed this leader's last answered failsafe round.
+    pub failsafe_confirmed: Gauge,
+    /// 1 while this member's failsafe promise runs (it will not campaign).
+    pub failsafe_promise: Gauge,
+    /// Failsafe episodes this sidecar led through.
+    pub failsafe_episodes: Counter,
+    /// This leader's failsafe rounds by outcome.
+    pub failsafe_rounds: Family<Outcome, Counter>,
+    /// Failsafe messages this sidecar received, by kind and result.
+    pub failsafe_messages: Family<Answered, Counter>,
 }
 
 impl Metrics {
@@ -79,6 +107,12 @@ impl Metrics {
             last_failover_seconds: Gauge::default(),
             api_errors: Family::default(),
             redis_errors: Family::default(),
+            failsafe_active: Gauge::default(),
+            failsafe_confirmed: Gauge::default(),
+            failsafe_promise: Gauge::default(),
+            failsafe_episodes: Counter::default(),
+            failsafe_rounds: Family::default(),
+            failsafe_messages: Family::default(),
             registry: Registry::default(),
         };
         registry.register("role", "1 for the sidecar's current role", m.role.clone());
@@ -152,7 +186,57 @@ impl Metrics {
             "Redis errors by kind",
             m.redis_errors.clone(),
         );
+        registry.register(
+            "failsafe_active",
+            "1 while this leader serves in failsafe through a Kubernetes API outage",
+            m.failsafe_active.clone(),
+        );
+        registry.register(
+            "failsafe_members_confirmed",
+            "Members that confirmed this leader's last answered failsafe round",
+            m.failsafe_confirmed.clone(),
+        );
+        registry.register(
+            "failsafe_promise",
+            "1 while this member promised a failsafe leader not to campaign",
+            m.failsafe_promise.clone(),
+        );
+        registry.register(
+            "failsafe_episodes",
+            "Failsafe episodes this sidecar led through",
+            m.failsafe_episodes.clone(),
+        );
+        registry.register(
+            "failsafe_rounds",
+            "Failsafe rounds of this leader by outcome",
+            m.failsafe_rounds.clone(),
+        );
+        registry.register(
+            "failsafe_messages",
+            "Failsafe messages received, by kind and result",
+            m.failsafe_messages.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A failsafe message refused before the elector saw it (`why`: its code).
+    pub fn failsafe_rejected(&self, why: &str) {
+        self.failsafe_messages
+            .get_or_create(&Answered {
+                kind: String::new(),
+                result: why.into(),
+            })
+            .inc();
+    }
+
+    /// A failsafe message the elector answered.
+    pub fn failsafe_answered(&self, kind: &str, confirmed: bool) {
+        self.failsafe_messages
+            .get_or_create(&Answered {
+                kind: kind.into(),
+                result: if confirmed { "confirmed" } else { "refused" }.into(),
+            })
+            .inc();
     }
 
     /// Marks `role` as the current role.
@@ -207,6 +291,8 @@ mod tests {
             "redis_election_good_replicas",
             "redis_election_min_replicas 0",
             "redis_election_replica_streaming 0",
+            "redis_election_failsafe_active 0",
+            "redis_election_failsafe_promise 0",
         ] {
             assert!(text.contains(name), "{name} in\n{text}");
         }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod edges;
+pub mod failsafe;
 pub mod handover;
 pub mod http;
 pub mod metrics;
@@ -12,8 +13,11 @@ pub mod status;
 use crate::wire::{self, PodSummary, SidecarRole};
 use config::{SidecarConfig, split_host_port};
 use edges::{
-    Edges, EventSink, Kubernetes, LeaseStore, PeerDirectory, RedisControl, RedisDialer, Routing,
+    Edges, EventSink, FailsafeTransport, Kubernetes, LeaseStore, PeerDirectory, RedisControl,
+    RedisDialer, Routing,
 };
+use election::failsafe::{AskKind, Member, MemberEvidence, Reply, RoundOutcome};
+use failsafe::{AskRequest, RoundContext, RoundDone};
 use election::Mono;
 use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
 use election::elector::{Action, Elector, Input, Purpose, Role};
@@ -30,6 +34,7 @@ use status::{RedisView, Status};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How often the local Redis is probed: the floor of how fast a dead Redis is noticed.
@@ -160,6 +165,8 @@ impl RoutingDue {
 /// actions, carried out on the edges `E`, each reporting back as a follow-up input).
 struct Sidecar<E: Edges> {
     cfg: SidecarConfig,
+    /// The namespace (of the Lease and the pods).
+    namespace: String,
     address: String,
     /// Where peers and the CLI reach our HTTP API (published on the pod).
     http_announce: String,
@@ -195,7 +202,24 @@ struct Sidecar<E: Edges> {
     /// Putting the local Redis back into its role (pointed at the leader again, or made a
     /// writable master again): at most once per retry period.
     repair: Pacer,
+    /// Failsafe messages to the members.
+    failsafe: E::Failsafe,
+    /// Where the tasks running failsafe rounds report their outcomes.
+    rounds_tx: mpsc::UnboundedSender<RoundDone>,
+    /// The receiving end, until [`drive`] takes it.
+    rounds_rx: Option<mpsc::UnboundedReceiver<RoundDone>>,
+    /// The elector's answer to the failsafe question being fed.
+    failsafe_reply: Option<Reply>,
+    /// Events held while the Lease API is unavailable, published once it answers.
+    held_events: VecDeque<SidecarEvent>,
+    /// Listing the group for the failsafe membership: at most once per retry period.
+    listing: Pacer,
+    /// The failsafe episode the last Events announced: since when, and at which epoch.
+    failsafe_announced: Option<(Instant, u32)>,
 }
+
+/// At most this many Events wait for the API; older ones are dropped first.
+const HELD_EVENTS: usize = 64;
 
 impl<E: Edges> Sidecar<E> {
     fn now(&self) -> Mono {
@@ -218,9 +242,34 @@ impl<E: Edges> Sidecar<E> {
     }
 
     /// Records an Event (best effort: a slow or failing API must not hold up a role change).
-    async fn event(&self, kind: EventKind, note: String) {
+    /// While the Lease API is unavailable the Event waits, so that a hanging API cannot stall
+    /// the loop that keeps the leader confirmed; it is published once the API answers.
+    async fn event(&mut self, kind: EventKind, note: String) {
         tracing::info!(reason = kind.reason(), action = kind.action(), "{note}");
-        if let Err(e) = self.events.publish(&SidecarEvent::new(kind, note)).await {
+        let event = SidecarEvent::new(kind, note);
+        if self.elector.api_down() || !self.held_events.is_empty() {
+            // Behind the held ones, so that Events keep their order.
+            if self.held_events.len() >= HELD_EVENTS {
+                self.held_events.pop_front();
+            }
+            self.held_events.push_back(event);
+            self.flush_events().await;
+            return;
+        }
+        self.publish_event(&event).await;
+    }
+
+    /// Publishes the Events held during an outage, once the API answers again.
+    async fn flush_events(&mut self) {
+        while !self.elector.api_down()
+            && let Some(event) = self.held_events.pop_front()
+        {
+            self.publish_event(&event).await;
+        }
+    }
+
+    async fn publish_event(&self, event: &SidecarEvent) {
+        if let Err(e) = self.events.publish(event).await {
             self.metrics
                 .api_errors
                 .get_or_create(&Kind {
@@ -244,6 +293,47 @@ impl<E: Edges> Sidecar<E> {
             }
         }
         self.sync_status();
+        self.announce_failsafe().await;
+    }
+
+    /// Events when a failsafe episode starts and ends (held until the API answers, so both
+    /// reach it once it is back).
+    async fn announce_failsafe(&mut self) {
+        let view = self.elector.failsafe_view(self.now());
+        let epoch = match self.elector.role() {
+            Role::Leader { epoch, .. } => *epoch,
+            _ => 0,
+        };
+        match (view.active, self.failsafe_announced) {
+            (true, None) => {
+                self.failsafe_announced = Some((Instant::now(), epoch));
+                self.metrics.failsafe_episodes.inc();
+                self.event(
+                    EventKind::FailsafeStarted,
+                    format!(
+                        "the Kubernetes API is unavailable: serving in failsafe at epoch {epoch}, as long as all {} members confirm each retry period",
+                        view.members
+                    ),
+                )
+                .await;
+            }
+            (false, Some((since, at_epoch))) => {
+                self.failsafe_announced = None;
+                let lasted = since.elapsed().as_secs_f64();
+                let note = if matches!(self.elector.role(), Role::Leader { epoch, .. } if *epoch == at_epoch)
+                {
+                    format!(
+                        "the Kubernetes API answers again: renewed the lease at epoch {at_epoch} after {lasted:.1} s in failsafe"
+                    )
+                } else {
+                    format!(
+                        "failsafe ended after {lasted:.1} s without a renewal: no longer leading at epoch {at_epoch}"
+                    )
+                };
+                self.event(EventKind::FailsafeEnded, note).await;
+            }
+            _ => {}
+        }
     }
 
     fn sync_status(&mut self) {
@@ -277,6 +367,34 @@ impl<E: Edges> Sidecar<E> {
                 st.leader_address = None;
             }
         }
+        let now = self.now();
+        let view = self.elector.failsafe_view(now);
+        let to_unix = |t: Mono| {
+            let now_unix = failsafe::unix_ms();
+            if t >= now {
+                now_unix + (t - now).as_millis() as u64
+            } else {
+                now_unix.saturating_sub((now - t).as_millis() as u64)
+            }
+        };
+        st.failsafe = wire::FailsafeReport {
+            enabled: self.elector.failsafe_enabled(),
+            active: view.active,
+            since_unix_ms: view.since.filter(|_| view.active).map(to_unix),
+            members: view.members as u32,
+            confirmed: view.confirmed as u32,
+            last_round_unix_ms: view.last_round.filter(|_| view.active).map(to_unix),
+            last_confirmed_unix_ms: view.last_confirmed.filter(|_| view.active).map(to_unix),
+            promise_until_unix_ms: view.promise_until.map(to_unix),
+            promised_to: view.promised_to.clone(),
+        };
+        self.metrics.failsafe_active.set(i64::from(view.active));
+        self.metrics
+            .failsafe_confirmed
+            .set(if view.active { view.confirmed as i64 } else { 0 });
+        self.metrics
+            .failsafe_promise
+            .set(i64::from(view.promise_until.is_some()));
         self.metrics.set_role(role);
         self.metrics.fenced.set(i64::from(st.fenced));
         if let Some(e) = st.epoch {
@@ -337,10 +455,12 @@ impl<E: Edges> Sidecar<E> {
                             lease,
                         })
                     }
-                    Err(CoordError::Conflict { .. }) => Some(Input::WriteConflict),
                     Err(e) => {
                         self.api_error(&e);
-                        Some(Input::WriteFailed)
+                        Some(match e.outcome() {
+                            kube_coord::ApiOutcome::LeaseLost => Input::WriteConflict,
+                            kube_coord::ApiOutcome::Unavailable => Input::WriteFailed,
+                        })
                     }
                 }
             }
@@ -351,9 +471,31 @@ impl<E: Edges> Sidecar<E> {
                 }
                 Err(e) => {
                     self.api_error(&e);
-                    None
+                    Some(Input::ReadFailed)
                 }
             },
+            Action::FailsafeRound {
+                round,
+                holder,
+                epoch,
+                members,
+            } => {
+                self.start_round(round, holder, epoch, members, AskKind::Round);
+                None
+            }
+            Action::FailsafeRelease {
+                holder,
+                epoch,
+                members,
+            } => {
+                tracing::info!(epoch, "fenced in failsafe: telling the members their promises are void");
+                self.start_round(0, holder, epoch, members, AskKind::Release);
+                None
+            }
+            Action::FailsafeReply(reply) => {
+                self.failsafe_reply = Some(reply);
+                None
+            }
             Action::Fence { reason } => {
                 if let Err(e) = self.redis.fence().await {
                     self.metrics
@@ -450,6 +592,171 @@ impl<E: Edges> Sidecar<E> {
                 None
             }
         }
+    }
+
+    /// The group's name in failsafe messages.
+    fn group(&self) -> String {
+        format!("{}/{}", self.namespace, self.cfg.lease_name)
+    }
+
+    fn round_context(&self) -> Option<RoundContext> {
+        Some(RoundContext {
+            key: self.cfg.peer_key.clone()?,
+            group: self.group(),
+            me: self.cfg.pod_name.clone(),
+            wait: self.cfg.timing.request_timeout,
+        })
+    }
+
+    /// Sends a failsafe round (or release) without waiting: its outcome comes back through
+    /// `rounds_tx`, so a slow member never holds up the loop, and the round's validity counts
+    /// from `sent_at`, taken before the first message leaves.
+    fn start_round(
+        &mut self,
+        round: u64,
+        holder: String,
+        epoch: u32,
+        members: Vec<Member>,
+        kind: AskKind,
+    ) {
+        let Some(ctx) = self.round_context() else {
+            return;
+        };
+        let sent_at = self.now();
+        let transport = self.failsafe.clone();
+        let done = self.rounds_tx.clone();
+        tokio::spawn(async move {
+            let outcome = failsafe::run_round(transport, ctx, members, holder, epoch, kind).await;
+            if kind == AskKind::Round {
+                let _ = done.send((round, sent_at, outcome));
+            }
+        });
+    }
+
+    /// A round's outcome: counted, logged when it does not confirm, and fed.
+    async fn round_done(&mut self, (round, sent_at, outcome): RoundDone) {
+        let label = match &outcome {
+            RoundOutcome::Confirmed => "confirmed",
+            RoundOutcome::Refused { member, reason } => {
+                tracing::warn!(%member, %reason, "a member refused to confirm this failsafe leadership");
+                "refused"
+            }
+            RoundOutcome::Silent { members } => {
+                tracing::warn!(?members, "failsafe round not confirmed: no valid answer from these members");
+                "silent"
+            }
+        };
+        self.metrics
+            .failsafe_rounds
+            .get_or_create(&metrics::Outcome {
+                outcome: label.into(),
+            })
+            .inc();
+        self.feed(Input::FailsafeAnswered {
+            round,
+            sent_at,
+            outcome,
+        })
+        .await;
+    }
+
+    /// A checked failsafe question from a peer: the elector answers it.
+    async fn failsafe_ask(&mut self, req: AskRequest) {
+        self.failsafe_reply = None;
+        self.feed(Input::FailsafeAsk {
+            holder: req.holder,
+            epoch: req.epoch,
+            kind: req.kind,
+        })
+        .await;
+        if let Some(reply) = self.failsafe_reply.take() {
+            let _ = req.reply.send(reply);
+        }
+    }
+
+    /// A leader with failsafe lists the group once per retry period while the API answers:
+    /// its next renewal records the membership on the Lease.
+    async fn list_members(&mut self) {
+        if !self.cfg.failsafe
+            || self.elector.api_down()
+            || !matches!(self.elector.role(), Role::Leader { .. })
+            || !self.listing.due(Instant::now())
+        {
+            return;
+        }
+        self.listing.attempted(Instant::now());
+        match self.peers.peers().await {
+            Ok(peers) => {
+                let members = peers
+                    .into_iter()
+                    .filter(|p| !p.http.is_empty() && !p.terminating)
+                    .map(|p| Member {
+                        name: p.name,
+                        http: p.http,
+                    })
+                    .collect();
+                self.feed(Input::Members(members)).await;
+            }
+            Err(e) => self.api_error(&e),
+        }
+    }
+
+    /// DESIGN 3a, joining pods: a pod outside the membership the Lease records may run only
+    /// once every recorded member is shown to hold no promise and not to lead (its pod is
+    /// gone, or its sidecar says so). `true` when it may run.
+    async fn joiner_may_run(&mut self) -> bool {
+        let recorded = self.elector.recorded_members().to_vec();
+        if !election::failsafe::is_joining(&self.cfg.pod_name, &recorded) {
+            return true;
+        }
+        let listed: Vec<String> = match self.peers.peers().await {
+            Ok(p) => p
+                .into_iter()
+                .filter(|p| !p.terminating)
+                .map(|p| p.name)
+                .collect(),
+            Err(e) => {
+                self.api_error(&e);
+                return false;
+            }
+        };
+        let mut evidence = BTreeMap::new();
+        let ctx = self.round_context();
+        for m in recorded.iter().filter(|m| m.name != self.cfg.pod_name) {
+            let ev = if !listed.contains(&m.name) {
+                MemberEvidence::Gone
+            } else if let Some(ctx) = &ctx {
+                let ask = failsafe::AskMessage::signed(
+                    &ctx.key,
+                    &ctx.group,
+                    &ctx.me,
+                    &m.name,
+                    "",
+                    0,
+                    AskKind::Probe,
+                );
+                let answer = tokio::time::timeout(ctx.wait, self.failsafe.ask(m.clone(), ask.clone()))
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.check(&ctx.key, &ask, &m.name));
+                match answer {
+                    Some(r) => MemberEvidence::Answered {
+                        promise: r.promise,
+                        leads: r.leads,
+                    },
+                    None => MemberEvidence::Unknown,
+                }
+            } else {
+                MemberEvidence::Unknown
+            };
+            evidence.insert(m.name.clone(), ev);
+        }
+        let ok = election::failsafe::joiner_may_run(&self.cfg.pod_name, &recorded, &evidence);
+        if !ok {
+            tracing::info!(?evidence, "joining: not in the recorded membership, and not every member is shown free of a failsafe promise; backing off");
+        }
+        ok
     }
 
     /// Fences the previous leader's Redis at `address`; `Ok` says how.
@@ -815,8 +1122,9 @@ impl<E: Edges> Sidecar<E> {
         if verdict.ran_anyway {
             tracing::info!("running after the back-off: the better peer did not take over in time");
         }
-        self.eligible = verdict.eligible;
-        self.feed(Input::Eligible(verdict.eligible)).await;
+        let eligible = verdict.eligible && self.joiner_may_run().await;
+        self.eligible = eligible;
+        self.feed(Input::Eligible(eligible)).await;
     }
 
     /// A replica's lag (the leader's offset minus ours) and whether the leader streams to it
@@ -863,6 +1171,10 @@ impl<E: Edges> Sidecar<E> {
 
     /// Annotates our pod with the lease, our address and a short status, when they change.
     async fn publish(&mut self) {
+        // Best effort; held while the Lease API is unavailable (see `event`).
+        if self.elector.api_down() {
+            return;
+        }
         let st = self.status.read().expect("status lock").clone();
         let summary = serde_json::to_string(&PodSummary {
             role: st.role,
@@ -953,6 +1265,17 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             source,
         })?;
     let (switchover_tx, switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
+    // A few questions may wait; more are refused at once (503) rather than queued.
+    let (ask_tx, asks) = tokio::sync::mpsc::channel::<AskRequest>(16);
+    if cfg.failsafe {
+        tracing::info!(
+            "failsafe on: a leader that every member confirms stays writable while the Kubernetes API is unavailable"
+        );
+    } else if cfg.peer_key.is_some() {
+        tracing::info!("failsafe off (--failsafe off): a leader that cannot renew fences at its renew deadline");
+    } else {
+        tracing::info!("failsafe off (no --peer-key-file): a leader that cannot renew fences at its renew deadline");
+    }
     let api = http::router(http::ApiState {
         status: status.clone(),
         metrics: metrics.clone(),
@@ -964,6 +1287,16 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                 // The hand-over itself is bounded by the hand-over timeout; the rest is the
                 // wait for the control loop to pick the request up.
                 answer_within: cfg.handover_timeout + cfg.timing.lease_duration,
+            })
+        }),
+        failsafe: cfg.peer_key.clone().map(|key| {
+            Arc::new(http::FailsafeEndpoint {
+                key,
+                guard: failsafe::ReplayGuard::new(cfg.timing.lease_duration),
+                group: format!("{ns}/{}", cfg.lease_name),
+                pod: cfg.pod_name.clone(),
+                asks: ask_tx,
+                answer_within: cfg.timing.request_timeout,
             })
         }),
     });
@@ -998,9 +1331,11 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         peers: coord,
         dialer: edges::Dial,
         events,
+        failsafe: failsafe::HttpPeers::new(cfg.timing.request_timeout),
     };
-    let rt = Sidecar::new(cfg, address, http_announce, edges, status, metrics);
-    drive(rt, switchovers, shutdown).await;
+    let rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
+    let inbox = Inbox { switchovers, asks };
+    drive(rt, inbox, shutdown).await;
     http_task.abort();
     Ok(())
 }
@@ -1019,11 +1354,14 @@ pub struct EdgeSet<E: Edges> {
     pub dialer: E::Dialer,
     /// Events.
     pub events: E::Events,
+    /// Failsafe messages.
+    pub failsafe: E::Failsafe,
 }
 
 impl<E: Edges> Sidecar<E> {
     fn new(
         cfg: SidecarConfig,
+        namespace: String,
         address: String,
         http_announce: String,
         edges: EdgeSet<E>,
@@ -1031,8 +1369,11 @@ impl<E: Edges> Sidecar<E> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let timing = cfg.timing;
+        let (rounds_tx, rounds_rx) = mpsc::unbounded_channel();
         Sidecar {
-            elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing),
+            elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing)
+                .with_failsafe(cfg.failsafe),
+            namespace,
             cfg,
             address,
             http_announce,
@@ -1057,18 +1398,29 @@ impl<E: Edges> Sidecar<E> {
             previous_leader: None,
             published: None,
             repair: Pacer::new(timing.retry_period),
+            failsafe: edges.failsafe,
+            rounds_tx,
+            rounds_rx: Some(rounds_rx),
+            failsafe_reply: None,
+            held_events: VecDeque::new(),
+            listing: Pacer::new(timing.retry_period),
+            failsafe_announced: None,
         }
     }
+}
+
+/// What reaches the control loop from outside it: operators' switchover requests and peers'
+/// failsafe questions.
+struct Inbox {
+    switchovers: mpsc::Receiver<SwitchoverRequest>,
+    asks: mpsc::Receiver<AskRequest>,
 }
 
 /// The control loop: observes the Lease watch, switchover requests, the probe ticker and the
 /// elector's next deadline, feeds what it saw, and keeps routing and the pod's annotations up
 /// to date, until `shutdown` resolves; then hands over or releases.
-async fn drive<E: Edges>(
-    mut rt: Sidecar<E>,
-    mut switchovers: tokio::sync::mpsc::Receiver<SwitchoverRequest>,
-    shutdown: impl Future<Output = ()>,
-) {
+async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Future<Output = ()>) {
+    let mut rounds = rt.rounds_rx.take().expect("drive runs a sidecar once");
     // Undecided means read-only: the first step fences the local Redis.
     rt.feed(Input::Tick).await;
     rt.probe().await;
@@ -1093,7 +1445,11 @@ async fn drive<E: Edges>(
                 Some(Err(e)) => rt.api_error(&e),
                 None => watch = rt.lease.watch(),
             },
-            Some(req) = switchovers.recv() => {
+            // Failsafe first: a member's answer and a round's outcome are what keep a
+            // leader confirmed while the API is down.
+            Some(done) = rounds.recv() => rt.round_done(done).await,
+            Some(req) = inbox.asks.recv() => rt.failsafe_ask(req).await,
+            Some(req) = inbox.switchovers.recv() => {
                 let outcome = rt.hand_over(Trigger::Switchover, req.to.as_deref(), req.force).await;
                 if let Err(e) = &outcome {
                     rt.event(EventKind::SwitchoverRefused, e.to_string()).await;
@@ -1107,7 +1463,9 @@ async fn drive<E: Edges>(
             }
         }
         rt.ensure_routing().await;
+        rt.list_members().await;
         rt.publish().await;
+        rt.flush_events().await;
     }
     tracing::info!("shutting down");
     if matches!(rt.elector.role(), Role::Leader { .. })

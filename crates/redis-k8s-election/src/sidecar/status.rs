@@ -135,6 +135,8 @@ pub struct Status {
     pub min_replicas: u32,
     /// RPO mode: within how many seconds.
     pub max_replica_lag_secs: u32,
+    /// Failsafe as the elector last showed it.
+    pub failsafe: crate::wire::FailsafeReport,
 }
 
 impl Status {
@@ -157,6 +159,7 @@ impl Status {
             paused: None,
             min_replicas: 0,
             max_replica_lag_secs: redis_node::DEFAULT_MIN_REPLICAS_MAX_LAG,
+            failsafe: Default::default(),
         }
     }
 
@@ -284,6 +287,7 @@ impl Status {
                     unix_time: *unix_time,
                 }),
             seconds_since_renew: self.last_renew.map(|t| t.elapsed().as_secs_f64()),
+            failsafe: self.failsafe.clone(),
         }
     }
 }

@@ -13,8 +13,12 @@ use futures::stream::BoxStream;
 use kube_coord::Peer;
 use redis_node::info::{NodeInfo, Role as RedisRole};
 use redis_node::{NodeConfig, NodeError, Probe};
+use election::failsafe::{Member, Reply};
+use failsafe::{AskMessage, PeerKey, ReplyMessage};
+use futures::future::BoxFuture;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Mutex;
 
 /// One Redis server.
 #[derive(Clone, Debug)]
@@ -95,6 +99,30 @@ impl Edges for Fakes {
     type Redis = FakeNode;
     type Dialer = FakeEdge;
     type Events = FakeEdge;
+    type Failsafe = FakePeers;
+}
+
+/// The members' sidecars: each answers a failsafe question as set here (`None`: silence),
+/// signed with the group's key. Shared across threads, as the rounds run in tasks.
+#[derive(Clone, Default)]
+struct FakePeers(Arc<Mutex<HashMap<String, Option<Reply>>>>);
+
+const TEST_KEY: &[u8] = b"a test peer key of the group";
+
+impl FakePeers {
+    fn answer(&self, member: &str, reply: Option<Reply>) {
+        self.0.lock().unwrap().insert(member.into(), reply);
+    }
+}
+
+impl failsafe::FailsafeTransport for FakePeers {
+    fn ask(&self, member: Member, ask: AskMessage) -> BoxFuture<'static, Option<ReplyMessage>> {
+        let reply = self.0.lock().unwrap().get(&member.name).cloned().flatten();
+        Box::pin(async move {
+            let key = PeerKey::from_bytes(TEST_KEY);
+            reply.map(|r| ReplyMessage::signed(&key, &ask, &member.name, &r))
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -261,7 +289,7 @@ fn pod(name: &str) -> Peer {
     Peer {
         name: name.into(),
         address: format!("{name}:6379"),
-        http: String::new(),
+        http: format!("{name}:9121"),
         labels: Default::default(),
         status: None,
         terminating: false,
@@ -309,6 +337,18 @@ fn config() -> SidecarConfig {
 
 /// A sidecar for pod `a` (Redis at `a:6379`) in a world with the pods `peers` besides it.
 fn sidecar(peers: &[&str]) -> (Sidecar<Fakes>, Shared) {
+    sidecar_with(peers, config(), FakePeers::default())
+}
+
+/// The same with failsafe on, and the members' sidecars answering as `answers` says.
+fn failsafe_sidecar(peers: &[&str], answers: FakePeers) -> (Sidecar<Fakes>, Shared) {
+    let mut cfg = config();
+    cfg.peer_key = Some(Arc::new(PeerKey::from_bytes(TEST_KEY)));
+    cfg.failsafe = true;
+    sidecar_with(peers, cfg, answers)
+}
+
+fn sidecar_with(peers: &[&str], cfg: SidecarConfig, answers: FakePeers) -> (Sidecar<Fakes>, Shared) {
     let mut redis = HashMap::from([("a:6379".to_string(), FakeRedis::started("a"))]);
     let mut pods = vec![pod("a")];
     for p in peers {
@@ -326,7 +366,6 @@ fn sidecar(peers: &[&str]) -> (Sidecar<Fakes>, Shared) {
         labels: HashMap::new(),
         events: Vec::new(),
     }));
-    let cfg = config();
     let status = Arc::new(RwLock::new(Status::new("a", cfg.max_lag)));
     let edge = FakeEdge(world.clone());
     let edges = EdgeSet::<Fakes> {
@@ -339,9 +378,11 @@ fn sidecar(peers: &[&str]) -> (Sidecar<Fakes>, Shared) {
         peers: edge.clone(),
         dialer: edge.clone(),
         events: edge,
+        failsafe: answers,
     };
     let rt = Sidecar::new(
         cfg,
+        "default".into(),
         "a:6379".into(),
         "a:9121".into(),
         edges,
@@ -356,8 +397,15 @@ impl Sidecar<Fakes> {
     async fn turn(&mut self) {
         self.feed(Input::Tick).await;
         self.probe().await;
+        // Failsafe rounds run in tasks: let them finish, then feed their outcomes.
+        tokio::task::yield_now().await;
+        while let Some(done) = self.rounds_rx.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.round_done(done).await;
+        }
         self.ensure_routing().await;
+        self.list_members().await;
         self.publish().await;
+        self.flush_events().await;
     }
 
     /// Turns of the loop every retry period for `d`.
@@ -455,8 +503,13 @@ async fn fences_its_redis_when_it_cannot_renew_before_the_deadline() {
     rt.run_for(Duration::from_millis(750)).await;
     assert_eq!(rt.role(), SidecarRole::Candidate);
     assert!(redis(&world, "a:6379").fenced);
+    // Its Events wait for the API (a hanging API must not stall the loop) ...
+    assert!(!kinds(&world).contains(&EventKind::SteppedDown));
+    // ... and are published once a Lease write succeeds again.
+    world.borrow_mut().writes = Writes::Normal;
+    rt.run_for(Duration::from_secs(1)).await;
     let k = kinds(&world);
-    assert!(k.contains(&EventKind::Fenced) && k.contains(&EventKind::SteppedDown));
+    assert!(k.contains(&EventKind::Fenced) && k.contains(&EventKind::SteppedDown), "{k:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -581,4 +634,102 @@ async fn an_unanswered_hand_over_keeps_writes_held_until_the_lease_says_whose_it
     rt.run_for(Duration::from_millis(1_000)).await;
     assert_eq!(rt.role(), SidecarRole::Replica);
     assert!(redis(&world, "a:6379").master == Some(("b".into(), 6379)));
+}
+
+fn confirm() -> Option<Reply> {
+    Some(Reply {
+        confirmed: true,
+        promise: true,
+        ..Reply::default()
+    })
+}
+
+/// Leads with failsafe on and the membership {a, b, c} recorded on the Lease.
+async fn failsafe_leading(answers: &FakePeers) -> (Sidecar<Fakes>, Shared) {
+    let (mut rt, world) = failsafe_sidecar(&["b", "c"], answers.clone());
+    rt.run_for(Duration::from_secs(1)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    let recorded: Vec<String> = world.borrow().lease.as_ref().unwrap().record.members.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(recorded, ["a", "b", "c"], "the membership is on the Lease");
+    (rt, world)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failsafe_keeps_a_confirmed_leader_writable_through_an_api_outage() {
+    let answers = FakePeers::default();
+    answers.answer("b", confirm());
+    answers.answer("c", confirm());
+    let (mut rt, world) = failsafe_leading(&answers).await;
+    let version = world.borrow().lease.as_ref().unwrap().version.clone();
+    world.borrow_mut().writes = Writes::TimeOut;
+    world.borrow_mut().reads_fail = true;
+    // Ten seconds: far beyond the renew deadline (2 s) and the lease (3 s).
+    rt.run_for(Duration::from_secs(10)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    let r = redis(&world, "a:6379");
+    assert!(r.master.is_none() && !r.fenced, "still a writable master: {r:?}");
+    let st = rt.status.read().unwrap().failsafe.clone();
+    assert!(st.enabled && st.active && st.members == 2 && st.confirmed == 2, "{st:?}");
+    assert!(!kinds(&world).contains(&EventKind::FailsafeStarted), "held while the API is down");
+    // The API comes back: the same epoch renews with the version it had, and the Events
+    // of the episode are published.
+    world.borrow_mut().writes = Writes::Normal;
+    world.borrow_mut().reads_fail = false;
+    rt.run_for(Duration::from_secs(1)).await;
+    let w = world.borrow();
+    let lease = w.lease.as_ref().unwrap();
+    assert_eq!((lease.record.holder.as_str(), lease.record.transitions), ("a", 0));
+    assert_ne!(lease.version, version, "renewed");
+    let k: Vec<EventKind> = w.events.iter().map(|e| e.kind).collect();
+    assert!(k.contains(&EventKind::FailsafeStarted) && k.contains(&EventKind::FailsafeEnded), "{k:?}");
+    assert!(!k.contains(&EventKind::SteppedDown), "{k:?}");
+    drop(w);
+    assert!(!rt.status.read().unwrap().failsafe.active);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failsafe_ends_when_a_member_is_silent_or_refuses() {
+    // Control: the same outage with one member silent fences at the renew deadline.
+    let answers = FakePeers::default();
+    answers.answer("b", confirm());
+    answers.answer("c", None);
+    let (mut rt, world) = failsafe_leading(&answers).await;
+    world.borrow_mut().writes = Writes::TimeOut;
+    world.borrow_mut().reads_fail = true;
+    rt.run_for(Duration::from_secs(3)).await;
+    assert_ne!(rt.role(), SidecarRole::Leader);
+    assert!(redis(&world, "a:6379").fenced);
+    // A refusal ends it at once.
+    let answers = FakePeers::default();
+    answers.answer("b", confirm());
+    answers.answer("c", confirm());
+    let (mut rt, world) = failsafe_leading(&answers).await;
+    world.borrow_mut().writes = Writes::TimeOut;
+    world.borrow_mut().reads_fail = true;
+    rt.run_for(Duration::from_secs(1)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    answers.answer("c", Some(Reply::refuse("this pod has seen a newer lease")));
+    rt.run_for(Duration::from_millis(600)).await;
+    assert_ne!(rt.role(), SidecarRole::Leader);
+    assert!(redis(&world, "a:6379").fenced);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_steps_down_at_once() {
+    let (mut rt, world) = leading(&["b"]).await;
+    // Someone else writes the Lease: the next renewal conflicts.
+    {
+        let mut w = world.borrow_mut();
+        w.version += 1;
+        let v = w.version.to_string();
+        let l = w.lease.as_mut().unwrap();
+        l.record.holder = "b".into();
+        l.record.transitions += 1;
+        l.version = v;
+    }
+    rt.turn().await;
+    tokio::time::advance(Duration::from_millis(250)).await;
+    rt.turn().await;
+    assert_ne!(rt.role(), SidecarRole::Leader);
+    assert!(redis(&world, "a:6379").fenced);
 }
