@@ -431,6 +431,9 @@ pub struct Elector {
     /// A leader's refresh is in flight in place of a renewal: when it answers, the renewal
     /// follows at once with the version it read.
     refreshing: bool,
+    /// A leader's write conflicted (409) and no read has shown whose the Lease is since: no
+    /// failsafe round until one does.
+    conflict_unresolved: bool,
 }
 
 impl Elector {
@@ -465,6 +468,7 @@ impl Elector {
             episode: None,
             promise: None,
             refreshing: false,
+            conflict_unresolved: false,
         }
         .seeded_by_identity()
     }
@@ -609,6 +613,7 @@ impl Elector {
         self.handover_unresolved = false;
         self.episode = None;
         self.refreshing = false;
+        self.conflict_unresolved = false;
         self.leaderless_since.get_or_insert(now);
     }
 
@@ -805,6 +810,7 @@ impl Elector {
         match input {
             Input::Tick => {}
             Input::Observed(Some(lease)) => {
+                self.conflict_unresolved = false;
                 // A release of the lease we promised to: its holder fenced before writing
                 // it, so the promise has nothing left to protect.
                 let released = lease.record.holder.is_empty()
@@ -820,12 +826,20 @@ impl Elector {
                 self.after_refresh();
             }
             Input::Observed(None) => {
+                self.conflict_unresolved = false;
                 self.observed = None;
                 self.absent = true;
                 self.stale = false;
                 self.after_refresh();
             }
-            Input::ReadFailed => self.refreshing = false,
+            Input::ReadFailed => {
+                // The next attempt is a retry period after this failure, not after the
+                // read was sent: a read that hung for the request timeout must not be
+                // followed at once by another (each step would chain the next, forever).
+                self.refreshing = false;
+                self.last_attempt = Some(now);
+                self.api_down = true;
+            }
             Input::Members(members) => {
                 if members.iter().any(|m| m.name == self.id) {
                     let mut members = members;
@@ -904,11 +918,15 @@ impl Elector {
                 self.pending = None;
                 self.stale = true;
                 self.api_down = false;
-                // Lease lost: somebody else wrote the Lease since we last read it. Leadership
-                // ends at once (a read then shows whose it is; if it is still ours, e.g. an
-                // operator's pause raced our renewal, we take it back as a candidate).
+                // Somebody else wrote the Lease since we last read it. Whose it is now, the
+                // read says at once: another holder or epoch (or no Lease) ends leadership
+                // then; our own record with other annotations (an operator's pause, a tool
+                // annotating the Lease) does not. Until that read answers, no failsafe round
+                // vouches for this leader: only its validity from the last renewal holds.
                 if matches!(self.role, Role::Leader { .. }) {
-                    self.step_down(now, "lease lost: a competing write (409 Conflict)", &mut out);
+                    self.conflict_unresolved = true;
+                    self.refreshing = true;
+                    self.last_attempt = Some(now);
                 }
                 out.push(Action::Refresh);
             }
@@ -1127,6 +1145,7 @@ impl Elector {
             || !self.api_down
             || self.fenced
             || self.handover_unresolved
+            || self.conflict_unresolved
             || !recorded.iter().any(|m| m.name == self.id)
         {
             return;
@@ -1981,21 +2000,62 @@ mod tests {
 
     #[test]
     fn lease_lost_ends_leadership_at_once() {
+        // A 409: the read that follows at once shows another holder: step down then.
         let mut e = leading(2);
         e.step(ms(1_000), Input::Tick);
         let s = e.step(ms(1_005), Input::WriteConflict);
+        assert_eq!(s.actions, vec![Action::Refresh]);
+        let s = e.step(ms(1_008), Input::Observed(Some(lease("b", 3, "5", "rb"))));
         assert!(matches!(s.actions[0], Action::Fence { .. }), "{s:?}");
-        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
-        assert!(s.actions.contains(&Action::Refresh));
-        assert_eq!(*e.role(), Role::Candidate);
+        assert!(
+            s.actions
+                .iter()
+                .any(|a| matches!(a, Action::SteppedDown { .. }))
+        );
+        assert!(!matches!(e.role(), Role::Leader { .. }));
         // A read showing another epoch in our name is lost too.
         let mut e = leading(2);
         let s = e.step(ms(500), Input::Observed(Some(lease("a", 5, "9", "rx"))));
-        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
+        assert!(
+            s.actions
+                .iter()
+                .any(|a| matches!(a, Action::SteppedDown { .. }))
+        );
         // So is a deleted Lease.
         let mut e = leading(2);
         let s = e.step(ms(500), Input::Observed(None));
-        assert!(s.actions.iter().any(|a| matches!(a, Action::SteppedDown { .. })));
+        assert!(
+            s.actions
+                .iter()
+                .any(|a| matches!(a, Action::SteppedDown { .. }))
+        );
+    }
+
+    #[test]
+    fn a_conflict_from_an_annotation_change_is_not_a_lost_lease() {
+        // An operator's pause (or any tool annotating the Lease) makes the renewal conflict;
+        // the read shows our own record: renew at once with its version, still leading.
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        e.step(ms(1_005), Input::WriteConflict);
+        let mut paused = lease("a", 3, "7", "r1");
+        paused.record.paused = "by op".into();
+        paused.record.members = members(&["a", "b", "c"]);
+        let s = e.step(ms(1_010), Input::Observed(Some(paused)));
+        let w = writes(&s).pop().expect("a renewal at once");
+        assert_eq!(
+            (w.purpose, w.version.as_deref()),
+            (Purpose::Renew, Some("7"))
+        );
+        assert!(!s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+        // Until such a read answers, no failsafe round vouches for the leader.
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        e.step(ms(1_005), Input::WriteConflict);
+        e.step(ms(1_100), Input::ReadFailed);
+        let s = e.step(ms(2_100), Input::WriteFailed);
+        assert!(s.actions.contains(&Action::Refresh), "{s:?}");
+        assert!(round_of(&s).is_none(), "{s:?}");
     }
 
     #[test]
@@ -2007,7 +2067,11 @@ mod tests {
         let s = e.step(ms(1_500), Input::WriteFailed);
         assert!(s.actions.is_empty(), "{s:?}");
         let s = e.step(ms(2_000), Input::Tick);
-        assert_eq!(s.actions, vec![Action::Refresh], "read before renewing again");
+        assert_eq!(
+            s.actions,
+            vec![Action::Refresh],
+            "read before renewing again"
+        );
         let s = e.step(ms(2_100), Input::ReadFailed);
         assert!(s.actions.is_empty(), "{s:?}");
         assert!(e.api_down());
@@ -2016,6 +2080,19 @@ mod tests {
         assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
         // Without failsafe, no round was ever asked for.
         assert_eq!(e.failsafe_view(ms(6_000)), FailsafeView::default());
+    }
+
+    #[test]
+    fn a_read_that_hung_is_not_followed_at_once_by_another() {
+        // A read that took longer than the retry period (a blackholed API): the step that
+        // reports it must not ask for the next one, or the caller's loop never ends.
+        for mut e in [leading(2), failsafe_member()] {
+            e.step(ms(1_000), Input::Tick);
+            e.step(ms(1_500), Input::WriteFailed);
+            let s = e.step(ms(5_000), Input::ReadFailed);
+            assert!(!s.actions.contains(&Action::Refresh), "{s:?}");
+            assert!(s.wake_at > ms(5_000));
+        }
     }
 
     #[test]
@@ -2051,9 +2128,15 @@ mod tests {
         assert_eq!((v.members, v.confirmed), (2, 2));
         // Still leading past the first deadline (6 s), fenced at 3 s + RD without more.
         let s = e.step(ms(6_500), Input::Tick);
-        assert!(!s.actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{s:?}");
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+            "{s:?}"
+        );
         let s = e.step(ms(9_000), Input::Tick);
-        assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })), "{s:?}");
+        assert!(
+            s.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -2080,12 +2163,12 @@ mod tests {
         );
         assert_eq!(e.failsafe_view(ms(3_500)).confirmed, 1);
         e.step(ms(3_600), Input::ReadFailed);
-        let (round, _) = round_of(&e.step(ms(4_000), Input::Tick)).unwrap();
+        let (round, _) = round_of(&e.step(ms(4_600), Input::Tick)).unwrap();
         let s = e.step(
-            ms(4_010),
+            ms(4_610),
             Input::FailsafeAnswered {
                 round,
-                sent_at: ms(4_000),
+                sent_at: ms(4_600),
                 outcome: RoundOutcome::Refused {
                     member: "b".into(),
                     reason: "this pod has seen a newer lease".into(),
@@ -2096,10 +2179,10 @@ mod tests {
         assert_eq!(*e.role(), Role::Candidate);
         // A late confirmation of an earlier round does not bring it back.
         e.step(
-            ms(4_020),
+            ms(4_620),
             Input::FailsafeAnswered {
                 round,
-                sent_at: ms(4_000),
+                sent_at: ms(4_600),
                 outcome: RoundOutcome::Confirmed,
             },
         );
@@ -2257,7 +2340,10 @@ mod tests {
         ask(&mut e, ms(9_700), "a", 3, AskKind::Release);
         assert!(!ask(&mut e, ms(9_800), "", 0, AskKind::Probe).promise);
         let s = e.step(ms(10_000), Input::Tick);
-        assert!(s.actions.iter().any(|a| matches!(a, Action::Write(_))), "{s:?}");
+        assert!(
+            s.actions.iter().any(|a| matches!(a, Action::Write(_))),
+            "{s:?}"
+        );
         // So does the Lease showing that holder's release.
         let mut e = failsafe_member();
         assert!(ask(&mut e, ms(9_000), "a", 3, AskKind::Round).confirmed);

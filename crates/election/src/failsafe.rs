@@ -117,7 +117,11 @@ pub enum MemberEvidence {
 /// promise and not to lead (DESIGN 3a, "Joining pods"): a joining pod is bound by no promise,
 /// so this is what keeps it from taking over from a leader serving in failsafe. A pod that is
 /// a recorded member (or a Lease that records no membership) needs no such proof.
-pub fn joiner_may_run(me: &str, recorded: &[Member], evidence: &BTreeMap<String, MemberEvidence>) -> bool {
+pub fn joiner_may_run(
+    me: &str,
+    recorded: &[Member],
+    evidence: &BTreeMap<String, MemberEvidence>,
+) -> bool {
     if recorded.is_empty() || recorded.iter().any(|m| m.name == me) {
         return true;
     }

@@ -19,11 +19,11 @@ use election::Mono;
 use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
 use election::elector::{Action, Elector, Input, LeaseRecord, ObservedLease, Role, Stamp};
 use election::failsafe::{self, AskKind, Member, MemberEvidence, Reply, RoundOutcome};
-use std::collections::BTreeMap;
 use election::rank::Candidate;
 use election::timing::Timing;
 use proptest::prelude::*;
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
@@ -243,7 +243,10 @@ fn plan() -> impl Strategy<Value = Plan> {
                     proptest::collection::vec((0u64..28_000_000, 0..n), 0..6),
                 ),
                 (
-                    proptest::collection::vec((2_000_000u64..22_000_000, 500_000u64..8_000_000), 0..3),
+                    proptest::collection::vec(
+                        (2_000_000u64..22_000_000, 500_000u64..8_000_000),
+                        0..3,
+                    ),
                     proptest::collection::vec(prop::option::weighted(0.93, 0u64..300_000), 200),
                     0usize..6,
                     proptest::collection::vec(
@@ -272,7 +275,10 @@ fn plan() -> impl Strategy<Value = Plan> {
                 outages: outages.into_iter().map(|(s, d)| (s, s + d)).collect(),
                 peer_delays,
                 duplicate_every,
-                peer_cuts: peer_cuts.into_iter().map(|(n, s, d)| (n, s, s + d)).collect(),
+                peer_cuts: peer_cuts
+                    .into_iter()
+                    .map(|(n, s, d)| (n, s, s + d))
+                    .collect(),
                 restarts,
                 // Only with three pods or more: the joiner is the last one.
                 join_at: join_at.filter(|_| nodes >= 3),
@@ -367,7 +373,7 @@ impl Sim {
             self.push(at + d, ev.clone());
             self.peer_messages += 1;
             if self.duplicate_every > 0
-                && self.peer_messages % self.duplicate_every == 0
+                && self.peer_messages.is_multiple_of(self.duplicate_every)
                 && let Some(d2) = self.peer_delay(from, to, at)
             {
                 self.push(at + d + d2, ev);
@@ -444,7 +450,10 @@ impl Sim {
         if r.done {
             return;
         }
-        let all = r.asked.iter().all(|j| r.replies.get(j).is_some_and(|x| x.confirmed));
+        let all = r
+            .asked
+            .iter()
+            .all(|j| r.replies.get(j).is_some_and(|x| x.confirmed));
         let refused = r.asked.iter().find_map(|j| {
             r.replies
                 .get(j)
@@ -679,8 +688,10 @@ impl Sim {
                     epoch,
                     members,
                 } => {
-                    let asked: Vec<usize> =
-                        members.iter().map(|m| m.name[1..].parse().unwrap()).collect();
+                    let asked: Vec<usize> = members
+                        .iter()
+                        .map(|m| m.name[1..].parse().unwrap())
+                        .collect();
                     let sent_local = self.nodes[i].local(at);
                     self.rounds.push(RoundState {
                         node: i,
@@ -1050,8 +1061,7 @@ impl Sim {
                     if !sim.nodes[to].alive {
                         continue;
                     }
-                    let reply = if sim.runtime == Runtime::ForgetPromise && kind == AskKind::Round
-                    {
+                    let reply = if sim.runtime == Runtime::ForgetPromise && kind == AskKind::Round {
                         Reply {
                             confirmed: true,
                             ..Reply::default()
@@ -1076,7 +1086,11 @@ impl Sim {
                         && let Some(d) = sim.peer_delay(to, from, now)
                     {
                         sim.push(
-                            now + d + plan.slow_replies.filter(|(t, _)| now >= *t).map_or(0, |(_, x)| x),
+                            now + d
+                                + plan
+                                    .slow_replies
+                                    .filter(|(t, _)| now >= *t)
+                                    .map_or(0, |(_, x)| x),
                             Ev::Reply {
                                 round: k,
                                 from: to,
@@ -1191,8 +1205,16 @@ fn no_two_leaders_at_once() {
         confirmed.get(),
         joiners_held.get()
     );
-    assert!(confirmed.get() >= 1_000, "{} confirmed rounds", confirmed.get());
-    assert!(joiners_held.get() >= 10, "{} joiner back-offs", joiners_held.get());
+    assert!(
+        confirmed.get() >= 1_000,
+        "{} confirmed rounds",
+        confirmed.get()
+    );
+    assert!(
+        joiners_held.get() >= 10,
+        "{} joiner back-offs",
+        joiners_held.get()
+    );
     // Not vacuous: most schedules (10% message loss, a few partitions and flaps) elect someone.
     assert!(
         elected.get() >= cases * 8 / 10,
@@ -1354,12 +1376,14 @@ fn a_member_forgetting_its_promise_breaks_safety() {
 /// outlives its members' promises when answers are slow; counted from the send, it does not.
 #[test]
 fn counting_validity_from_the_reply_breaks_safety() {
-    // From 3 s on, questions take 50 ms and answers 1.35 s: more than LD - RD - fence time
+    // From 3 s on, questions take 50 ms and answers 1.05 s: more than LD - RD - fence time
     // (0.8 s) between a member's promise and the leader's receipt of it. The peer link fails
     // at 6 s; n1 reaches the API, waits out its last promise and takes over, while n0 still
     // counts itself valid.
     let mut plan = failsafe_plan(false, vec![Some(50_000)]);
-    plan.slow_replies = Some((3_000_000, 1_300_000));
+    plan.slow_replies = Some((3_000_000, 1_000_000));
+    // Clock rates within the tolerated bound (1.05² < 1.11): n0 slow, n1 fast.
+    plan.rates = vec![1.0 / 1.05, 1.05];
     plan.peer_cuts = vec![(0, 6_000_000, 20_000_000)];
     assert_eq!(overlaps(&Sim::run(&plan, 25_000_000).windows), None);
     let sim = Sim::run_with(&plan, 25_000_000, Runtime::ValidityFromReply);

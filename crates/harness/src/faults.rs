@@ -131,10 +131,13 @@ pub enum Kind {
     /// A replica's Redis killed (it restarts empty and full-syncs), then the leader's Redis
     /// (odd amount: the whole leader pod) killed `amount` ms after that sync completed.
     KillLeaderAfterFullSync,
+    /// The whole API gone, and during its middle third a replica's sidecar stopped: the
+    /// failsafe path between sidecars is cut during an outage (the leader must fence).
+    ApiOutagePeerSilent,
 }
 
 impl Kind {
-    const ALL: [Kind; 14] = [
+    const ALL: [Kind; 15] = [
         Kind::KillRedis,
         Kind::KillSidecar,
         Kind::KillPod,
@@ -149,6 +152,7 @@ impl Kind {
         Kind::DeleteLeader,
         Kind::Switchover,
         Kind::KillLeaderAfterFullSync,
+        Kind::ApiOutagePeerSilent,
     ];
 
     /// Planned moves must lose nothing (invariant 4).
@@ -180,6 +184,7 @@ pub fn schedule(seed: u64, count: usize) -> Vec<Step> {
                 | Kind::ReplicationCut
                 | Kind::KillLeaderAfterFullSync => Target::Leader,
                 Kind::ApiOutage => Target::All,
+                Kind::ApiOutagePeerSilent => Target::Replica(rng.random_range(0..2)),
                 Kind::ApiLatency | Kind::ApiErrors | Kind::ApiBlackhole
                     if rng.random_bool(0.25) =>
                 {
@@ -194,6 +199,7 @@ pub fn schedule(seed: u64, count: usize) -> Vec<Step> {
                 | Kind::KillPod
                 | Kind::KillLeaderAfterFullSync => Duration::ZERO,
                 Kind::DeleteLeader | Kind::Switchover => Duration::ZERO,
+                Kind::ApiOutagePeerSilent => Duration::from_millis(rng.random_range(2000..9000)),
                 // Some shorter and some longer than the fast profile's 3 s lease.
                 _ => Duration::from_millis(rng.random_range(300..6000)),
             };
@@ -523,7 +529,7 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
         Kind::KillRedis | Kind::StopRedis => &["redis"],
         Kind::KillLeaderAfterFullSync if step.amount % 2 == 1 => &["redis", "sidecar"],
         Kind::KillLeaderAfterFullSync => &["redis"],
-        Kind::KillSidecar | Kind::StopSidecar => &["sidecar"],
+        Kind::KillSidecar | Kind::StopSidecar | Kind::ApiOutagePeerSilent => &["sidecar"],
         Kind::KillPod | Kind::StopPod => &["redis", "sidecar"],
         _ => &[],
     };
@@ -591,6 +597,19 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
         Kind::ApiOutage => {
             g.cluster.server.set_outage(true);
             tokio::time::sleep(step.hold).await;
+            g.cluster.server.set_outage(false);
+        }
+        Kind::ApiOutagePeerSilent => {
+            g.cluster.server.set_outage(true);
+            tokio::time::sleep(step.hold / 3).await;
+            for p in &pids {
+                send_signal(*p, "STOP");
+            }
+            tokio::time::sleep(step.hold / 3).await;
+            for p in &pids {
+                send_signal(*p, "CONT");
+            }
+            tokio::time::sleep(step.hold / 3).await;
             g.cluster.server.set_outage(false);
         }
         Kind::ReplicationCut => {

@@ -105,6 +105,9 @@ pub struct Group {
     pub dir: tempfile::TempDir,
     pub redis: Vec<Option<RedisServer>>,
     pub sidecars: Vec<Option<Sidecar>>,
+    /// Each pod's sidecar HTTP address: a restarted sidecar keeps it, as a restarted
+    /// container keeps its pod's IP and port.
+    pub sidecar_http: Vec<Option<SocketAddr>>,
     pub http: reqwest::Client,
     pub kube: kube::Client,
 }
@@ -266,6 +269,7 @@ impl Group {
             password: password.map(str::to_string),
             failsafe,
             sidecars: Vec::new(),
+            sidecar_http: Vec::new(),
             http: reqwest::Client::new(),
             kube,
         };
@@ -331,7 +335,10 @@ impl Group {
     }
 
     pub fn start_sidecar(&mut self, i: usize) {
-        let http = testkit::free_loopback_addr();
+        if self.sidecar_http.len() <= i {
+            self.sidecar_http.resize(i + 1, None);
+        }
+        let http = *self.sidecar_http[i].get_or_insert_with(testkit::free_loopback_addr);
         let log = std::fs::File::create(self.dir.path().join(format!("sidecar-{i}.log"))).unwrap();
         let addr = self.redis_addr(i);
         let child = Command::new(&*BIN)
@@ -378,15 +385,13 @@ impl Group {
                     })
                     .unwrap_or_default(),
             )
-            .args(
-                self.failsafe
-                    .then(|| {
-                        let file = self.dir.path().join("peer-key");
-                        std::fs::write(&file, "a peer key for the group tests\n").unwrap();
-                        vec!["--peer-key-file".to_string(), file.display().to_string()]
-                    })
-                    .unwrap_or_default(),
-            )
+            .args(if self.failsafe {
+                let file = self.dir.path().join("peer-key");
+                std::fs::write(&file, "a peer key for the group tests\n").unwrap();
+                vec!["--peer-key-file".to_string(), file.display().to_string()]
+            } else {
+                Vec::new()
+            })
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

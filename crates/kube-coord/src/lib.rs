@@ -590,7 +590,14 @@ mod tests {
         ];
         assert_eq!(decode_members(&encode_members(&m)), m);
         assert_eq!(encode_members(&[]), "");
-        for bad in ["", "{}", "[1]", r#"[{"name": "a"}]"#, r#"[{"name": "", "http": "x"}]"#, "nonsense"] {
+        for bad in [
+            "",
+            "{}",
+            "[1]",
+            r#"[{"name": "a"}]"#,
+            r#"[{"name": "", "http": "x"}]"#,
+            "nonsense",
+        ] {
             assert!(decode_members(bad).is_empty(), "{bad}");
         }
     }

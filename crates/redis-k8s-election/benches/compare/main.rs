@@ -6,7 +6,11 @@
 //! (Redis and sidecar; for Sentinel the master's Redis and the Sentinel beside it), (c)
 //! SIGTERM of the leader pod as in a rolling update (pod deletion; for Sentinel SIGTERM of the
 //! master's Redis), (d) switchover (`redis-k8s-election switchover`; `SENTINEL FAILOVER`), (e)
-//! leader cut off from the API server while clients still reach it (no Sentinel equivalent).
+//! leader cut off from the API server for 20 s while clients still reach it (no Sentinel
+//! equivalent), (f) the whole API server gone for 60 s (Sentinel does not use it: it runs the
+//! same 60 s under the same writer, no fault). (e) and (f) hold the fault for a fixed time
+//! and measure the longest gap between acknowledged writes in it (with failsafe the leader
+//! keeps serving, so there may be no failover to time), and the leader changes.
 //!
 //! Per run a client writes every 2 ms through what a client would use (the `redis-leader`
 //! Service's proxy; Sentinel discovery after every error) and keeps every acknowledgement with
@@ -21,7 +25,8 @@
 //! mode on (`MIN_REPLICAS=1`).
 //!
 //! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
-//!  [--json PATH] [--systems fast,default,fast-rpo,sentinel-1000,sentinel-5000]`
+//!  [--json PATH] [--systems fast,default,fast-rpo,sentinel-1000,sentinel-5000]
+//!  [--scenarios a,b,c,d,e,f] [--outage-secs 60]`
 
 mod sentinel;
 
@@ -43,16 +48,34 @@ enum Scenario {
     PodTerminated,
     Switchover,
     ApiCut,
+    ApiOutage,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::RedisKilled,
         Scenario::PodKilled,
         Scenario::PodTerminated,
         Scenario::Switchover,
         Scenario::ApiCut,
+        Scenario::ApiOutage,
     ];
+
+    fn letter(self) -> &'static str {
+        match self {
+            Scenario::RedisKilled => "a",
+            Scenario::PodKilled => "b",
+            Scenario::PodTerminated => "c",
+            Scenario::Switchover => "d",
+            Scenario::ApiCut => "e",
+            Scenario::ApiOutage => "f",
+        }
+    }
+
+    /// The fault is held for a fixed time, and the measure is the longest write gap in it.
+    fn held(self) -> bool {
+        matches!(self, Scenario::ApiCut | Scenario::ApiOutage)
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -60,7 +83,8 @@ impl Scenario {
             Scenario::PodKilled => "(b) leader pod SIGKILL",
             Scenario::PodTerminated => "(c) leader pod SIGTERM",
             Scenario::Switchover => "(d) switchover",
-            Scenario::ApiCut => "(e) leader cut from API",
+            Scenario::ApiCut => "(e) leader cut from API, 20 s",
+            Scenario::ApiOutage => "(f) whole API gone",
         }
     }
 }
@@ -78,6 +102,8 @@ struct Run {
     follow_ms: Option<f64>,
     double_rounds: u64,
     double_ms: f64,
+    /// How often the node acknowledging writes changed after the fault.
+    leader_changes: usize,
 }
 
 enum System {
@@ -191,6 +217,7 @@ impl System {
                             ..Default::default()
                         })));
                     }
+                    Scenario::ApiOutage => g.cluster.server.set_outage(true),
                 }
                 Ok(None)
             }
@@ -205,6 +232,8 @@ impl System {
                     Scenario::PodTerminated => s.signal_redis(i, "TERM"),
                     Scenario::Switchover => s.failover().await?,
                     Scenario::ApiCut => return Err("no equivalent".into()),
+                    // Sentinel does not depend on the API server: nothing to take away.
+                    Scenario::ApiOutage => {}
                 }
                 Ok(None)
             }
@@ -217,6 +246,9 @@ impl System {
             System::Ours(g, _) => {
                 if let Some(id) = fault {
                     g.cluster.server.faults().remove(id);
+                }
+                if sc == Scenario::ApiOutage {
+                    g.cluster.server.set_outage(false);
                 }
             }
             System::Sentinel(s) => {
@@ -246,7 +278,100 @@ impl System {
     }
 }
 
-async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String> {
+/// How often the acknowledging node changes among `acks` after `t0`.
+fn leader_changes(acks: &[harness::Ack], t0: Instant) -> usize {
+    acks.iter()
+        .filter(|a| a.at >= t0)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0].node != w[1].node)
+        .count()
+}
+
+/// (e) and (f): the fault held for `hold`, then healed; the longest write gap from the fault
+/// until the writer has gone on for a while after the heal.
+async fn held_run(sys: &mut System, sc: Scenario, n: usize, hold: Duration) -> Result<Run, String> {
+    let old = sys.converged().await?;
+    let key = format!("log:{sc:?}:{n}");
+    let password = sys.password();
+    let writer = ClientWriter::start(sys.route(), Some(password.clone()), key.clone());
+    let confirmed_key = format!("wlog:{sc:?}:{n}");
+    let confirming =
+        ClientWriter::start_confirming(sys.route(), Some(password.clone()), confirmed_key.clone());
+    let sampler = WritableSampler::start(sys.all_addrs(), Some(password.clone()));
+    if !writer.wait_for(50, Duration::from_secs(20)).await {
+        return Err("the writer does not get writes through before the fault".into());
+    }
+    let t0 = Instant::now();
+    let fault = sys.inject(sc, old).await?;
+    tokio::time::sleep(hold).await;
+    sys.recover(sc, old, fault).await;
+    let healed = Instant::now();
+    // Writes go on after the heal (through a failover, if there was one).
+    let deadline = healed + Duration::from_secs(90);
+    while writer
+        .acks()
+        .last()
+        .is_none_or(|a| a.at < healed + Duration::from_secs(2))
+    {
+        if Instant::now() > deadline {
+            return Err("no write within 90 s of the heal".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sys.converged().await?;
+    writer.wait_for(50, Duration::from_secs(20)).await;
+    confirming.wait_for(10, Duration::from_secs(20)).await;
+    let end = Instant::now();
+    let acks = writer.finish().await;
+    let confirmed = confirming.finish().await;
+    let sampled = sampler.finish().await;
+    let last = acks.last().ok_or("no acknowledged write")?.node;
+    let lost = lost_writes(
+        SocketAddr::new(last, REDIS_PORT),
+        Some(&password),
+        &key,
+        &acks,
+    )
+    .await
+    .ok_or("the master's log cannot be read")?;
+    let confirmed_lost = lost_writes(
+        SocketAddr::new(last, REDIS_PORT),
+        Some(&password),
+        &confirmed_key,
+        &confirmed,
+    )
+    .await
+    .ok_or("the master's confirmed log cannot be read")?;
+    let gap = longest_gap_within(&acks, t0, end).as_secs_f64() * 1000.0;
+    Ok(Run {
+        unavailable_ms: gap,
+        longest_gap_ms: gap,
+        lost: lost.len(),
+        acknowledged: acks.len(),
+        confirmed: confirmed.len(),
+        confirmed_lost: confirmed_lost.len(),
+        follow_ms: None,
+        double_rounds: sampled.doubles,
+        double_ms: sampled.double_time.as_secs_f64() * 1000.0,
+        leader_changes: leader_changes(&acks, t0),
+    })
+}
+
+async fn one_run(
+    sys: &mut System,
+    sc: Scenario,
+    n: usize,
+    outage: Duration,
+) -> Result<Run, String> {
+    if sc.held() {
+        let hold = if sc == Scenario::ApiCut {
+            Duration::from_secs(20)
+        } else {
+            outage
+        };
+        return held_run(sys, sc, n, hold).await;
+    }
     let old = sys.converged().await?;
     let key = format!("log:{sc:?}:{n}");
     let password = sys.password();
@@ -311,6 +436,7 @@ async fn one_run(sys: &mut System, sc: Scenario, n: usize) -> Result<Run, String
         follow_ms,
         double_rounds: sampled.doubles,
         double_ms: sampled.double_time.as_secs_f64() * 1000.0,
+        leader_changes: leader_changes(&acks, t0),
     })
 }
 
@@ -386,6 +512,23 @@ async fn main() {
         .map(str::to_string)
         .collect();
     let json_path = flag(&args, "--json");
+    let scenarios: Vec<Scenario> = match flag(&args, "--scenarios") {
+        Some(list) => list
+            .split(',')
+            .map(|l| {
+                *Scenario::ALL
+                    .iter()
+                    .find(|s| s.letter() == l.trim())
+                    .unwrap_or_else(|| panic!("--scenarios: unknown {l:?} (a to f)"))
+            })
+            .collect(),
+        None => Scenario::ALL.to_vec(),
+    };
+    let outage = Duration::from_secs(
+        flag(&args, "--outage-secs")
+            .map(|r| r.parse().expect("--outage-secs: a number"))
+            .unwrap_or(60),
+    );
     let started = chrono_like_now();
     println!("failover benchmark: {runs} runs per scenario and system; systems {systems:?}\n");
 
@@ -426,7 +569,7 @@ async fn main() {
             std::process::exit(2);
         }
         steady.push((name.clone(), steady_state(&sys).await));
-        for sc in Scenario::ALL {
+        for sc in scenarios.iter().copied() {
             let mut cell = Cell {
                 system: name.clone(),
                 scenario: sc,
@@ -440,10 +583,10 @@ async fn main() {
                 continue;
             }
             for n in 0..runs {
-                match one_run(&mut sys, sc, n).await {
+                match one_run(&mut sys, sc, n, outage).await {
                     Ok(r) => {
                         eprintln!(
-                            "{name} {}: run {n}: unavailable {:.0} ms, gap {:.0} ms, lost {}/{}, WAIT-confirmed lost {}/{}, follow {:?} ms, two writable {} rounds",
+                            "{name} {}: run {n}: unavailable {:.0} ms, gap {:.0} ms, lost {}/{}, WAIT-confirmed lost {}/{}, follow {:?} ms, two writable {} rounds, leader changes {}",
                             sc.label(),
                             r.unavailable_ms,
                             r.longest_gap_ms,
@@ -452,7 +595,8 @@ async fn main() {
                             r.confirmed_lost,
                             r.confirmed,
                             r.follow_ms.map(|f| f.round()),
-                            r.double_rounds
+                            r.double_rounds,
+                            r.leader_changes
                         );
                         cell.runs.push(r)
                     }
@@ -493,6 +637,7 @@ async fn main() {
                     "replicas_follow_ms": r.follow_ms,
                     "two_writable_rounds": r.double_rounds,
                     "two_writable_ms": r.double_ms,
+                    "leader_changes": r.leader_changes,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "steady_state": steady.iter().map(|(s, v)| json!({"system": s, "measures": v})).collect::<Vec<_>>(),
@@ -539,14 +684,14 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
         machine()
     );
     println!(
-        "| scenario | system | runs | unavailable median | p99 | max | longest write gap p99 | acknowledged writes lost (total / worst run) | WAIT 1-confirmed writes lost (of confirmed) | every replica follows, median / p99 | two writable masters: rounds (time) |"
+        "| scenario | system | runs | unavailable median | p99 | max | longest write gap p99 | acknowledged writes lost (total / worst run) | WAIT 1-confirmed writes lost (of confirmed) | every replica follows, median / p99 | two writable masters: rounds (time) | leader changes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for sc in Scenario::ALL {
         for c in cells.iter().filter(|c| c.scenario == sc) {
             if c.skipped {
                 println!(
-                    "| {} | {} | – | no equivalent | | | | | | | |",
+                    "| {} | {} | – | no equivalent | | | | | | | | |",
                     sc.label(),
                     c.system
                 );
@@ -561,7 +706,7 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 .collect();
             let not_followed = c.runs.iter().filter(|r| r.follow_ms.is_none()).count();
             println!(
-                "| {} | {} | {}{} | {} | {} | {} | {} | {} / {} | {} ({}) | {} / {}{} | {} ({}) |",
+                "| {} | {} | {}{} | {} | {} | {} | {} | {} / {} | {} ({}) | {} / {}{} | {} ({}) | {} |",
                 sc.label(),
                 c.system,
                 c.runs.len(),
@@ -587,6 +732,7 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 },
                 c.runs.iter().map(|r| r.double_rounds).sum::<u64>(),
                 ms(c.runs.iter().map(|r| r.double_ms).sum::<f64>()),
+                c.runs.iter().map(|r| r.leader_changes).sum::<usize>(),
             );
         }
     }
@@ -685,9 +831,31 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
                 percentile(&u, 0.99) < 300.0 && lost == 0,
             ),
             Scenario::ApiCut => (
-                "0 rounds with two writable masters".to_string(),
-                c.runs.iter().all(|r| r.double_rounds == 0),
+                "failsafe: no leader change, 0 lost, 0 rounds with two writable masters"
+                    .to_string(),
+                c.runs
+                    .iter()
+                    .all(|r| r.double_rounds == 0 && r.leader_changes == 0 && r.lost == 0),
             ),
+            Scenario::ApiOutage => {
+                // Sentinel's median gap over the same 60 s: the writer's own jitter.
+                let theirs = cells
+                    .iter()
+                    .filter(|x| x.scenario == c.scenario && x.system.starts_with("Sentinel"))
+                    .map(Cell::median)
+                    .fold(f64::NAN, f64::min);
+                (
+                    format!(
+                        "median gap within 50 ms of Sentinel's ({}), 0 lost, 0 leader changes, 0 rounds with two writable masters",
+                        ms(theirs)
+                    ),
+                    (theirs.is_nan() || percentile(&u, 0.5) <= theirs + 50.0)
+                        && lost == 0
+                        && c.runs
+                            .iter()
+                            .all(|r| r.double_rounds == 0 && r.leader_changes == 0),
+                )
+            }
         };
         let confirmed_lost: usize = c.runs.iter().map(|r| r.confirmed_lost).sum();
         // From the first write on the new leader to the last replica linked to it.

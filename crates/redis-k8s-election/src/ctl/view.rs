@@ -520,4 +520,34 @@ mod tests {
             vec!["no Lease: no leader has ever been elected".to_string()]
         );
     }
+
+    #[test]
+    fn the_failsafe_line_says_whether_the_leader_serves_in_failsafe() {
+        let mut m = healthy();
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(text.contains("Failsafe: off"), "{text}");
+        edit(&mut m[0], |s| s["failsafe"] = json!({"enabled": true}));
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(text.contains("Failsafe: on, standing by"), "{text}");
+        edit(&mut m[0], |s| {
+            s["failsafe"] = json!({
+                "enabled": true, "active": true, "sinceUnixMs": 1_000_000, "members": 2,
+                "confirmed": 2, "lastRoundUnixMs": 1_009_750,
+            })
+        });
+        edit(
+            &mut m[1],
+            |s| {
+                s["failsafe"] =
+                    json!({"enabled": true, "promiseUntilUnixMs": 1_012_000, "promisedTo": "a"})
+            },
+        );
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(
+            text.contains("Failsafe: ACTIVE since 10.0 s ago")
+                && text.contains("2/2 members confirmed the last round (sent 0.2 s ago)")
+                && text.contains("promised not to campaign: b"),
+            "{text}"
+        );
+    }
 }

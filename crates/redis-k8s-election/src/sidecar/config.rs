@@ -1,11 +1,11 @@
 //! The `sidecar` command's flags (each also read from an environment variable) and their
 //! validation into a [`SidecarConfig`]. Every error names the flag to change.
 
-use election::timing::{Timing, TimingError};
 use super::failsafe::PeerKey;
-use std::sync::Arc;
+use election::timing::{Timing, TimingError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Log output format.

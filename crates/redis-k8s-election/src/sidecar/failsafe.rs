@@ -92,7 +92,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 256 {
+    if !s.len().is_multiple_of(2) || s.len() > 256 {
         return None;
     }
     (0..s.len())
@@ -461,7 +461,15 @@ mod tests {
     }
 
     fn ask() -> AskMessage {
-        AskMessage::signed(&key(), "ns/redis", "redis-0", "redis-1", "redis-0", 4, AskKind::Round)
+        AskMessage::signed(
+            &key(),
+            "ns/redis",
+            "redis-0",
+            "redis-1",
+            "redis-0",
+            4,
+            AskKind::Round,
+        )
     }
 
     #[test]
@@ -540,7 +548,11 @@ mod tests {
         let r = ReplyMessage::signed(&key(), &a, "redis-1", &yes);
         assert_eq!(r.check(&key(), &a, "redis-1"), Some(yes.clone()));
         assert_eq!(r.check(&key(), &a, "redis-2"), None, "another member");
-        assert_eq!(r.check(&key(), &ask(), "redis-1"), None, "replayed to a later round");
+        assert_eq!(
+            r.check(&key(), &ask(), "redis-1"),
+            None,
+            "replayed to a later round"
+        );
         let mut forged = r.clone();
         forged.confirmed = false;
         assert_eq!(forged.check(&key(), &a, "redis-1"), None);

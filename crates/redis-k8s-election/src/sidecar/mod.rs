@@ -16,13 +16,13 @@ use edges::{
     Edges, EventSink, FailsafeTransport, Kubernetes, LeaseStore, PeerDirectory, RedisControl,
     RedisDialer, Routing,
 };
-use election::failsafe::{AskKind, Member, MemberEvidence, Reply, RoundOutcome};
-use failsafe::{AskRequest, RoundContext, RoundDone};
 use election::Mono;
 use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
 use election::elector::{Action, Elector, Input, Purpose, Role};
+use election::failsafe::{AskKind, Member, MemberEvidence, Reply, RoundOutcome};
 use election::handover::{RedisState, Replica};
 use election::rank::Candidate;
+use failsafe::{AskRequest, RoundContext, RoundDone};
 use futures::StreamExt;
 use handover::{SwitchoverRequest, Trigger};
 use kube_coord::events::{EventKind, EventRecorder, SidecarEvent};
@@ -241,13 +241,21 @@ impl<E: Edges> Sidecar<E> {
         self.status.write().expect("status lock").api_error = None;
     }
 
+    /// The API is unavailable to us as far as we know: the last Lease write ended so, or the
+    /// last call failed and nothing has succeeded since. Best-effort calls (Events, pod
+    /// annotations, listings) wait meanwhile: a blackholed API holds each for the request
+    /// timeout, and the loop must keep answering failsafe questions and sending rounds.
+    fn api_unavailable(&self) -> bool {
+        self.elector.api_down() || self.status.read().expect("status lock").api_error.is_some()
+    }
+
     /// Records an Event (best effort: a slow or failing API must not hold up a role change).
     /// While the Lease API is unavailable the Event waits, so that a hanging API cannot stall
     /// the loop that keeps the leader confirmed; it is published once the API answers.
     async fn event(&mut self, kind: EventKind, note: String) {
         tracing::info!(reason = kind.reason(), action = kind.action(), "{note}");
         let event = SidecarEvent::new(kind, note);
-        if self.elector.api_down() || !self.held_events.is_empty() {
+        if self.api_unavailable() || !self.held_events.is_empty() {
             // Behind the held ones, so that Events keep their order.
             if self.held_events.len() >= HELD_EVENTS {
                 self.held_events.pop_front();
@@ -261,7 +269,7 @@ impl<E: Edges> Sidecar<E> {
 
     /// Publishes the Events held during an outage, once the API answers again.
     async fn flush_events(&mut self) {
-        while !self.elector.api_down()
+        while !self.api_unavailable()
             && let Some(event) = self.held_events.pop_front()
         {
             self.publish_event(&event).await;
@@ -389,9 +397,11 @@ impl<E: Edges> Sidecar<E> {
             promised_to: view.promised_to.clone(),
         };
         self.metrics.failsafe_active.set(i64::from(view.active));
-        self.metrics
-            .failsafe_confirmed
-            .set(if view.active { view.confirmed as i64 } else { 0 });
+        self.metrics.failsafe_confirmed.set(if view.active {
+            view.confirmed as i64
+        } else {
+            0
+        });
         self.metrics
             .failsafe_promise
             .set(i64::from(view.promise_until.is_some()));
@@ -488,7 +498,10 @@ impl<E: Edges> Sidecar<E> {
                 epoch,
                 members,
             } => {
-                tracing::info!(epoch, "fenced in failsafe: telling the members their promises are void");
+                tracing::info!(
+                    epoch,
+                    "fenced in failsafe: telling the members their promises are void"
+                );
                 self.start_round(0, holder, epoch, members, AskKind::Release);
                 None
             }
@@ -642,7 +655,10 @@ impl<E: Edges> Sidecar<E> {
                 "refused"
             }
             RoundOutcome::Silent { members } => {
-                tracing::warn!(?members, "failsafe round not confirmed: no valid answer from these members");
+                tracing::warn!(
+                    ?members,
+                    "failsafe round not confirmed: no valid answer from these members"
+                );
                 "silent"
             }
         };
@@ -678,7 +694,7 @@ impl<E: Edges> Sidecar<E> {
     /// its next renewal records the membership on the Lease.
     async fn list_members(&mut self) {
         if !self.cfg.failsafe
-            || self.elector.api_down()
+            || self.api_unavailable()
             || !matches!(self.elector.role(), Role::Leader { .. })
             || !self.listing.due(Instant::now())
         {
@@ -735,11 +751,12 @@ impl<E: Edges> Sidecar<E> {
                     0,
                     AskKind::Probe,
                 );
-                let answer = tokio::time::timeout(ctx.wait, self.failsafe.ask(m.clone(), ask.clone()))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.check(&ctx.key, &ask, &m.name));
+                let answer =
+                    tokio::time::timeout(ctx.wait, self.failsafe.ask(m.clone(), ask.clone()))
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.check(&ctx.key, &ask, &m.name));
                 match answer {
                     Some(r) => MemberEvidence::Answered {
                         promise: r.promise,
@@ -754,7 +771,10 @@ impl<E: Edges> Sidecar<E> {
         }
         let ok = election::failsafe::joiner_may_run(&self.cfg.pod_name, &recorded, &evidence);
         if !ok {
-            tracing::info!(?evidence, "joining: not in the recorded membership, and not every member is shown free of a failsafe promise; backing off");
+            tracing::info!(
+                ?evidence,
+                "joining: not in the recorded membership, and not every member is shown free of a failsafe promise; backing off"
+            );
         }
         ok
     }
@@ -1171,8 +1191,8 @@ impl<E: Edges> Sidecar<E> {
 
     /// Annotates our pod with the lease, our address and a short status, when they change.
     async fn publish(&mut self) {
-        // Best effort; held while the Lease API is unavailable (see `event`).
-        if self.elector.api_down() {
+        // Best effort; held while the API is unavailable (see `api_unavailable`).
+        if self.api_unavailable() {
             return;
         }
         let st = self.status.read().expect("status lock").clone();
@@ -1271,10 +1291,22 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         tracing::info!(
             "failsafe on: a leader that every member confirms stays writable while the Kubernetes API is unavailable"
         );
+        let t = cfg.timing;
+        if t.retry_period + t.request_timeout * 2 >= t.renew_deadline {
+            tracing::warn!(
+                retry_period = ?t.retry_period, request_timeout = ?t.request_timeout,
+                renew_deadline = ?t.renew_deadline,
+                "failsafe needs retry period + 2 × request timeout < renew deadline to keep a leader through an outage (safety does not depend on it)"
+            );
+        }
     } else if cfg.peer_key.is_some() {
-        tracing::info!("failsafe off (--failsafe off): a leader that cannot renew fences at its renew deadline");
+        tracing::info!(
+            "failsafe off (--failsafe off): a leader that cannot renew fences at its renew deadline"
+        );
     } else {
-        tracing::info!("failsafe off (no --peer-key-file): a leader that cannot renew fences at its renew deadline");
+        tracing::info!(
+            "failsafe off (no --peer-key-file): a leader that cannot renew fences at its renew deadline"
+        );
     }
     let api = http::router(http::ApiState {
         status: status.clone(),

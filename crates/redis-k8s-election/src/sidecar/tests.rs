@@ -8,14 +8,14 @@ use super::edges::{
 use super::handover::{HandoverError, Trigger};
 use super::*;
 use election::elector::{ObservedLease, WriteIntent};
+use election::failsafe::{Member, Reply};
 use election::handover::TargetRefusal;
+use failsafe::{AskMessage, PeerKey, ReplyMessage};
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use kube_coord::Peer;
 use redis_node::info::{NodeInfo, Role as RedisRole};
 use redis_node::{NodeConfig, NodeError, Probe};
-use election::failsafe::{Member, Reply};
-use failsafe::{AskMessage, PeerKey, ReplyMessage};
-use futures::future::BoxFuture;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -348,7 +348,11 @@ fn failsafe_sidecar(peers: &[&str], answers: FakePeers) -> (Sidecar<Fakes>, Shar
     sidecar_with(peers, cfg, answers)
 }
 
-fn sidecar_with(peers: &[&str], cfg: SidecarConfig, answers: FakePeers) -> (Sidecar<Fakes>, Shared) {
+fn sidecar_with(
+    peers: &[&str],
+    cfg: SidecarConfig,
+    answers: FakePeers,
+) -> (Sidecar<Fakes>, Shared) {
     let mut redis = HashMap::from([("a:6379".to_string(), FakeRedis::started("a"))]);
     let mut pods = vec![pod("a")];
     for p in peers {
@@ -509,7 +513,10 @@ async fn fences_its_redis_when_it_cannot_renew_before_the_deadline() {
     world.borrow_mut().writes = Writes::Normal;
     rt.run_for(Duration::from_secs(1)).await;
     let k = kinds(&world);
-    assert!(k.contains(&EventKind::Fenced) && k.contains(&EventKind::SteppedDown), "{k:?}");
+    assert!(
+        k.contains(&EventKind::Fenced) && k.contains(&EventKind::SteppedDown),
+        "{k:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -649,7 +656,16 @@ async fn failsafe_leading(answers: &FakePeers) -> (Sidecar<Fakes>, Shared) {
     let (mut rt, world) = failsafe_sidecar(&["b", "c"], answers.clone());
     rt.run_for(Duration::from_secs(1)).await;
     assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
-    let recorded: Vec<String> = world.borrow().lease.as_ref().unwrap().record.members.iter().map(|m| m.name.clone()).collect();
+    let recorded: Vec<String> = world
+        .borrow()
+        .lease
+        .as_ref()
+        .unwrap()
+        .record
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
     assert_eq!(recorded, ["a", "b", "c"], "the membership is on the Lease");
     (rt, world)
 }
@@ -667,10 +683,19 @@ async fn failsafe_keeps_a_confirmed_leader_writable_through_an_api_outage() {
     rt.run_for(Duration::from_secs(10)).await;
     assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
     let r = redis(&world, "a:6379");
-    assert!(r.master.is_none() && !r.fenced, "still a writable master: {r:?}");
+    assert!(
+        r.master.is_none() && !r.fenced,
+        "still a writable master: {r:?}"
+    );
     let st = rt.status.read().unwrap().failsafe.clone();
-    assert!(st.enabled && st.active && st.members == 2 && st.confirmed == 2, "{st:?}");
-    assert!(!kinds(&world).contains(&EventKind::FailsafeStarted), "held while the API is down");
+    assert!(
+        st.enabled && st.active && st.members == 2 && st.confirmed == 2,
+        "{st:?}"
+    );
+    assert!(
+        !kinds(&world).contains(&EventKind::FailsafeStarted),
+        "held while the API is down"
+    );
     // The API comes back: the same epoch renews with the version it had, and the Events
     // of the episode are published.
     world.borrow_mut().writes = Writes::Normal;
@@ -678,10 +703,16 @@ async fn failsafe_keeps_a_confirmed_leader_writable_through_an_api_outage() {
     rt.run_for(Duration::from_secs(1)).await;
     let w = world.borrow();
     let lease = w.lease.as_ref().unwrap();
-    assert_eq!((lease.record.holder.as_str(), lease.record.transitions), ("a", 0));
+    assert_eq!(
+        (lease.record.holder.as_str(), lease.record.transitions),
+        ("a", 0)
+    );
     assert_ne!(lease.version, version, "renewed");
     let k: Vec<EventKind> = w.events.iter().map(|e| e.kind).collect();
-    assert!(k.contains(&EventKind::FailsafeStarted) && k.contains(&EventKind::FailsafeEnded), "{k:?}");
+    assert!(
+        k.contains(&EventKind::FailsafeStarted) && k.contains(&EventKind::FailsafeEnded),
+        "{k:?}"
+    );
     assert!(!k.contains(&EventKind::SteppedDown), "{k:?}");
     drop(w);
     assert!(!rt.status.read().unwrap().failsafe.active);
