@@ -434,6 +434,11 @@ pub struct Elector {
     /// A leader's write conflicted (409) and no read has shown whose the Lease is since: no
     /// failsafe round until one does.
     conflict_unresolved: bool,
+    /// A read ([`Action::Refresh`]) is in flight: no other attempt until it answers. (The
+    /// caller feeds what arrived meanwhile, e.g. a failsafe round's outcome, before the read's
+    /// own answer; without this, each of those could start the next read, and a read that
+    /// hangs longer than the retry period would chain reads forever.)
+    reading: bool,
 }
 
 impl Elector {
@@ -469,6 +474,7 @@ impl Elector {
             promise: None,
             refreshing: false,
             conflict_unresolved: false,
+            reading: false,
         }
         .seeded_by_identity()
     }
@@ -811,6 +817,7 @@ impl Elector {
             Input::Tick => {}
             Input::Observed(Some(lease)) => {
                 self.conflict_unresolved = false;
+                self.reading = false;
                 // A release of the lease we promised to: its holder fenced before writing
                 // it, so the promise has nothing left to protect.
                 let released = lease.record.holder.is_empty()
@@ -827,6 +834,7 @@ impl Elector {
             }
             Input::Observed(None) => {
                 self.conflict_unresolved = false;
+                self.reading = false;
                 self.observed = None;
                 self.absent = true;
                 self.stale = false;
@@ -837,6 +845,7 @@ impl Elector {
                 // read was sent: a read that hung for the request timeout must not be
                 // followed at once by another (each step would chain the next, forever).
                 self.refreshing = false;
+                self.reading = false;
                 self.last_attempt = Some(now);
                 self.api_down = true;
             }
@@ -928,6 +937,7 @@ impl Elector {
                     self.refreshing = true;
                     self.last_attempt = Some(now);
                 }
+                self.reading = true;
                 out.push(Action::Refresh);
             }
             Input::WriteFailed => {
@@ -997,13 +1007,14 @@ impl Elector {
                 }
                 return;
             } else {
-                if self.pending.is_none() && self.retry_due(now) {
+                if self.pending.is_none() && !self.reading && self.retry_due(now) {
                     self.failsafe_round(now, epoch, out);
                     if self.stale {
                         // The last write's outcome is unknown: read first, so that the renewal
                         // carries the version it would have made (no needless conflict).
                         self.last_attempt = Some(now);
                         self.refreshing = true;
+                        self.reading = true;
                         out.push(Action::Refresh);
                     } else {
                         self.write(now, Purpose::Renew, out);
@@ -1016,8 +1027,9 @@ impl Elector {
             return;
         }
         if self.stale && !self.absent {
-            if self.retry_due(now) {
+            if !self.reading && self.retry_due(now) {
                 self.last_attempt = Some(now);
+                self.reading = true;
                 out.push(Action::Refresh);
             }
             return;

@@ -204,10 +204,13 @@ struct Sidecar<E: Edges> {
     repair: Pacer,
     /// Failsafe messages to the members.
     failsafe: E::Failsafe,
-    /// Where the tasks running failsafe rounds report their outcomes.
-    rounds_tx: mpsc::UnboundedSender<RoundDone>,
-    /// The receiving end, until [`drive`] takes it.
-    rounds_rx: Option<mpsc::UnboundedReceiver<RoundDone>>,
+    /// Outcomes of failsafe rounds, put here by the tasks that run them. Every `feed` takes
+    /// them first, before the input it was given: a round answered while the loop waited on
+    /// a hanging API call (a blackhole holds each for the request timeout) must extend the
+    /// leader before that call's failure is weighed against the renew deadline.
+    rounds_done: Arc<std::sync::Mutex<Vec<RoundDone>>>,
+    /// Wakes the loop when a round's outcome arrives.
+    rounds_notify: Arc<tokio::sync::Notify>,
     /// The elector's answer to the failsafe question being fed.
     failsafe_reply: Option<Reply>,
     /// Events held while the Lease API is unavailable, published once it answers.
@@ -288,10 +291,17 @@ impl<E: Edges> Sidecar<E> {
         }
     }
 
-    /// Feeds one input and everything it leads to, carrying out the actions in order.
+    /// Feeds one input and everything it leads to, carrying out the actions in order. Rounds
+    /// answered meanwhile go first (see `rounds_done`).
     async fn feed(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
+        loop {
+            for answered in self.answered_rounds().into_iter().rev() {
+                queue.push_front(answered);
+            }
+            let Some(input) = queue.pop_front() else {
+                break;
+            };
             let step = self.elector.step(self.now(), input);
             self.wake_at = step.wake_at;
             for action in step.actions {
@@ -637,17 +647,27 @@ impl<E: Edges> Sidecar<E> {
         };
         let sent_at = self.now();
         let transport = self.failsafe.clone();
-        let done = self.rounds_tx.clone();
+        let done = self.rounds_done.clone();
+        let notify = self.rounds_notify.clone();
         tokio::spawn(async move {
             let outcome = failsafe::run_round(transport, ctx, members, holder, epoch, kind).await;
             if kind == AskKind::Round {
-                let _ = done.send((round, sent_at, outcome));
+                done.lock()
+                    .expect("rounds lock")
+                    .push((round, sent_at, outcome));
+                notify.notify_one();
             }
         });
     }
 
-    /// A round's outcome: counted, logged when it does not confirm, and fed.
-    async fn round_done(&mut self, (round, sent_at, outcome): RoundDone) {
+    /// The rounds answered since the last look, as inputs: counted and logged when they do
+    /// not confirm.
+    fn answered_rounds(&self) -> Vec<Input> {
+        let done = std::mem::take(&mut *self.rounds_done.lock().expect("rounds lock"));
+        done.into_iter().map(|d| self.round_input(d)).collect()
+    }
+
+    fn round_input(&self, (round, sent_at, outcome): RoundDone) -> Input {
         let label = match &outcome {
             RoundOutcome::Confirmed => "confirmed",
             RoundOutcome::Refused { member, reason } => {
@@ -668,12 +688,11 @@ impl<E: Edges> Sidecar<E> {
                 outcome: label.into(),
             })
             .inc();
-        self.feed(Input::FailsafeAnswered {
+        Input::FailsafeAnswered {
             round,
             sent_at,
             outcome,
-        })
-        .await;
+        }
     }
 
     /// A checked failsafe question from a peer: the elector answers it.
@@ -1401,7 +1420,6 @@ impl<E: Edges> Sidecar<E> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let timing = cfg.timing;
-        let (rounds_tx, rounds_rx) = mpsc::unbounded_channel();
         Sidecar {
             elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing)
                 .with_failsafe(cfg.failsafe),
@@ -1431,8 +1449,8 @@ impl<E: Edges> Sidecar<E> {
             published: None,
             repair: Pacer::new(timing.retry_period),
             failsafe: edges.failsafe,
-            rounds_tx,
-            rounds_rx: Some(rounds_rx),
+            rounds_done: Default::default(),
+            rounds_notify: Default::default(),
             failsafe_reply: None,
             held_events: VecDeque::new(),
             listing: Pacer::new(timing.retry_period),
@@ -1452,7 +1470,7 @@ struct Inbox {
 /// elector's next deadline, feeds what it saw, and keeps routing and the pod's annotations up
 /// to date, until `shutdown` resolves; then hands over or releases.
 async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Future<Output = ()>) {
-    let mut rounds = rt.rounds_rx.take().expect("drive runs a sidecar once");
+    let rounds = rt.rounds_notify.clone();
     // Undecided means read-only: the first step fences the local Redis.
     rt.feed(Input::Tick).await;
     rt.probe().await;
@@ -1479,7 +1497,7 @@ async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Fu
             },
             // Failsafe first: a member's answer and a round's outcome are what keep a
             // leader confirmed while the API is down.
-            Some(done) = rounds.recv() => rt.round_done(done).await,
+            _ = rounds.notified() => rt.feed(Input::Tick).await,
             Some(req) = inbox.asks.recv() => rt.failsafe_ask(req).await,
             Some(req) = inbox.switchovers.recv() => {
                 let outcome = rt.hand_over(Trigger::Switchover, req.to.as_deref(), req.force).await;

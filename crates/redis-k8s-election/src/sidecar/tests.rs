@@ -74,6 +74,9 @@ struct World {
     version: u64,
     writes: Writes,
     reads_fail: bool,
+    /// Every Lease call and listing hangs for the request timeout, then fails (a blackholed
+    /// API).
+    hang: bool,
     redis: HashMap<String, FakeRedis>,
     pods: Vec<Peer>,
     routed_to: Option<String>,
@@ -134,8 +137,21 @@ struct FakeNode {
     addr: String,
 }
 
+impl FakeEdge {
+    /// A blackholed API: the call waits the request timeout, then fails.
+    async fn hang(&self, op: &'static str) -> Result<(), CoordError> {
+        let hang = self.0.borrow().hang;
+        if hang {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Err(timeout(op));
+        }
+        Ok(())
+    }
+}
+
 impl LeaseStore for FakeEdge {
     async fn get(&self) -> Result<Option<ObservedLease>, CoordError> {
+        self.hang("get lease").await?;
         let w = self.0.borrow();
         if w.reads_fail {
             return Err(timeout("get lease"));
@@ -144,6 +160,7 @@ impl LeaseStore for FakeEdge {
     }
 
     async fn write(&self, intent: &WriteIntent) -> Result<ObservedLease, CoordError> {
+        self.hang("replace lease").await?;
         let mut w = self.0.borrow_mut();
         if w.writes == Writes::TimeOut {
             return Err(timeout("replace lease"));
@@ -194,6 +211,7 @@ impl Routing for FakeEdge {
 
 impl PeerDirectory for FakeEdge {
     async fn peers(&self) -> Result<Vec<Peer>, CoordError> {
+        self.hang("list pods").await?;
         Ok(self.0.borrow().pods.clone())
     }
 }
@@ -364,6 +382,7 @@ fn sidecar_with(
         version: 0,
         writes: Writes::Normal,
         reads_fail: false,
+        hang: false,
         redis,
         pods,
         routed_to: None,
@@ -403,9 +422,7 @@ impl Sidecar<Fakes> {
         self.probe().await;
         // Failsafe rounds run in tasks: let them finish, then feed their outcomes.
         tokio::task::yield_now().await;
-        while let Some(done) = self.rounds_rx.as_mut().and_then(|r| r.try_recv().ok()) {
-            self.round_done(done).await;
-        }
+        self.feed(Input::Tick).await;
         self.ensure_routing().await;
         self.list_members().await;
         self.publish().await;
@@ -763,4 +780,21 @@ async fn a_lost_lease_steps_down_at_once() {
     rt.turn().await;
     assert_ne!(rt.role(), SidecarRole::Leader);
     assert!(redis(&world, "a:6379").fenced);
+}
+
+/// A blackholed API holds the listing, the renewal and the read that follows it for the
+/// request timeout each. A round answered meanwhile must count before the read's failure is
+/// weighed against the renew deadline (found by the benchmark's scenario (e): the answer
+/// waited behind the read, and the leader fenced at its deadline).
+#[tokio::test(start_paused = true)]
+async fn failsafe_holds_when_every_api_call_hangs() {
+    let answers = FakePeers::default();
+    answers.answer("b", confirm());
+    answers.answer("c", confirm());
+    let (mut rt, world) = failsafe_leading(&answers).await;
+    world.borrow_mut().hang = true;
+    rt.run_for(Duration::from_secs(10)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    assert!(!redis(&world, "a:6379").fenced);
+    assert!(rt.status.read().unwrap().failsafe.active);
 }
