@@ -356,7 +356,8 @@ pub struct FailsafeView {
     pub active: bool,
     /// Since when (local time) the episode runs.
     pub since: Option<Mono>,
-    /// The members asked in each round.
+    /// The members a round asks (in an episode), or would ask: the membership recorded on
+    /// the observed Lease but this pod; 0 when this pod is not in it (no failsafe for it).
     pub members: usize,
     /// How many confirmed the last answered round.
     pub confirmed: usize,
@@ -502,9 +503,16 @@ impl Elector {
     /// Failsafe as status shows it, at `now`.
     pub fn failsafe_view(&self, now: Mono) -> FailsafeView {
         let promise = self.promise.as_ref().filter(|p| now < p.until);
+        let recorded = self.recorded_members();
         let mut v = FailsafeView {
             promise_until: promise.map(|p| p.until),
             promised_to: promise.map(|p| p.holder.clone()),
+            // Who would be asked: only a leader whose own name is recorded may use failsafe.
+            members: if recorded.iter().any(|m| m.name == self.id) {
+                recorded.len() - 1
+            } else {
+                0
+            },
             ..FailsafeView::default()
         };
         if let Some(e) = &self.episode {

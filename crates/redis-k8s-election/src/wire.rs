@@ -71,7 +71,8 @@ pub struct FailsafeReport {
     pub active: bool,
     /// Since when.
     pub since_unix_ms: Option<u64>,
-    /// Members asked in each round (the membership recorded on the Lease but this pod).
+    /// Members asked in each round, or that would be asked: the membership recorded on the
+    /// Lease but this pod (0 when this pod is not in it: no failsafe for it).
     pub members: u32,
     /// Members that confirmed the last answered round.
     pub confirmed: u32,

@@ -328,7 +328,10 @@ fn failsafe_line(lease: Option<&LeaseView>, members: &[Member], now_unix: u64) -
             ago(fs.last_round_unix_ms)
         )
     } else if fs.enabled {
-        format!("Failsafe: on, standing by (the leader renews through the API){promises}\n")
+        format!(
+            "Failsafe: on, standing by (the leader renews through the API; {} members recorded){promises}\n",
+            fs.members
+        )
     } else {
         "Failsafe: off (no peer key: an API outage longer than the renew deadline fences the leader)\n".into()
     }
@@ -526,7 +529,9 @@ mod tests {
         let mut m = healthy();
         let text = render(Some(&lease()), &m, &[], 1010);
         assert!(text.contains("Failsafe: off"), "{text}");
-        edit(&mut m[0], |s| s["failsafe"] = json!({"enabled": true}));
+        edit(&mut m[0], |s| {
+            s["failsafe"] = json!({"enabled": true, "members": 2})
+        });
         let text = render(Some(&lease()), &m, &[], 1010);
         assert!(text.contains("Failsafe: on, standing by"), "{text}");
         edit(&mut m[0], |s| {
