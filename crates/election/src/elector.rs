@@ -1214,9 +1214,11 @@ impl Elector {
         match outcome {
             RoundOutcome::Confirmed => {
                 e.confirmed = e.members;
-                // A valid leader only: one whose deadline passed is fenced by `evaluate`, and
-                // a late confirmation must not bring it back.
-                if !self.fenced && now < base + self.timing.renew_deadline {
+                // A round sent while this leader was valid extends it from the send, even
+                // when its answers are weighed only after the deadline (the loop waited on a
+                // hanging API call meanwhile): every member promised at or after the send.
+                // A leader that has stepped down (or fenced) is not brought back.
+                if !self.fenced && sent_at < base + self.timing.renew_deadline {
                     e.last_confirmed = Some(now);
                     self.role = Role::Leader {
                         epoch,
@@ -2157,6 +2159,50 @@ mod tests {
             s.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn a_round_sent_in_time_counts_even_when_its_answer_is_weighed_after_the_deadline() {
+        // Sent at 5.5 s (valid until 6 s); the loop then waited on a hanging read, and the
+        // answer is fed at 6.5 s, before the read's failure: the leader is valid until
+        // 5.5 + 6 s.
+        let mut e = failsafe_leader();
+        e.step(ms(1_000), Input::Tick);
+        let s = e.step(ms(5_500), Input::WriteFailed);
+        let (round, _) = round_of(&s).expect("a round while valid");
+        let s = e.step(
+            ms(6_500),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(5_500),
+                outcome: RoundOutcome::Confirmed,
+            },
+        );
+        assert!(
+            !s.actions.iter().any(|a| matches!(a, Action::Fence { .. })),
+            "{s:?}"
+        );
+        e.step(ms(7_500), Input::ReadFailed);
+        assert_eq!(
+            *e.role(),
+            Role::Leader {
+                epoch: 3,
+                base: ms(5_500)
+            }
+        );
+        // A round sent after the deadline is never asked for, and one answered after the
+        // leader stepped down does nothing.
+        let s = e.step(ms(11_500), Input::Tick);
+        assert!(s.actions.iter().any(|a| matches!(a, Action::Fence { .. })));
+        e.step(
+            ms(11_600),
+            Input::FailsafeAnswered {
+                round,
+                sent_at: ms(5_500),
+                outcome: RoundOutcome::Confirmed,
+            },
+        );
+        assert_eq!(*e.role(), Role::Candidate);
     }
 
     #[test]
