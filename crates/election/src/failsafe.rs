@@ -96,6 +96,31 @@ pub enum RoundOutcome {
     },
 }
 
+/// A round's outcome from each asked member's checked answer (`None`: no valid answer): a
+/// refusal from any member, else confirmed by all, else silent (the members without an
+/// answer). The one rule, shared by the sidecar and the safety simulation.
+pub fn round_outcome(answers: Vec<(String, Option<Reply>)>) -> RoundOutcome {
+    if let Some((member, r)) = answers
+        .iter()
+        .find(|(_, r)| r.as_ref().is_some_and(|r| !r.confirmed))
+    {
+        return RoundOutcome::Refused {
+            member: member.clone(),
+            reason: r.as_ref().map(|r| r.reason.clone()).unwrap_or_default(),
+        };
+    }
+    let silent: Vec<String> = answers
+        .into_iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    if silent.is_empty() {
+        RoundOutcome::Confirmed
+    } else {
+        RoundOutcome::Silent { members: silent }
+    }
+}
+
 /// What a joining pod could find out about one recorded member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberEvidence {
@@ -190,6 +215,30 @@ mod tests {
         assert!(!joiner_may_run("z", &rec, &ev), "b leads in failsafe");
         ev.insert("b".into(), free);
         assert!(joiner_may_run("z", &rec, &ev));
+    }
+
+    #[test]
+    fn answers_sort_into_outcomes() {
+        let yes = Some(Reply {
+            confirmed: true,
+            ..Reply::default()
+        });
+        let no = Some(Reply::refuse("this pod has seen a newer lease"));
+        assert_eq!(
+            round_outcome(vec![("a".into(), yes.clone()), ("b".into(), yes.clone())]),
+            RoundOutcome::Confirmed
+        );
+        assert_eq!(round_outcome(vec![]), RoundOutcome::Confirmed);
+        assert_eq!(
+            round_outcome(vec![("a".into(), yes.clone()), ("b".into(), None)]),
+            RoundOutcome::Silent {
+                members: vec!["b".into()]
+            }
+        );
+        assert!(matches!(
+            round_outcome(vec![("a".into(), None), ("b".into(), no)]),
+            RoundOutcome::Refused { member, .. } if member == "b"
+        ));
     }
 
     #[test]

@@ -450,35 +450,19 @@ impl Sim {
         if r.done {
             return;
         }
-        let all = r
-            .asked
-            .iter()
-            .all(|j| r.replies.get(j).is_some_and(|x| x.confirmed));
-        let refused = r.asked.iter().find_map(|j| {
-            r.replies
-                .get(j)
-                .filter(|x| !x.confirmed)
-                .map(|x| (format!("n{j}"), x.reason.clone()))
-        });
+        // The sidecar's rule: a refusal, else all confirmed, else silent. A refusal or a
+        // full confirmation ends the wait early; silence only at the timeout.
+        let outcome = failsafe::round_outcome(
+            r.asked
+                .iter()
+                .map(|j| (format!("n{j}"), r.replies.get(j).cloned()))
+                .collect(),
+        );
         let timed_out = now >= self.nodes[r.node].global(r.sent_local + wait);
-        if !all && refused.is_none() && !timed_out {
+        if matches!(outcome, RoundOutcome::Silent { .. }) && !timed_out {
             return;
         }
         r.done = true;
-        let outcome = if all {
-            RoundOutcome::Confirmed
-        } else if let Some((member, reason)) = refused {
-            RoundOutcome::Refused { member, reason }
-        } else {
-            RoundOutcome::Silent {
-                members: r
-                    .asked
-                    .iter()
-                    .filter(|j| !r.replies.contains_key(j))
-                    .map(|j| format!("n{j}"))
-                    .collect(),
-            }
-        };
         let (node, round, sent_local) = (r.node, r.round, r.sent_local);
         self.confirmed_rounds += usize::from(outcome == RoundOutcome::Confirmed);
         let sent_at = if self.runtime == Runtime::ValidityFromReply {

@@ -426,30 +426,7 @@ pub async fn run_round<T: FailsafeTransport>(
         }
     });
     let answers = futures::future::join_all(asks).await;
-    sort_answers(answers)
-}
-
-/// A round's outcome from each member's checked answer (`None`: none).
-pub fn sort_answers(answers: Vec<(String, Option<Reply>)>) -> RoundOutcome {
-    if let Some((member, r)) = answers
-        .iter()
-        .find(|(_, r)| r.as_ref().is_some_and(|r| !r.confirmed))
-    {
-        return RoundOutcome::Refused {
-            member: member.clone(),
-            reason: r.as_ref().map(|r| r.reason.clone()).unwrap_or_default(),
-        };
-    }
-    let silent: Vec<String> = answers
-        .into_iter()
-        .filter(|(_, r)| r.is_none())
-        .map(|(m, _)| m)
-        .collect();
-    if silent.is_empty() {
-        RoundOutcome::Confirmed
-    } else {
-        RoundOutcome::Silent { members: silent }
-    }
+    election::failsafe::round_outcome(answers)
 }
 
 #[cfg(test)]
@@ -561,30 +538,6 @@ mod tests {
             ReplyMessage::signed(&other, &a, "redis-1", &yes).check(&key(), &a, "redis-1"),
             None
         );
-    }
-
-    #[test]
-    fn answers_sort_into_outcomes() {
-        let yes = Some(Reply {
-            confirmed: true,
-            ..Reply::default()
-        });
-        let no = Some(Reply::refuse("this pod has seen a newer lease"));
-        assert_eq!(
-            sort_answers(vec![("a".into(), yes.clone()), ("b".into(), yes.clone())]),
-            RoundOutcome::Confirmed
-        );
-        assert_eq!(sort_answers(vec![]), RoundOutcome::Confirmed);
-        assert_eq!(
-            sort_answers(vec![("a".into(), yes.clone()), ("b".into(), None)]),
-            RoundOutcome::Silent {
-                members: vec!["b".into()]
-            }
-        );
-        assert!(matches!(
-            sort_answers(vec![("a".into(), None), ("b".into(), no)]),
-            RoundOutcome::Refused { member, .. } if member == "b"
-        ));
     }
 
     #[test]
