@@ -500,10 +500,10 @@ impl Group {
         }
     }
 
-    /// A sidecar's `redis_election_api_errors_total{kind=…}`.
-    pub async fn api_errors(&self, i: usize, kind: &str) -> u64 {
+    /// Sidecar `i`'s `/metrics` text; empty when it does not answer.
+    pub async fn metrics(&self, i: usize) -> String {
         let Some(s) = self.sidecars[i].as_ref() else {
-            return 0;
+            return String::new();
         };
         let Ok(r) = self
             .http
@@ -512,9 +512,14 @@ impl Group {
             .send()
             .await
         else {
-            return 0;
+            return String::new();
         };
-        let text = r.text().await.unwrap_or_default();
+        r.text().await.unwrap_or_default()
+    }
+
+    /// A sidecar's `redis_election_api_errors_total{kind=…}`.
+    pub async fn api_errors(&self, i: usize, kind: &str) -> u64 {
+        let text = self.metrics(i).await;
         let needle = format!("redis_election_api_errors_total{{kind=\"{kind}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&needle))

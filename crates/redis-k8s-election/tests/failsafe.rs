@@ -441,18 +441,7 @@ async fn unsigned_forged_and_replayed_failsafe_messages_are_refused() {
     assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
     // The key never shows in status, metrics or logs.
     let key = "a peer key for the group tests";
-    let metrics = g
-        .http
-        .get(format!(
-            "http://{}/metrics",
-            g.sidecars[member].as_ref().unwrap().http
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = g.metrics(member).await;
     assert!(
         metrics.contains(
             "redis_election_failsafe_messages_total{kind=\"\",result=\"bad_signature\"} 1"
