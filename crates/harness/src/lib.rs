@@ -376,8 +376,7 @@ impl Group {
                 self.password
                     .as_ref()
                     .map(|p| {
-                        let file = self.dir.path().join("redis-password");
-                        std::fs::write(&file, format!("{p}\n")).unwrap();
+                        let file = self.secret_file("redis-password", p);
                         vec![
                             "--redis-password-file".to_string(),
                             file.display().to_string(),
@@ -386,8 +385,7 @@ impl Group {
                     .unwrap_or_default(),
             )
             .args(if self.failsafe {
-                let file = self.dir.path().join("peer-key");
-                std::fs::write(&file, "a peer key for the group tests\n").unwrap();
+                let file = self.secret_file("peer-key", "a peer key for the group tests");
                 vec!["--peer-key-file".to_string(), file.display().to_string()]
             } else {
                 Vec::new()
@@ -402,9 +400,20 @@ impl Group {
 
     /// The admin token file every sidecar of the group accepts (written on first use).
     pub fn admin_token_file(&self) -> std::path::PathBuf {
-        let file = self.dir.path().join("admin-token");
+        self.secret_file("admin-token", ADMIN_TOKEN)
+    }
+
+    /// The file `name` in the group's directory holding `secret`, written once and
+    /// atomically (a temporary file renamed into place), as a kubelet swaps a Secret
+    /// volume: running sidecars read these files while later ones start, and a file
+    /// rewritten in place is empty for a moment (a fresh-clone CI run caught a sidecar
+    /// reading the Redis password in that moment and never authenticating).
+    fn secret_file(&self, name: &str, secret: &str) -> std::path::PathBuf {
+        let file = self.dir.path().join(name);
         if !file.exists() {
-            std::fs::write(&file, format!("{ADMIN_TOKEN}\n")).unwrap();
+            let tmp = self.dir.path().join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, format!("{secret}\n")).unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
         }
         file
     }

@@ -254,8 +254,8 @@ impl SidecarArgs {
         })?;
         let redis_password = match &self.redis_password_file {
             None => None,
-            Some(p) => Some(
-                std::fs::read_to_string(p)
+            Some(p) => {
+                let password = std::fs::read_to_string(p)
                     .map_err(|e| {
                         flag(
                             "redis-password-file",
@@ -263,8 +263,18 @@ impl SidecarArgs {
                         )
                     })?
                     .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
+                    .to_string();
+                // An empty file is a Secret not yet written or written wrongly; Redis
+                // would refuse every AUTH with it, so exiting (and being restarted
+                // with the file in place) beats running unable to reach Redis.
+                if password.is_empty() {
+                    return Err(flag(
+                        "redis-password-file",
+                        format!("{} is empty", p.display()),
+                    ));
+                }
+                Some(password)
+            }
         };
         let announce = match (&self.announce_addr, &self.headless_service, &self.pod_ip) {
             (Some(a), _, _) => {
@@ -415,6 +425,22 @@ mod tests {
         assert_eq!(c.timing.lease_duration, Duration::from_secs(10));
         assert_eq!(c.announce, Announce::Fixed("10.0.0.1:6379".into()));
         assert_eq!((c.redis_host.as_str(), c.redis_port), ("127.0.0.1", 6379));
+    }
+
+    #[test]
+    fn an_empty_password_file_is_refused_and_a_full_one_read_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "\n").unwrap();
+        let path = file.to_str().unwrap();
+        let err = parse(&["--redis-password-file", path]).unwrap_err();
+        assert!(
+            err.contains("--redis-password-file") && err.contains("is empty"),
+            "{err}"
+        );
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let c = parse(&["--redis-password-file", path]).unwrap();
+        assert_eq!(c.redis_password.as_deref(), Some("s3cret"));
     }
 
     #[test]
