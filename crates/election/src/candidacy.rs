@@ -9,6 +9,13 @@
 //! better peer that cannot win (cut off from the API, its sidecar stopped) must not keep the
 //! group without a leader for ever.
 //!
+//! A *cold start* ([`ColdStart`]: the group ran before, and this sidecar has seen no valid
+//! leader since it started, as after every pod of the group restarted at once) first waits
+//! until a majority of the group's members answer, so that the copies that loaded the most
+//! data from disk take part in the ranking; or until the cold-start wait passes, or an
+//! operator forces the election with the members present. Only then does the ranking above
+//! run. A warm failover (a candidate that followed a valid leader) never waits for this.
+//!
 //! Like the elector, the machine is advanced by [`Candidacy::step`] with the caller's
 //! monotonic clock and returns a [`Verdict`]; the caller feeds `Verdict::eligible` to the
 //! elector as [`crate::elector::Input::Eligible`].
@@ -27,6 +34,39 @@ pub struct RankSnapshot {
     pub peers: Vec<Candidate>,
     /// A non-empty holder of the observed lease other than us: it expired unreleased.
     pub lapsed_holder: Option<String>,
+    /// Set during a cold start.
+    pub cold: Option<ColdStart>,
+}
+
+/// What a candidate knows of its group during a cold start: the Lease shows the group ran
+/// before, and this sidecar has seen no valid leader since it started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdStart {
+    /// The group's members: those the Lease last recorded and the pods listed now, this
+    /// one included.
+    pub members: Vec<String>,
+    /// An operator forced the election with the members present.
+    pub forced: bool,
+}
+
+/// How a cold start's wait ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ColdStartEnd {
+    /// A majority of the members answered; the others are named.
+    Majority {
+        /// Members that had not answered.
+        missing: Vec<String>,
+    },
+    /// The cold-start wait passed without a majority.
+    WaitEnded {
+        /// Members that had not answered.
+        missing: Vec<String>,
+    },
+    /// An operator forced the election.
+    Forced {
+        /// Members that had not answered.
+        missing: Vec<String>,
+    },
 }
 
 /// An input to [`Candidacy::step`].
@@ -52,6 +92,10 @@ pub struct Verdict {
     pub started_back_off: bool,
     /// This step ended a back-off by its bound: the better peer did not take over in time.
     pub ran_anyway: bool,
+    /// Waiting in a cold start for these members to answer.
+    pub waiting_for: Vec<String>,
+    /// This step ended the cold start's wait, and how (worth an Event).
+    pub cold_start_ended: Option<ColdStartEnd>,
 }
 
 impl Verdict {
@@ -62,6 +106,8 @@ impl Verdict {
             better: None,
             started_back_off: false,
             ran_anyway: false,
+            waiting_for: Vec::new(),
+            cold_start_ended: None,
         }
     }
 }
@@ -73,6 +119,12 @@ pub struct Candidacy {
     back_off_until: Option<Mono>,
     last_ranked: Option<Mono>,
     eligible: bool,
+    /// How long a cold start waits for a majority of the members at most.
+    cold_start_wait: Mono,
+    /// When this sidecar first ranked itself in a cold start.
+    cold_since: Option<Mono>,
+    /// The cold start's wait is over (for the life of this sidecar).
+    cold_done: bool,
 }
 
 impl Candidacy {
@@ -83,7 +135,59 @@ impl Candidacy {
             back_off_until: None,
             last_ranked: None,
             eligible: false,
+            cold_start_wait: Self::DEFAULT_COLD_START_WAIT,
+            cold_since: None,
+            cold_done: false,
         }
+    }
+
+    /// The cold-start wait unless told otherwise.
+    pub const DEFAULT_COLD_START_WAIT: Mono = Mono::from_secs(60);
+
+    /// Sets how long a cold start waits for a majority of the members at most.
+    pub fn with_cold_start_wait(mut self, wait: Mono) -> Self {
+        self.cold_start_wait = wait;
+        self
+    }
+
+    /// The cold-start gate: `Err(verdict)` while waiting, else how the wait ended on this
+    /// step (if it did).
+    fn cold_gate(
+        &mut self,
+        now: Mono,
+        snap: &RankSnapshot,
+    ) -> Result<Option<ColdStartEnd>, Verdict> {
+        let Some(cold) = snap.cold.as_ref().filter(|_| !self.cold_done) else {
+            return Ok(None);
+        };
+        let since = *self.cold_since.get_or_insert(now);
+        let answered = |name: &str| {
+            (name == snap.me.name && snap.me.healthy)
+                || snap.peers.iter().any(|p| p.name == name && p.healthy)
+        };
+        let mut members = cold.members.clone();
+        if !members.contains(&snap.me.name) {
+            members.push(snap.me.name.clone());
+        }
+        members.sort();
+        members.dedup();
+        let missing: Vec<String> = members.iter().filter(|m| !answered(m)).cloned().collect();
+        let present = members.len() - missing.len();
+        let end = if present > members.len() / 2 {
+            ColdStartEnd::Majority { missing }
+        } else if cold.forced {
+            ColdStartEnd::Forced { missing }
+        } else if now >= since + self.cold_start_wait {
+            ColdStartEnd::WaitEnded { missing }
+        } else {
+            self.eligible = false;
+            return Err(Verdict {
+                waiting_for: missing,
+                ..Verdict::not_eligible()
+            });
+        };
+        self.cold_done = true;
+        Ok(Some(end))
     }
 
     /// A ranking round is due: never ranked in this candidacy, or a retry period ago.
@@ -109,6 +213,17 @@ impl Candidacy {
             CandidacyInput::Ranked(s) => s,
         };
         self.last_ranked = Some(now);
+        let cold_start_ended = match self.cold_gate(now, &snap) {
+            Ok(end) => end,
+            Err(waiting) => return waiting,
+        };
+        let mut verdict = self.rank(now, &snap);
+        verdict.cold_start_ended = cold_start_ended;
+        verdict
+    }
+
+    /// The ranking proper (after any cold-start wait).
+    fn rank(&mut self, now: Mono, snap: &RankSnapshot) -> Verdict {
         let ld = self.timing.lease_duration;
         if let Some(until) = self.back_off_until
             && now >= until
@@ -118,9 +233,8 @@ impl Candidacy {
             return Verdict {
                 eligible: true,
                 back_off_until: Some(until),
-                better: None,
-                started_back_off: false,
                 ran_anyway: true,
+                ..Verdict::not_eligible()
             };
         }
         let back_off =
@@ -142,7 +256,7 @@ impl Candidacy {
                 .then(|| rank::best(&snap.peers).map(|c| c.name.clone()))
                 .flatten(),
             started_back_off: started,
-            ran_anyway: false,
+            ..Verdict::not_eligible()
         }
     }
 }
@@ -162,6 +276,7 @@ mod tests {
             priority: 100,
             offset,
             has_data: offset > 0,
+            checkpoint: None,
             healthy: true,
         }
     }
@@ -171,6 +286,7 @@ mod tests {
             me: cand("b", me),
             peers: vec![cand("a", peer)],
             lapsed_holder: None,
+            cold: None,
         })
     }
 
@@ -182,6 +298,108 @@ mod tests {
             fence_time: ms(200),
             request_timeout: ms(500),
         }
+    }
+
+    fn cold(me: Candidate, peers: Vec<Candidate>, forced: bool) -> CandidacyInput {
+        CandidacyInput::Ranked(RankSnapshot {
+            me,
+            peers,
+            lapsed_holder: Some("a".into()),
+            cold: Some(ColdStart {
+                members: vec!["a".into(), "b".into(), "c".into()],
+                forced,
+            }),
+        })
+    }
+
+    fn down(name: &str) -> Candidate {
+        Candidate {
+            healthy: false,
+            ..cand(name, 0)
+        }
+    }
+
+    #[test]
+    fn a_cold_start_waits_for_a_majority_then_ranks() {
+        let mut c = Candidacy::new(timing()).with_cold_start_wait(ms(10_000));
+        // Alone of three: wait, even with data and nobody better in sight.
+        let v = c.step(ms(0), cold(cand("b", 5), vec![down("a"), down("c")], false));
+        assert!(!v.eligible);
+        assert_eq!(v.waiting_for, vec!["a".to_string(), "c".to_string()]);
+        let v = c.step(
+            ms(9_999),
+            cold(cand("b", 5), vec![down("a"), down("c")], false),
+        );
+        assert!(!v.eligible, "the wait is not over");
+        // A second member answers, with more data: the wait ends, and the ranking makes
+        // this one back off for it.
+        let v = c.step(
+            ms(10_000),
+            cold(cand("b", 5), vec![cand("a", 9), down("c")], false),
+        );
+        assert_eq!(
+            v.cold_start_ended,
+            Some(ColdStartEnd::Majority {
+                missing: vec!["c".into()]
+            })
+        );
+        assert!(!v.eligible && v.better.as_deref() == Some("a"));
+        // The wait is over for good: the next step is the ranking alone.
+        let v = c.step(
+            ms(10_250),
+            cold(cand("b", 5), vec![down("a"), down("c")], false),
+        );
+        assert!(v.eligible && v.cold_start_ended.is_none() && v.waiting_for.is_empty());
+    }
+
+    #[test]
+    fn a_cold_start_ends_by_its_wait_or_by_force() {
+        let mut c = Candidacy::new(timing()).with_cold_start_wait(ms(10_000));
+        let alone = || cold(cand("b", 5), vec![down("a"), down("c")], false);
+        assert!(!c.step(ms(0), alone()).eligible);
+        let v = c.step(ms(10_000), alone());
+        assert!(v.eligible);
+        assert_eq!(
+            v.cold_start_ended,
+            Some(ColdStartEnd::WaitEnded {
+                missing: vec!["a".into(), "c".into()]
+            })
+        );
+        let mut c = Candidacy::new(timing()).with_cold_start_wait(ms(10_000));
+        assert!(!c.step(ms(0), alone()).eligible);
+        let v = c.step(
+            ms(250),
+            cold(cand("b", 5), vec![down("a"), down("c")], true),
+        );
+        assert!(v.eligible);
+        assert!(matches!(
+            v.cold_start_ended,
+            Some(ColdStartEnd::Forced { .. })
+        ));
+        // Control: a warm candidate (no cold start) alone runs at once.
+        let mut c = Candidacy::new(timing()).with_cold_start_wait(ms(10_000));
+        let v = c.step(
+            ms(0),
+            CandidacyInput::Ranked(RankSnapshot {
+                me: cand("b", 5),
+                peers: vec![down("a"), down("c")],
+                lapsed_holder: Some("a".into()),
+                cold: None,
+            }),
+        );
+        assert!(v.eligible && v.waiting_for.is_empty());
+    }
+
+    #[test]
+    fn an_unhealthy_self_does_not_count_toward_the_majority() {
+        let mut c = Candidacy::new(timing()).with_cold_start_wait(ms(10_000));
+        let me = Candidate {
+            healthy: false,
+            ..cand("b", 5)
+        };
+        let v = c.step(ms(0), cold(me, vec![cand("a", 5), down("c")], false));
+        assert!(!v.eligible);
+        assert_eq!(v.waiting_for, vec!["b".to_string(), "c".to_string()]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! holds writes until the chosen one has every byte, fences, and feeds
 //! [`crate::elector::Input::HandOver`].
 
+use crate::checkpoint::Checkpoint;
 use crate::rank::{self, Candidate};
 
 /// A peer's Redis as a direct probe saw it.
@@ -22,6 +23,8 @@ pub struct RedisState {
     pub has_data: bool,
     /// It is loading its data set (not healthy yet).
     pub loading: bool,
+    /// The last checkpoint its data holds.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A peer as a planned move sees it.
@@ -47,6 +50,7 @@ impl Replica {
             priority: self.priority,
             offset: self.redis.as_ref().map_or(0, |r| r.offset),
             has_data: self.redis.as_ref().is_some_and(|r| r.has_data),
+            checkpoint: self.redis.as_ref().and_then(|r| r.checkpoint.clone()),
             healthy: self.redis.as_ref().is_some_and(|r| !r.loading),
         }
     }
@@ -206,6 +210,7 @@ mod tests {
             offset,
             has_data: true,
             loading: false,
+            checkpoint: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //!
 //! * [`timing`]: the lease duration / renew deadline / retry period rules and the failover
 //!   budget they imply.
+//! * [`checkpoint`]: where a Redis' data stands in the group's history (cold starts).
 //! * [`rank`]: which candidate should lead (invariant 3 of the design).
 //! * [`candidacy`]: whether a candidate runs now or backs off for a better peer, and how
 //!   long at most.
@@ -14,6 +15,7 @@
 //! scripted clock and the property tests run clocks at different rates.
 
 pub mod candidacy;
+pub mod checkpoint;
 pub mod elector;
 pub mod failsafe;
 pub mod handover;

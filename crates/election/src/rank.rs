@@ -2,8 +2,10 @@
 //!
 //! Order for a failover ([`compare`]): eligible first (priority 0 never leads); a Redis holding
 //! data before an empty one (a Redis that restarted empty never wins over a peer that holds
-//! data); then the larger replication offset; then the lower non-zero priority; then the
-//! smaller name, so that the order is total and every sidecar computes the same winner.
+//! data); then the later [`Checkpoint`] (the copy further along the group's history: after a
+//! restart from disk, or between copies of different leaders, where offsets do not compare);
+//! then the larger replication offset; then the lower non-zero priority; then the smaller
+//! name, so that the order is total and every sidecar computes the same winner.
 //!
 //! Data comes before priority, as in Patroni (a member never promotes while another healthy
 //! one has more WAL), and unlike Sentinel (which sorts by `replica-priority` first): with
@@ -16,6 +18,8 @@
 
 use std::cmp::Ordering;
 
+use crate::checkpoint::Checkpoint;
+
 /// What a sidecar knows of one candidate's Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -27,6 +31,8 @@ pub struct Candidate {
     pub offset: u64,
     /// Whether its Redis holds any data (keys, or a non-zero offset).
     pub has_data: bool,
+    /// The last checkpoint its data holds, if any.
+    pub checkpoint: Option<Checkpoint>,
     /// Whether its Redis is reachable and healthy right now.
     pub healthy: bool,
 }
@@ -38,12 +44,34 @@ impl Candidate {
     }
 }
 
-/// `Less` means `a` ranks above (is better than) `b` for a failover: data, then priority.
+/// `Greater` means `a` holds more of the group's data than `b`: any data over none, then the
+/// later checkpoint, then the larger offset.
+pub fn data_order(a: &Candidate, b: &Candidate) -> Ordering {
+    a.has_data
+        .cmp(&b.has_data)
+        .then(
+            a.checkpoint
+                .as_ref()
+                .map(Checkpoint::position)
+                .cmp(&b.checkpoint.as_ref().map(Checkpoint::position)),
+        )
+        .then(a.offset.cmp(&b.offset))
+}
+
+/// The candidate wrote the last checkpoint its data holds: it led when that data was
+/// written, so among equal copies its own is the most complete (after a whole-group
+/// restart from an AOF, where every offset reads 0, nothing else tells them apart).
+fn wrote_last(c: &Candidate) -> bool {
+    c.checkpoint.as_ref().is_some_and(|k| k.writer == c.name)
+}
+
+/// `Less` means `a` ranks above (is better than) `b` for a failover: data, then the writer of
+/// the last checkpoint among equal data, then priority.
 pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
     b.eligible()
         .cmp(&a.eligible())
-        .then(b.has_data.cmp(&a.has_data))
-        .then(b.offset.cmp(&a.offset))
+        .then(data_order(b, a))
+        .then(wrote_last(b).cmp(&wrote_last(a)))
         .then(a.priority.cmp(&b.priority))
         .then(a.name.cmp(&b.name))
 }
@@ -57,6 +85,7 @@ pub fn compare_planned(a: &Candidate, b: &Candidate) -> Ordering {
         .cmp(&a.eligible())
         .then(b.has_data.cmp(&a.has_data))
         .then(a.priority.cmp(&b.priority))
+        .then(b.checkpoint.cmp(&a.checkpoint))
         .then(b.offset.cmp(&a.offset))
         .then(a.name.cmp(&b.name))
 }
@@ -77,7 +106,7 @@ pub fn should_back_off(me: &Candidate, peers: &[Candidate]) -> bool {
 /// As [`should_back_off`], when the lease lapsed in `lapsed_holder`'s hands (it expired
 /// unreleased). That holder could not renew: it is cut off from the API, or its sidecar is
 /// stopped or gone. Waiting for it to take the lease back is worth it only for data this
-/// candidate lacks, so it is deferred to only while its offset is greater than ours. A tie,
+/// candidate lacks, so it is deferred to only while it holds more data ([`data_order`]). A tie,
 /// the usual case (it fenced its Redis at its renew deadline and its replicas have everything
 /// it took), no longer costs the group a lease duration without a leader.
 pub fn should_back_off_from(
@@ -89,12 +118,13 @@ pub fn should_back_off_from(
         p.name != me.name
             && p.eligible()
             && compare(p, me) == Ordering::Less
-            && (Some(p.name.as_str()) != lapsed_holder || p.offset > me.offset)
+            && (Some(p.name.as_str()) != lapsed_holder || data_order(p, me) == Ordering::Greater)
     })
 }
 
 /// May a candidate that backed off for its bounded time run anyway? Only if no eligible peer
-/// holds more data: one with data when it has none, or a greater replication offset. (A peer
+/// holds more data: one with data when it has none, a later checkpoint, or a greater
+/// replication offset. (A peer
 /// better only by priority or name is not worth waiting longer for.) Without this, a leader pod
 /// killed whole came back within the lease with a Redis that was empty or had reloaded an old
 /// RDB file, backed off for one lease duration, and then raced its peers, for whom its
@@ -103,7 +133,7 @@ pub fn should_back_off_from(
 /// group whose most complete peer can never lead is not leaderless forever.
 pub fn may_stop_backing_off(me: &Candidate, peers: &[Candidate]) -> bool {
     !peers.iter().any(|p| {
-        p.name != me.name && p.eligible() && p.has_data && (!me.has_data || p.offset > me.offset)
+        p.name != me.name && p.eligible() && p.has_data && data_order(p, me) == Ordering::Greater
     })
 }
 
@@ -118,8 +148,68 @@ mod tests {
             priority,
             offset,
             has_data,
+            checkpoint: None,
             healthy: true,
         }
+    }
+
+    fn at(mut c: Candidate, epoch: u64, seq: u64) -> Candidate {
+        c.checkpoint = Some(Checkpoint {
+            epoch,
+            seq,
+            writer: "w".into(),
+        });
+        c
+    }
+
+    #[test]
+    fn among_equal_copies_the_writer_of_the_last_checkpoint_ranks_first() {
+        let mut old_leader = at(c("b", 100, 0, true), 5, 300);
+        old_leader.checkpoint.as_mut().unwrap().writer = "b".into();
+        let mut replica = at(c("a", 1, 0, true), 5, 300);
+        replica.checkpoint.as_mut().unwrap().writer = "b".into();
+        assert_eq!(
+            best(&[old_leader.clone(), replica.clone()]).unwrap().name,
+            "b",
+            "before priority and name"
+        );
+        assert!(should_back_off(&replica, std::slice::from_ref(&old_leader)));
+        // It is not more data: a lapsed holder is not waited for on that alone (a leader
+        // cut off from the API fenced, and its replicas hold what it took).
+        assert!(!should_back_off_from(
+            &replica,
+            std::slice::from_ref(&old_leader),
+            Some("b")
+        ));
+        assert!(may_stop_backing_off(&replica, &[old_leader]));
+    }
+
+    #[test]
+    fn the_later_checkpoint_wins_over_a_larger_offset_of_another_history() {
+        // After a restart from an AOF every offset is 0, or offsets belong to different
+        // replication histories: the checkpoint the data holds decides.
+        let stale = at(c("a", 100, 900_000, true), 4, 50);
+        let fresh = at(c("b", 100, 10, true), 5, 1);
+        assert_eq!(best(&[stale.clone(), fresh.clone()]).unwrap().name, "b");
+        assert!(should_back_off(&stale, std::slice::from_ref(&fresh)));
+        assert!(!may_stop_backing_off(&stale, std::slice::from_ref(&fresh)));
+        let behind = at(c("a", 100, 0, true), 5, 100);
+        let ahead = at(c("b", 200, 0, true), 5, 300);
+        assert_eq!(
+            best(&[behind.clone(), ahead.clone()]).unwrap().name,
+            "b",
+            "within an epoch the later checkpoint, before priority"
+        );
+        // A lapsed holder is waited for when its checkpoint is later than ours.
+        assert!(should_back_off_from(
+            &behind,
+            std::slice::from_ref(&ahead),
+            Some("b")
+        ));
+        assert!(!should_back_off_from(&ahead, &[behind], Some("a")));
+        // No checkpoint (data from before checkpoints, or a cache) ranks below one.
+        let none = c("c", 1, 10, true);
+        assert_eq!(best(&[none, fresh]).unwrap().name, "b");
     }
 
     #[test]
@@ -211,15 +301,28 @@ mod tests {
     }
 
     fn arb() -> impl Strategy<Value = Candidate> {
-        ("[a-e]", 0u32..3, 0u64..4, any::<bool>(), any::<bool>()).prop_map(
-            |(name, priority, offset, has_data, healthy)| Candidate {
-                name,
-                priority,
-                offset,
-                has_data,
-                healthy,
-            },
+        (
+            "[a-e]",
+            0u32..3,
+            0u64..4,
+            any::<bool>(),
+            proptest::option::of((0u64..3, 0u64..3)),
+            any::<bool>(),
         )
+            .prop_map(|(name, priority, offset, has_data, checkpoint, healthy)| {
+                Candidate {
+                    name,
+                    priority,
+                    offset,
+                    has_data,
+                    checkpoint: checkpoint.map(|(epoch, seq)| Checkpoint {
+                        epoch,
+                        seq,
+                        writer: ["a", "b"][(seq % 2) as usize].into(),
+                    }),
+                    healthy,
+                }
+            })
     }
 
     proptest! {
@@ -242,13 +345,22 @@ mod tests {
 
         /// The winner holds every offset any eligible candidate with data holds, whatever the
         /// priorities: a write that one of them acknowledged (`WAIT 1`) is on the winner.
+        /// (Offsets are compared among equal checkpoints; a later checkpoint is more data.)
         #[test]
         fn the_winner_holds_every_acknowledged_offset(
             cs in proptest::collection::vec(arb(), 1..6)
         ) {
             if let Some(b) = best(&cs) {
                 for other in cs.iter().filter(|o| o.eligible() && o.has_data) {
-                    prop_assert!(b.offset >= other.offset, "{b:?} lacks what {other:?} holds");
+                    prop_assert!(
+                        data_order(b, other) != Ordering::Less,
+                        "{b:?} lacks what {other:?} holds"
+                    );
+                    let pos = |c: &Candidate| c.checkpoint.as_ref().map(Checkpoint::position);
+                    prop_assert!(
+                        pos(b) > pos(other) || b.offset >= other.offset,
+                        "{b:?} lacks what {other:?} holds"
+                    );
                 }
             }
         }

@@ -492,6 +492,7 @@ impl Sim {
                 priority: 100,
                 offset: if up { n.data } else { 0 },
                 has_data: up && n.data > 0,
+                checkpoint: None,
                 healthy: up,
             }
         };
@@ -507,6 +508,7 @@ impl Sim {
                 .observed()
                 .map(|l| l.record.holder.clone())
                 .filter(|h| !h.is_empty() && *h != format!("n{i}")),
+            cold: None,
         }
     }
 

@@ -37,6 +37,12 @@ pub enum EventKind {
     FailsafeStarted,
     /// A failsafe episode ended (the API answers again, or leadership ended).
     FailsafeEnded,
+    /// After a whole-group restart, this pod waits for a majority of the members before it
+    /// runs for the lease.
+    ColdStartWaiting,
+    /// The cold start's wait ended (a majority answered, the wait passed, or an operator
+    /// forced the election); the note names the members missing.
+    ColdStartEnded,
 }
 
 impl EventKind {
@@ -57,6 +63,8 @@ impl EventKind {
             EventKind::HandedOver => "HandedOver",
             EventKind::FailsafeStarted => "FailsafeStarted",
             EventKind::FailsafeEnded => "FailsafeEnded",
+            EventKind::ColdStartWaiting => "ColdStartWaiting",
+            EventKind::ColdStartEnded => "ColdStartEnded",
         }
     }
 
@@ -72,6 +80,7 @@ impl EventKind {
             EventKind::SwitchoverRefused => "Switchover",
             EventKind::HandoverSkipped | EventKind::HandedOver => "Handover",
             EventKind::FailsafeStarted | EventKind::FailsafeEnded => "Failsafe",
+            EventKind::ColdStartWaiting | EventKind::ColdStartEnded => "ColdStart",
         }
     }
 
@@ -86,6 +95,7 @@ impl EventKind {
                 | EventKind::SwitchoverRefused
                 | EventKind::HandoverSkipped
                 | EventKind::FailsafeStarted
+                | EventKind::ColdStartWaiting
         )
     }
 }

@@ -33,6 +33,9 @@ pub enum Command {
     Resume(ctl::PauseArgs),
     /// Show the last leader changes recorded on the Lease.
     History(ctl::HistoryArgs),
+    /// After a whole-group restart, stop waiting for a majority of the members: the pods
+    /// present elect the freshest among them (docs/deploy.md, "Persistence").
+    ForceElection(ctl::ForceElectionArgs),
     /// Run a whole HA group on this machine from the shipped manifests: kubesim (API server
     /// with RBAC, StatefulSet controller, kubelet, service proxy), three Redis pods with their
     /// sidecars, and a live table. Ctrl-C stops everything.
@@ -98,6 +101,7 @@ pub async fn run(
         Command::Pause(a) => ctl::set_paused(a, true).await?,
         Command::Resume(a) => ctl::set_paused(a, false).await?,
         Command::History(a) => ctl::history(a).await?,
+        Command::ForceElection(a) => ctl::force_election(a).await?,
         Command::Local(a) => local::run(a).await?,
     }
     Ok(())

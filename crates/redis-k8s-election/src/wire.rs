@@ -58,6 +58,38 @@ pub struct StatusReport {
     /// Failsafe (absent from sidecars older than failsafe).
     #[serde(default)]
     pub failsafe: FailsafeReport,
+    /// The cold start after a whole-group restart (absent from older sidecars).
+    #[serde(default)]
+    pub cold_start: ColdStartReport,
+}
+
+/// `POST /force-election`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForceElectionDone {
+    /// Always true (refusals use the switchover's refusal shape).
+    pub ok: bool,
+    /// The pod that answered.
+    pub pod: String,
+    /// It was in a cold start (otherwise the request changed nothing it would notice).
+    pub cold: bool,
+    /// The members it was waiting for.
+    pub waiting_for: Vec<String>,
+}
+
+/// [`StatusReport::cold_start`] (docs/deploy.md, "Persistence"): after a whole-group restart
+/// a pod runs for the lease only once a majority of the members answer, the cold-start wait
+/// passed, or an operator forced the election.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ColdStartReport {
+    /// This pod is in a cold start: the Lease shows the group ran before, and it has seen no
+    /// valid leader since it started.
+    pub cold: bool,
+    /// Waiting for these members to answer before it runs for the lease.
+    pub waiting_for: Vec<String>,
+    /// An operator forced the election (`redis-k8s-election force-election`).
+    pub forced: bool,
 }
 
 /// Failsafe in [`StatusReport::failsafe`] (docs/sidecar.md, "Control-plane outages"). Times
@@ -113,6 +145,10 @@ pub struct RedisReport {
     pub replicas: Option<u32>,
     /// A master's replicas that acknowledged within `min-replicas-max-lag`.
     pub good_replicas: Option<u32>,
+    /// The last checkpoint its data holds (`<epoch>:<seq>:<writer>`; docs/deploy.md,
+    /// "Persistence"), absent from older sidecars.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
 }
 
 /// [`StatusReport::data_safety`].

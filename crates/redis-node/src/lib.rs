@@ -110,7 +110,14 @@ pub struct Probe {
     pub info: NodeInfo,
     /// `min-replicas-to-write` is at the fence value.
     pub fenced: bool,
+    /// The value of the group's checkpoint key ([`CHECKPOINT_KEY`]) in this Redis' data;
+    /// `None` when absent or unreadable (loading, or an ACL that denies it).
+    pub checkpoint: Option<String>,
 }
+
+/// The key in which a leader's sidecar records where the data stands in the group's history
+/// (`election::checkpoint`). Named here because the probe reads it.
+pub const CHECKPOINT_KEY: &str = "redis-k8s-election:checkpoint";
 
 /// `CLIENT KILL` of every normal and every pub/sub client but the sender: what a fence and a
 /// role change do to the clients of this Redis, so that they reconnect through the Service.
@@ -283,7 +290,31 @@ impl RedisNode {
             )
             .await?;
         let fenced = min.get(1).and_then(|v| v.parse::<i64>().ok()) == Some(FENCE_MIN_REPLICAS);
-        Ok(Probe { info, fenced })
+        // A Redis still loading refuses GET (-LOADING): no checkpoint yet, not an error.
+        let checkpoint = if info.loading {
+            None
+        } else {
+            match self
+                .run::<Option<String>>("GET", redis::cmd("GET").arg(CHECKPOINT_KEY))
+                .await
+            {
+                Ok(v) => v,
+                Err(NodeError::Command { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Probe {
+            info,
+            fenced,
+            checkpoint,
+        })
+    }
+
+    /// Stores `value` under [`CHECKPOINT_KEY`] (a leader's checkpoint). Refused like any
+    /// write while this Redis is fenced, a replica, or short of replicas in the RPO mode.
+    pub async fn write_checkpoint(&self, value: &str) -> Result<(), NodeError> {
+        self.run::<()>("SET", redis::cmd("SET").arg(CHECKPOINT_KEY).arg(value))
+            .await
     }
 
     /// Refuses writes (reads still served) and drops normal and pub/sub clients.

@@ -122,6 +122,19 @@ pub struct SwitchoverArgs {
     timeout: Duration,
 }
 
+/// `force-election` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ForceElectionArgs {
+    #[command(flatten)]
+    group: GroupArgs,
+    /// File holding the sidecars' admin bearer token.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    admin_token_file: PathBuf,
+    /// How long to wait for each sidecar's answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
 /// `history` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HistoryArgs {
@@ -293,18 +306,83 @@ fn unix_now() -> u64 {
 
 /// `redis-k8s-election switchover`: asks the leader's sidecar to hand over, then checks the
 /// Lease names the new leader.
-pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
-    let token = std::fs::read_to_string(&a.admin_token_file).map_err(|source| CtlError::File {
-        what: format!("--admin-token-file {}", a.admin_token_file.display()),
+/// The admin token from `file`, trimmed; an empty file is an error.
+fn admin_token(file: &std::path::Path) -> Result<String> {
+    let token = std::fs::read_to_string(file).map_err(|source| CtlError::File {
+        what: format!("--admin-token-file {}", file.display()),
         source,
     })?;
     let token = token.trim();
     if token.is_empty() {
         return Err(CtlError::Refused(format!(
             "--admin-token-file {} is empty",
-            a.admin_token_file.display()
+            file.display()
         )));
     }
+    Ok(token.to_string())
+}
+
+/// `redis-k8s-election force-election`: every pod of the group in a cold start stops waiting
+/// for a majority of the members and runs for the lease with the members present.
+pub async fn force_election(a: ForceElectionArgs) -> Result<()> {
+    let token = admin_token(&a.admin_token_file)?;
+    let (coord, _ns) = coord(&a.group).await?;
+    let peers = coord
+        .peers()
+        .await
+        .map_err(api("listing the group's pods"))?;
+    let http = http_client(a.timeout)?;
+    let mut told = 0;
+    for p in &peers {
+        if p.http.is_empty() {
+            println!("{}: not running (no HTTP address on its pod)", p.name);
+            continue;
+        }
+        let reply = http
+            .post(format!("http://{}/force-election", p.http))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                println!("{}: not reached ({e})", p.name);
+                continue;
+            }
+        };
+        let code = reply.status();
+        let text = reply.text().await.unwrap_or_default();
+        match serde_json::from_str::<crate::wire::ForceElectionDone>(&text) {
+            Ok(d) if code.is_success() => {
+                told += 1;
+                if d.cold {
+                    println!(
+                        "{}: forced; runs for the lease with the members present{}",
+                        d.pod,
+                        if d.waiting_for.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (was waiting for {})", d.waiting_for.join(", "))
+                        }
+                    );
+                } else {
+                    println!("{}: not in a cold start (nothing to force)", d.pod);
+                }
+            }
+            _ => println!("{}: refused ({code}): {text}", p.name),
+        }
+    }
+    if told == 0 {
+        return Err(CtlError::Refused(
+            "no sidecar of the group took the request".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
+    let token = admin_token(&a.admin_token_file)?;
+    let token = token.as_str();
     let (coord, ns) = coord(&a.group).await?;
     let before = lease(&coord, &a.group, &ns).await?;
     let leader = before.record.holder.clone();

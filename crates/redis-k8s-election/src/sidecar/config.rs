@@ -78,6 +78,15 @@ pub struct SidecarArgs {
     /// inside the pod's termination grace period).
     #[arg(long, env = "HANDOVER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handover_timeout: Duration,
+    /// How often a leader records a checkpoint in its data (one small key, replicated and
+    /// persisted with the data), so that a cold start can tell the freshest copy (docs/
+    /// deploy.md, "Persistence"). 0 turns checkpoints off.
+    #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// After a whole-group restart, how long a pod waits for a majority of the group's
+    /// members to come up before it runs for the lease with the members present.
+    #[arg(long, env = "COLD_START_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cold_start_wait: Duration,
     /// Leadership priority: lower leads first, 0 = never leads.
     #[arg(long, env = "PRIORITY", default_value_t = kube_coord::wire::DEFAULT_PRIORITY)]
     pub priority: u32,
@@ -160,6 +169,10 @@ pub struct SidecarConfig {
     pub redis_timeout: Duration,
     /// Bound on a planned hand-over.
     pub handover_timeout: Duration,
+    /// Checkpoint interval (zero: none).
+    pub checkpoint_interval: Duration,
+    /// Cold-start wait for a majority.
+    pub cold_start_wait: Duration,
     /// Priority.
     pub priority: u32,
     /// Max replica lag in bytes.
@@ -383,6 +396,8 @@ impl SidecarArgs {
             timing,
             redis_timeout: self.redis_timeout,
             handover_timeout: self.handover_timeout,
+            checkpoint_interval: self.checkpoint_interval,
+            cold_start_wait: self.cold_start_wait,
             priority: self.priority,
             max_lag: self.max_lag,
             min_replicas: self.min_replicas,

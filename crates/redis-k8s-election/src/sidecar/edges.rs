@@ -7,13 +7,15 @@
 //! * [`PeerDirectory`]: the pods competing for the same Lease;
 //! * [`RedisControl`] and [`RedisDialer`]: a Redis (the local one, a peer's, the leader's);
 //! * [`EventSink`]: Events on the pod;
-//! * [`FailsafeTransport`]: failsafe messages to the members' sidecars.
+//! * [`FailsafeTransport`]: failsafe messages to the members' sidecars;
+//! * [`Checkpoints`]: the leader's checkpoint writes into its Redis' data.
 //!
 //! A new coordination backend (another store for the lease) implements these traits and an
 //! [`Edges`] that names them; nothing in the loop changes.
 
 pub use super::failsafe::FailsafeTransport;
-use super::failsafe::HttpPeers;
+use super::failsafe::{HttpPeers, unix_ms};
+use election::checkpoint::Checkpoint;
 use election::elector::{ObservedLease, WriteIntent};
 use futures::stream::BoxStream;
 use kube_coord::events::{EventRecorder, SidecarEvent};
@@ -102,6 +104,69 @@ pub trait EventSink {
     fn publish(&self, event: &SidecarEvent) -> impl Future<Output = Result<(), CoordError>>;
 }
 
+/// The leader's checkpoints (`election::checkpoint`): written into the local Redis' data
+/// every checkpoint interval while this sidecar leads a writable Redis, off the control loop
+/// (a write held by `CLIENT PAUSE WRITE` or a hung Redis must never stall the loop).
+pub trait Checkpoints {
+    /// Write checkpoints of `epoch` from now on; `None` stops. Cheap; called on every loop.
+    fn leading(&self, epoch: Option<u32>);
+}
+
+/// Production: a task with a connection of its own to the local Redis.
+pub struct CheckpointTask {
+    leading: tokio::sync::watch::Sender<Option<u32>>,
+}
+
+impl CheckpointTask {
+    /// Starts the task, writing every `interval` as `holder`; a zero interval writes nothing.
+    pub fn start(node: RedisNode, holder: String, interval: Duration) -> Self {
+        let (leading, mut rx) = tokio::sync::watch::channel(None::<u32>);
+        if !interval.is_zero() {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // The last checkpoint this task wrote (or read back), for the next to exceed.
+                let mut last: Option<Checkpoint> = None;
+                loop {
+                    tick.tick().await;
+                    let Some(epoch) = *rx.borrow_and_update() else {
+                        last = None;
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                        continue;
+                    };
+                    let epoch = u64::from(epoch);
+                    if last.as_ref().is_none_or(|l| l.epoch != epoch) {
+                        // A restarted sidecar of the same leader continues above what its
+                        // Redis holds, whatever the wall clock did meanwhile.
+                        last = match node.probe().await {
+                            Ok(p) => p.checkpoint.as_deref().and_then(Checkpoint::parse),
+                            Err(_) => continue,
+                        };
+                    }
+                    let next = Checkpoint::next(epoch, &holder, last.as_ref(), unix_ms());
+                    match node.write_checkpoint(&next.encode()).await {
+                        Ok(()) => last = Some(next),
+                        Err(e) => tracing::debug!(error = %e, "checkpoint not written"),
+                    }
+                }
+            });
+        }
+        Self { leading }
+    }
+}
+
+impl Checkpoints for CheckpointTask {
+    fn leading(&self, epoch: Option<u32>) {
+        self.leading.send_if_modified(|cur| {
+            let changed = *cur != epoch;
+            *cur = epoch;
+            changed
+        });
+    }
+}
+
 /// The set of edges one sidecar runs against.
 pub trait Edges {
     /// The Lease.
@@ -118,6 +183,8 @@ pub trait Edges {
     type Events: EventSink;
     /// Failsafe messages to the members' sidecars.
     type Failsafe: FailsafeTransport;
+    /// The leader's checkpoints.
+    type Checkpoints: Checkpoints;
 }
 
 /// Production: the Kubernetes API through [`Coord`], Redis through [`RedisNode`].
@@ -131,6 +198,7 @@ impl Edges for Kubernetes {
     type Dialer = Dial;
     type Events = EventRecorder;
     type Failsafe = HttpPeers;
+    type Checkpoints = CheckpointTask;
 }
 
 /// Dials real Redis servers.

@@ -60,6 +60,8 @@ pub struct Admin {
     pub switchovers: mpsc::Sender<SwitchoverRequest>,
     /// How long a request may wait for its outcome.
     pub answer_within: Duration,
+    /// Set by `POST /force-election`: a cold start stops waiting for a majority.
+    pub cold_forced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn json_reply(code: StatusCode, body: Value) -> Response {
@@ -214,6 +216,43 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
             ),
         ),
     }
+}
+
+/// `POST /force-election` (admin token): a pod in a cold start stops waiting for a majority
+/// of the members and runs for the lease with the members present (the ranking among them
+/// still decides). Answers whether this pod was in a cold start; harmless otherwise.
+async fn force_election(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let Some(admin) = s.admin.clone() else {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "state-changing requests are disabled: the sidecar runs without --admin-token-file"
+                .into(),
+        );
+    };
+    if let Some(r) = refuse_unauthorized(&admin, &headers) {
+        return r;
+    }
+    admin
+        .cold_forced
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (pod, cold, waiting_for) = {
+        let st = s.status.read().expect("status lock");
+        (
+            st.pod.clone(),
+            st.cold_start.cold,
+            st.cold_start.waiting_for.clone(),
+        )
+    };
+    json_reply(
+        StatusCode::OK,
+        json!(crate::wire::ForceElectionDone {
+            ok: true,
+            pod,
+            cold,
+            waiting_for,
+        }),
+    )
 }
 
 /// `POST /failsafe/v1/ask`: a signed question from another sidecar of the group. Anything
@@ -371,6 +410,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/switchover", post(switchover))
+        .route("/force-election", post(force_election))
         .route(failsafe::ASK_PATH, post(failsafe_ask))
         // Failsafe messages and switchover bodies are small: refuse large ones unread.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

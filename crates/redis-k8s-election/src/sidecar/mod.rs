@@ -13,11 +13,12 @@ pub mod status;
 use crate::wire::{self, PodSummary, SidecarRole};
 use config::{SidecarConfig, split_host_port};
 use edges::{
-    Edges, EventSink, FailsafeTransport, Kubernetes, LeaseStore, PeerDirectory, RedisControl,
-    RedisDialer, Routing,
+    Checkpoints, Edges, EventSink, FailsafeTransport, Kubernetes, LeaseStore, PeerDirectory,
+    RedisControl, RedisDialer, Routing,
 };
 use election::Mono;
-use election::candidacy::{Candidacy, CandidacyInput, RankSnapshot};
+use election::candidacy::{Candidacy, CandidacyInput, ColdStart, ColdStartEnd, RankSnapshot};
+use election::checkpoint::Checkpoint;
 use election::elector::{Action, Elector, Input, Purpose, Role};
 use election::failsafe::{AskKind, Member, MemberEvidence, Reply, RoundOutcome};
 use election::handover::{RedisState, Replica};
@@ -97,6 +98,7 @@ impl PeerView {
                 offset: p.info.offset,
                 has_data: p.info.has_data(),
                 loading: p.info.loading,
+                checkpoint: p.checkpoint.as_deref().and_then(Checkpoint::parse),
             }),
         }
     }
@@ -204,6 +206,18 @@ struct Sidecar<E: Edges> {
     repair: Pacer,
     /// Failsafe messages to the members.
     failsafe: E::Failsafe,
+    /// The leader's checkpoint writer.
+    checkpoints: E::Checkpoints,
+    /// This sidecar led, or saw the Lease written, since it started: not a cold start.
+    warm: bool,
+    /// The Lease's resourceVersion when this sidecar first saw it.
+    first_lease_version: Option<String>,
+    /// Every pod of the group as last listed (names), addressed or not.
+    listed_names: Vec<String>,
+    /// An operator forced the election of a cold start (`POST /v1/force-election`).
+    cold_forced: Arc<std::sync::atomic::AtomicBool>,
+    /// The cold start's wait was announced (Event, log).
+    cold_wait_announced: bool,
     /// Outcomes of failsafe rounds, put here by the tasks that run them. Every `feed` takes
     /// them first, before the input it was given: a round answered while the loop waited on
     /// a hanging API call (a blackhole holds each for the request timeout) must extend the
@@ -355,6 +369,22 @@ impl<E: Edges> Sidecar<E> {
     }
 
     fn sync_status(&mut self) {
+        // Warm once this sidecar led, or saw the Lease written after its first look at it:
+        // a lease found unchanged since the start may be a dead group's, however valid it
+        // looks for its first lease duration (and a follower of it is not warm).
+        let version = self.elector.observed().map(|l| l.version.clone());
+        match (&self.first_lease_version, &version) {
+            (None, Some(v)) => self.first_lease_version = Some(v.clone()),
+            (Some(first), Some(v)) if first != v => self.warm = true,
+            _ => {}
+        }
+        if matches!(self.elector.role(), Role::Leader { .. }) {
+            self.warm = true;
+        }
+        self.checkpoints.leading(match self.elector.role() {
+            Role::Leader { epoch, .. } if !self.elector.fenced() => Some(*epoch),
+            _ => None,
+        });
         let role = match self.elector.role() {
             Role::Undecided => SidecarRole::Undecided,
             Role::Leader { .. } => SidecarRole::Leader,
@@ -362,6 +392,9 @@ impl<E: Edges> Sidecar<E> {
             Role::Candidate => SidecarRole::Candidate,
         };
         let mut st = self.status.write().expect("status lock");
+        if self.warm {
+            st.cold_start = Default::default();
+        }
         st.role = role;
         st.fenced = self.elector.fenced();
         st.paused = self.elector.pause_marker().map(str::to_string);
@@ -912,6 +945,7 @@ impl<E: Edges> Sidecar<E> {
     /// their Redis, through cached connections. Used for ranking and for hand-over.
     async fn probe_peers(&mut self) -> Result<Vec<PeerView>, CoordError> {
         let peers = self.peers.peers().await?;
+        self.listed_names = peers.iter().map(|p| p.name.clone()).collect();
         let mut out = Vec::new();
         for peer in peers
             .into_iter()
@@ -992,6 +1026,7 @@ impl<E: Edges> Sidecar<E> {
                         fenced: p.fenced,
                         good_replicas: p.info.good_replicas,
                         replicas: p.info.replicas.len() as u32,
+                        checkpoint: p.checkpoint.clone(),
                     });
                     st.redis_error = None;
                     self.metrics.offset.set(p.info.offset as i64);
@@ -1124,8 +1159,12 @@ impl<E: Edges> Sidecar<E> {
         }
         // A fresh look at the local Redis (a cached one may predate a restart that emptied
         // it), only when a ranking round is due; a failed look retries on the next call.
-        let (offset, has_data) = match self.redis.probe().await {
-            Ok(p) => (p.info.offset, p.info.has_data()),
+        let (offset, has_data, checkpoint) = match self.redis.probe().await {
+            Ok(p) => (
+                p.info.offset,
+                p.info.has_data(),
+                p.checkpoint.as_deref().and_then(Checkpoint::parse),
+            ),
             Err(_) => return,
         };
         let peers: Vec<Candidate> = match self.probe_peers().await {
@@ -1135,25 +1174,32 @@ impl<E: Edges> Sidecar<E> {
                 return;
             }
         };
+        let cold = self.cold_start();
         let snapshot = RankSnapshot {
             me: Candidate {
                 name: self.cfg.pod_name.clone(),
                 priority: self.cfg.priority,
                 offset,
                 has_data,
+                checkpoint,
                 healthy: true,
             },
             peers,
             // A candidate sees a non-empty holder only when that lease expired unreleased.
+            // In a cold start that holder is a restarted pod like the others, not a leader
+            // cut off with its replicas caught up: no exception for it.
             lapsed_holder: self
                 .elector
                 .observed()
                 .map(|o| o.record.holder.clone())
-                .filter(|h| !h.is_empty() && *h != self.cfg.pod_name),
+                .filter(|h| !h.is_empty() && *h != self.cfg.pod_name && cold.is_none()),
+            cold,
         };
         let verdict = self
             .candidacy
             .step(self.now(), CandidacyInput::Ranked(snapshot));
+        self.report_cold_start(&verdict.waiting_for, verdict.cold_start_ended.as_ref())
+            .await;
         if verdict.started_back_off {
             let better = verdict.better.as_deref().unwrap_or_default();
             tracing::info!(%better, "backing off: a reachable peer ranks above this one");
@@ -1164,6 +1210,76 @@ impl<E: Edges> Sidecar<E> {
         let eligible = verdict.eligible && self.joiner_may_run().await;
         self.eligible = eligible;
         self.feed(Input::Eligible(eligible)).await;
+    }
+
+    /// A cold start (docs/deploy.md, "Persistence"): the Lease shows the group ran before
+    /// (it was held, or has a history), and this sidecar has seen no valid leader since it
+    /// started, as after a whole-group restart. `None` otherwise, and for a fresh group.
+    fn cold_start(&self) -> Option<ColdStart> {
+        if self.warm {
+            return None;
+        }
+        let record = &self.elector.observed()?.record;
+        let ran_before =
+            !record.holder.is_empty() || record.transitions > 0 || !record.history.is_empty();
+        if !ran_before {
+            return None;
+        }
+        let mut members: Vec<String> = self
+            .elector
+            .recorded_members()
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(self.listed_names.iter().cloned())
+            .chain(std::iter::once(self.cfg.pod_name.clone()))
+            .collect();
+        members.sort();
+        members.dedup();
+        Some(ColdStart {
+            members,
+            forced: self.cold_forced.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// Logs, records (Events) and shows in `/status` where a cold start stands.
+    async fn report_cold_start(&mut self, waiting_for: &[String], ended: Option<&ColdStartEnd>) {
+        let cold = self.cold_start().is_some();
+        {
+            let mut st = self.status.write().expect("status lock");
+            st.cold_start.cold = cold;
+            st.cold_start.waiting_for = waiting_for.to_vec();
+            st.cold_start.forced = self.cold_forced.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        if !waiting_for.is_empty() && !self.cold_wait_announced {
+            self.cold_wait_announced = true;
+            let note = format!(
+                "cold start: the group ran before and no leader is valid; waiting up to {:?} for a majority of the members before running for the lease (not answering: {})",
+                self.cfg.cold_start_wait,
+                waiting_for.join(", ")
+            );
+            tracing::warn!("{note}");
+            self.event(EventKind::ColdStartWaiting, note).await;
+        }
+        let Some(ended) = ended else {
+            return;
+        };
+        let (how, missing) = match ended {
+            ColdStartEnd::Majority { missing } => ("a majority of the members answered", missing),
+            ColdStartEnd::WaitEnded { missing } => ("the cold-start wait passed", missing),
+            ColdStartEnd::Forced { missing } => ("an operator forced the election", missing),
+        };
+        let note = if missing.is_empty() {
+            format!(
+                "cold start: {how}; every member answered; the freshest copy runs for the lease"
+            )
+        } else {
+            format!(
+                "cold start: {how}; running with the members present; missing: {}",
+                missing.join(", ")
+            )
+        };
+        tracing::info!("{note}");
+        self.event(EventKind::ColdStartEnded, note).await;
     }
 
     /// A replica's lag (the leader's offset minus ours) and whether the leader streams to it
@@ -1273,7 +1389,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         tolerated_clock_rate = cfg.timing.tolerated_clock_rate(),
         "starting; clocks may drift apart by this factor without breaking safety"
     );
-    let redis = RedisNode::new(NodeConfig {
+    let local_redis = NodeConfig {
         host: cfg.redis_host.clone(),
         port: cfg.redis_port,
         username: cfg.redis_username.clone(),
@@ -1282,8 +1398,12 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         min_replicas_to_write: cfg.min_replicas,
         min_replicas_max_lag: cfg.max_replica_lag_secs,
         announce: split_host_port(&address),
-    })
-    .map_err(|e| StartError::Redis(e.to_string()))?;
+    };
+    let redis =
+        RedisNode::new(local_redis.clone()).map_err(|e| StartError::Redis(e.to_string()))?;
+    // The checkpoint writer's own connection: its writes wait while Redis pauses writes.
+    let checkpoint_node =
+        RedisNode::new(local_redis).map_err(|e| StartError::Redis(e.to_string()))?;
     let mut initial = Status::new(&cfg.pod_name, cfg.max_lag);
     initial.min_replicas = cfg.min_replicas;
     initial.max_replica_lag_secs = cfg.max_replica_lag_secs;
@@ -1303,6 +1423,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             addr: cfg.http_addr,
             source,
         })?;
+    let cold_forced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (switchover_tx, switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
     // A few questions may wait; more are refused at once (503) rather than queued.
     let (ask_tx, asks) = tokio::sync::mpsc::channel::<AskRequest>(16);
@@ -1338,6 +1459,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                 // The hand-over itself is bounded by the hand-over timeout; the rest is the
                 // wait for the control loop to pick the request up.
                 answer_within: cfg.handover_timeout + cfg.timing.lease_duration,
+                cold_forced: cold_forced.clone(),
             })
         }),
         failsafe: cfg.peer_key.clone().map(|key| {
@@ -1383,8 +1505,14 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         dialer: edges::Dial,
         events,
         failsafe: failsafe::HttpPeers::new(cfg.timing.request_timeout),
+        checkpoints: edges::CheckpointTask::start(
+            checkpoint_node,
+            cfg.pod_name.clone(),
+            cfg.checkpoint_interval,
+        ),
     };
-    let rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
+    let mut rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
+    rt.cold_forced = cold_forced;
     let inbox = Inbox { switchovers, asks };
     drive(rt, inbox, shutdown).await;
     http_task.abort();
@@ -1407,6 +1535,8 @@ pub struct EdgeSet<E: Edges> {
     pub events: E::Events,
     /// Failsafe messages.
     pub failsafe: E::Failsafe,
+    /// The leader's checkpoints.
+    pub checkpoints: E::Checkpoints,
 }
 
 impl<E: Edges> Sidecar<E> {
@@ -1420,6 +1550,7 @@ impl<E: Edges> Sidecar<E> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let timing = cfg.timing;
+        let cold_start_wait = cfg.cold_start_wait;
         Sidecar {
             elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing)
                 .with_failsafe(cfg.failsafe),
@@ -1438,7 +1569,7 @@ impl<E: Edges> Sidecar<E> {
             origin: Instant::now(),
             wake_at: Duration::ZERO,
             healthy: None,
-            candidacy: Candidacy::new(timing),
+            candidacy: Candidacy::new(timing).with_cold_start_wait(cold_start_wait),
             eligible: false,
             handover_refused: None,
             peer_nodes: HashMap::new(),
@@ -1449,6 +1580,12 @@ impl<E: Edges> Sidecar<E> {
             published: None,
             repair: Pacer::new(timing.retry_period),
             failsafe: edges.failsafe,
+            checkpoints: edges.checkpoints,
+            warm: false,
+            first_lease_version: None,
+            listed_names: Vec::new(),
+            cold_forced: Default::default(),
+            cold_wait_announced: false,
             rounds_done: Default::default(),
             rounds_notify: Default::default(),
             failsafe_reply: None,

@@ -98,6 +98,8 @@ pub struct RedisView {
     pub good_replicas: Option<u32>,
     /// For a master: the replicas it lists.
     pub replicas: u32,
+    /// The checkpoint its data holds.
+    pub checkpoint: Option<String>,
 }
 
 /// The sidecar's state for `/status`, `/readyz` and metrics.
@@ -137,6 +139,8 @@ pub struct Status {
     pub max_replica_lag_secs: u32,
     /// Failsafe as the elector last showed it.
     pub failsafe: crate::wire::FailsafeReport,
+    /// The cold start, as the candidacy last showed it.
+    pub cold_start: crate::wire::ColdStartReport,
 }
 
 impl Status {
@@ -160,6 +164,7 @@ impl Status {
             min_replicas: 0,
             max_replica_lag_secs: redis_node::DEFAULT_MIN_REPLICAS_MAX_LAG,
             failsafe: Default::default(),
+            cold_start: Default::default(),
         }
     }
 
@@ -267,6 +272,7 @@ impl Status {
                 streaming: r.stream.map(|s| s.streaming),
                 replicas: (r.role == RedisRole::Master).then_some(r.replicas),
                 good_replicas: r.good_replicas,
+                checkpoint: r.checkpoint.clone(),
             }),
             data_safety: Some(DataSafety {
                 rpo_mode: self.min_replicas > 0,
@@ -288,6 +294,7 @@ impl Status {
                 }),
             seconds_since_renew: self.last_renew.map(|t| t.elapsed().as_secs_f64()),
             failsafe: self.failsafe.clone(),
+            cold_start: self.cold_start.clone(),
         }
     }
 }
@@ -308,6 +315,7 @@ mod tests {
             fenced: false,
             good_replicas: None,
             replicas: 0,
+            checkpoint: None,
         }
     }
 
@@ -352,6 +360,7 @@ mod tests {
             fenced: false,
             good_replicas: Some(0),
             replicas: 2,
+            checkpoint: None,
         });
         assert!(s.readiness().is_ok());
         assert!(s.accepts_writes().is_ok(), "RPO mode off");

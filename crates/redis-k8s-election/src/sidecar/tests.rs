@@ -30,6 +30,8 @@ struct FakeRedis {
     offset: u64,
     fenced: bool,
     paused: bool,
+    /// The checkpoint its data holds.
+    checkpoint: Option<String>,
 }
 
 impl FakeRedis {
@@ -42,6 +44,7 @@ impl FakeRedis {
             offset: 0,
             fenced: true,
             paused: false,
+            checkpoint: None,
         }
     }
 
@@ -53,6 +56,7 @@ impl FakeRedis {
             offset,
             fenced: false,
             paused: false,
+            checkpoint: None,
         }
     }
 }
@@ -83,6 +87,8 @@ struct World {
     routed_to: Option<String>,
     labels: HashMap<String, String>,
     events: Vec<SidecarEvent>,
+    /// What the sidecar last told its checkpoint writer.
+    checkpoint_epoch: Option<u32>,
 }
 
 type Shared = Rc<RefCell<World>>;
@@ -104,6 +110,7 @@ impl Edges for Fakes {
     type Dialer = FakeEdge;
     type Events = FakeEdge;
     type Failsafe = FakePeers;
+    type Checkpoints = FakeEdge;
 }
 
 /// The members' sidecars: each answers a failsafe question as set here (`None`: silence),
@@ -250,6 +257,12 @@ impl FakeNode {
     }
 }
 
+impl super::edges::Checkpoints for FakeEdge {
+    fn leading(&self, epoch: Option<u32>) {
+        self.0.borrow_mut().checkpoint_epoch = epoch;
+    }
+}
+
 impl RedisControl for FakeNode {
     async fn probe(&self) -> Result<Probe, NodeError> {
         self.with(|r| Probe {
@@ -273,6 +286,7 @@ impl RedisControl for FakeNode {
                 good_replicas: None,
             },
             fenced: r.fenced,
+            checkpoint: r.checkpoint.clone(),
         })
     }
     async fn fence(&self) -> Result<(), NodeError> {
@@ -393,6 +407,7 @@ fn sidecar_with(
         routed_to: None,
         labels: HashMap::new(),
         events: Vec::new(),
+        checkpoint_epoch: None,
     }));
     let status = Arc::new(RwLock::new(Status::new("a", cfg.max_lag)));
     let edge = FakeEdge(world.clone());
@@ -405,8 +420,9 @@ fn sidecar_with(
         routing: edge.clone(),
         peers: edge.clone(),
         dialer: edge.clone(),
-        events: edge,
+        events: edge.clone(),
         failsafe: answers,
+        checkpoints: edge,
     };
     let rt = Sidecar::new(
         cfg,
@@ -871,4 +887,112 @@ async fn a_round_sent_in_time_counts_after_a_listing_held_the_loop() {
     rt.run_for(Duration::from_secs(20)).await;
     assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
     assert!(!redis(&world, "a:6379").fenced);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_writes_checkpoints_only_while_its_redis_is_writable() {
+    let (mut rt, world) = leading(&[]).await;
+    let epoch = world.borrow().lease.as_ref().unwrap().record.transitions;
+    assert_eq!(world.borrow().checkpoint_epoch, Some(epoch));
+    // Past its renew deadline it fences, and the writer stops with it.
+    world.borrow_mut().writes = Writes::TimeOut;
+    rt.run_for(Duration::from_millis(2_250)).await;
+    assert!(redis(&world, "a:6379").fenced);
+    assert_eq!(world.borrow().checkpoint_epoch, None);
+}
+
+/// The Lease as a whole-group restart leaves it: held by `b` at epoch 3, never renewed
+/// again, with a history.
+fn lease_left_by_b(world: &Shared) {
+    let intent = WriteIntent {
+        purpose: election::elector::Purpose::Acquire,
+        version: None,
+        holder: "b".into(),
+        holder_address: "b:6379".into(),
+        lease_duration: Duration::from_secs(3),
+        transitions: 3,
+        acquire: election::elector::Stamp::Now,
+        handover_to: String::new(),
+        paused: String::new(),
+        history: String::new(),
+        members: Vec::new(),
+        change: None,
+    };
+    let mut w = world.borrow_mut();
+    w.version += 1;
+    let mut stored = kube_coord::observe(&kube_coord::lease_for("redis", &intent));
+    stored.version = w.version.to_string();
+    w.lease = Some(stored);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_waits_for_a_majority_then_the_freshest_copy_is_waited_for() {
+    let (mut rt, world) = sidecar(&["b", "c"]);
+    lease_left_by_b(&world);
+    {
+        let mut w = world.borrow_mut();
+        w.redis.get_mut("a:6379").unwrap().checkpoint = Some("3:100:b".into());
+        w.redis.get_mut("b:6379").unwrap().up = false;
+        w.redis.get_mut("c:6379").unwrap().up = false;
+    }
+    // Well past the lease's expiry, alone of three, it waits.
+    rt.run_for(Duration::from_secs(10)).await;
+    assert_eq!(rt.role(), SidecarRole::Candidate);
+    assert_eq!(holder(&world), "b", "nobody took the lease");
+    assert!(kinds(&world).contains(&EventKind::ColdStartWaiting));
+    let report = rt.status.read().unwrap().report();
+    assert!(report.cold_start.cold);
+    assert_eq!(report.cold_start.waiting_for, vec!["b", "c"]);
+    // b comes back with later data: the majority is there, and a backs off for b.
+    {
+        let mut w = world.borrow_mut();
+        let b = w.redis.get_mut("b:6379").unwrap();
+        b.up = true;
+        b.checkpoint = Some("3:500:b".into());
+    }
+    rt.run_for(Duration::from_secs(2)).await;
+    assert!(kinds(&world).contains(&EventKind::ColdStartEnded));
+    assert_eq!(holder(&world), "b", "a backs off for the fresher copy");
+    assert_eq!(rt.role(), SidecarRole::Candidate);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_start_with_the_freshest_copy_present_leads_at_once_and_force_ends_a_wait() {
+    let (mut rt, world) = sidecar(&["b", "c"]);
+    lease_left_by_b(&world);
+    {
+        let mut w = world.borrow_mut();
+        w.redis.get_mut("a:6379").unwrap().checkpoint = Some("3:500:b".into());
+        w.redis.get_mut("b:6379").unwrap().checkpoint = Some("3:100:b".into());
+        w.redis.get_mut("c:6379").unwrap().up = false;
+    }
+    rt.run_for(Duration::from_secs(5)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    assert!(!kinds(&world).contains(&EventKind::ColdStartWaiting));
+
+    // Alone, it waits until an operator forces the election.
+    let (mut rt, world) = sidecar(&["b", "c"]);
+    lease_left_by_b(&world);
+    {
+        let mut w = world.borrow_mut();
+        w.redis.get_mut("b:6379").unwrap().up = false;
+        w.redis.get_mut("c:6379").unwrap().up = false;
+    }
+    rt.run_for(Duration::from_secs(6)).await;
+    assert_eq!(rt.role(), SidecarRole::Candidate);
+    rt.cold_forced
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    rt.run_for(Duration::from_secs(1)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    let ended = world
+        .borrow()
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::ColdStartEnded)
+        .map(|e| e.note.clone())
+        .unwrap();
+    assert!(
+        ended.contains("forced") && ended.contains("missing: b, c"),
+        "{ended}"
+    );
 }
