@@ -99,6 +99,10 @@ pub struct Group {
     pub password: Option<String>,
     /// The sidecars run with a peer key, so failsafe is on (docs/sidecar.md).
     pub failsafe: bool,
+    /// How each Redis persists its data, in a directory per pod that outlives its process.
+    pub persistence: Persistence,
+    /// Flags every sidecar started from now on gets besides the usual ones.
+    pub sidecar_args: Vec<String>,
     /// Held for the test's length: group tests run one at a time, so that timing on the
     /// two-core machine does not depend on how many groups run beside.
     _serial: tokio::sync::MutexGuard<'static, ()>,
@@ -123,6 +127,28 @@ pub fn index_of(pod: &str) -> usize {
 
 pub fn token(i: usize) -> String {
     format!("sidecar-{i}")
+}
+
+/// How the group's Redis persist their data (the shipped manifests' modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// None: a restarted Redis is empty.
+    None,
+    /// AOF with `appendfsync everysec`, in `data-N` under the group's directory.
+    Aof,
+    /// RDB snapshots, in `data-N`; none automatic within a test (`save 3600 1`): the test
+    /// takes them with `SAVE`.
+    Rdb,
+}
+
+impl Persistence {
+    fn redis_args(self) -> &'static [&'static str] {
+        match self {
+            Persistence::None => &[],
+            Persistence::Aof => &["--appendonly", "yes", "--appendfsync", "everysec"],
+            Persistence::Rdb => &["--save", "3600 1"],
+        }
+    }
 }
 
 /// How the sidecars reach the API.
@@ -211,14 +237,25 @@ impl Group {
 
     /// A group whose sidecars share a peer key: failsafe on, as the shipped manifests run.
     pub async fn start_failsafe(n: usize) -> Self {
-        Self::start_opts(n, Access::Admin, None, true).await
+        Self::start_opts(n, Access::Admin, None, true, Persistence::None).await
+    }
+
+    /// A group whose Redis persist their data as `persistence` says.
+    pub async fn start_persistent(n: usize, persistence: Persistence) -> Self {
+        Self::start_opts(n, Access::Admin, None, false, persistence).await
     }
 
     async fn start_full(n: usize, access: Access, password: Option<&str>) -> Self {
-        Self::start_opts(n, access, password, false).await
+        Self::start_opts(n, access, password, false, Persistence::None).await
     }
 
-    async fn start_opts(n: usize, access: Access, password: Option<&str>, failsafe: bool) -> Self {
+    async fn start_opts(
+        n: usize,
+        access: Access,
+        password: Option<&str>,
+        failsafe: bool,
+        persistence: Persistence,
+    ) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("cluster");
@@ -268,6 +305,8 @@ impl Group {
             redis: Vec::new(),
             password: password.map(str::to_string),
             failsafe,
+            persistence,
+            sidecar_args: Vec::new(),
             sidecars: Vec::new(),
             sidecar_http: Vec::new(),
             http: reqwest::Client::new(),
@@ -281,7 +320,7 @@ impl Group {
                 .await
                 .unwrap();
             let addr = testkit::free_loopback_addr();
-            g.redis.push(Some(g.start_redis_at(addr)));
+            g.redis.push(Some(g.start_redis_for(i, addr)));
             g.sidecars.push(None);
             g.start_sidecar(i);
         }
@@ -321,6 +360,12 @@ impl Group {
     /// restarted (empty) Redis serves no full sync to peers that still point at it; with the
     /// password if any.
     pub fn start_redis_at(&self, addr: SocketAddr) -> RedisServer {
+        let args = self.base_redis_args(addr);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        RedisServer::start_at(addr, &args)
+    }
+
+    fn base_redis_args(&self, addr: SocketAddr) -> Vec<String> {
         let mut args: Vec<String> = REDIS_ARGS.iter().map(|s| s.to_string()).collect();
         args.extend([
             "--replicaof".to_string(),
@@ -330,8 +375,52 @@ impl Group {
         if let Some(p) = &self.password {
             args.extend(["--requirepass".to_string(), p.clone()]);
         }
+        args
+    }
+
+    /// Pod `i`'s Redis at `addr`, as [`Group::start_redis_at`] starts it, persisting into
+    /// the pod's data directory when the group persists (a restart loads what it holds).
+    pub fn start_redis_for(&self, i: usize, addr: SocketAddr) -> RedisServer {
+        let mut args = self.base_redis_args(addr);
+        if self.persistence != Persistence::None {
+            let dir = self.data_dir(i);
+            std::fs::create_dir_all(&dir).unwrap();
+            args.extend(["--dir".to_string(), dir.display().to_string()]);
+            args.extend(self.persistence.redis_args().iter().map(|s| s.to_string()));
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         RedisServer::start_at(addr, &args)
+    }
+
+    /// Pod `i`'s data directory (persistent groups): it outlives the pod's Redis, as a
+    /// PersistentVolumeClaim outlives the pod.
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("data-{i}"))
+    }
+
+    /// SIGKILLs every Redis, then every sidecar, as fast as one loop goes (a whole-group
+    /// outage); returns the Redis addresses, for the restart.
+    pub fn kill_all(&mut self) -> Vec<SocketAddr> {
+        let addrs: Vec<SocketAddr> = self
+            .redis
+            .iter()
+            .map(|r| r.as_ref().expect("every Redis runs").addr)
+            .collect();
+        for r in self.redis.iter_mut().flatten() {
+            r.kill();
+        }
+        for s in self.sidecars.iter_mut() {
+            *s = None; // dropping a sidecar SIGKILLs it and reaps it
+        }
+        for r in self.redis.iter_mut() {
+            *r = None;
+        }
+        addrs
+    }
+
+    /// Restarts pod `i`'s Redis at `addr` (after a kill).
+    pub fn restart_redis(&mut self, i: usize, addr: SocketAddr) {
+        self.redis[i] = Some(self.start_redis_for(i, addr));
     }
 
     pub fn start_sidecar(&mut self, i: usize) {
@@ -390,6 +479,7 @@ impl Group {
             } else {
                 Vec::new()
             })
+            .args(&self.sidecar_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
