@@ -203,6 +203,7 @@ impl KubeGroup {
             crash_backoff: Some((Duration::from_millis(250), Duration::from_secs(1))),
             node: true,
             extra_admin_tokens: Vec::new(),
+            claims_dir: None,
         };
         let cluster = Cluster::start(config, &objects)
             .await

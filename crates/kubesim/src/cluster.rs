@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     pub pod_ips: Vec<Ipv4Addr>,
     /// Where the kubeconfig and the node's files go (must exist).
     pub state_dir: PathBuf,
+    /// Where the node keeps PersistentVolumeClaims' directories; `<state_dir>/node/claims`
+    /// when `None`.
+    pub claims_dir: Option<PathBuf>,
     /// Images the kubelet can run.
     pub images: Vec<ImageRule>,
     /// Service proxies to start: (Service, Service port, local port; 0 for any free one).
@@ -79,6 +82,7 @@ impl ClusterConfig {
             api_port: 0,
             pod_ips: Vec::new(),
             state_dir,
+            claims_dir: None,
             images: Vec::new(),
             proxies: Vec::new(),
             crash_backoff: None,
@@ -139,6 +143,9 @@ impl Cluster {
                 server.addr(),
                 server.ca_pem(),
             );
+            if let Some(dir) = &config.claims_dir {
+                kubelet_config.claims_dir = dir.clone();
+            }
             if let Some((initial, max)) = config.crash_backoff {
                 kubelet_config.backoff_initial = initial;
                 kubelet_config.backoff_max = max;

@@ -148,6 +148,7 @@ pub fn reconcile_statefulsets(store: &mut Store) {
                     if !parallel && !lower_ready {
                         break;
                     }
+                    ensure_claims(store, &set, i);
                     let pod = statefulset::pod_for(&set, i);
                     let name = meta_str(&pod, "name").unwrap_or_default().to_string();
                     match api::create(store, pods_rt, &ns, pod, &WriteOptions::default()) {
@@ -198,7 +199,116 @@ pub fn reconcile_statefulsets(store: &mut Store) {
         for p in extra.into_iter().take(take) {
             delete_pod(store, &set, p);
         }
+        release_scaled_claims(store, &set, want, &pods);
         write_status(store, sets_rt, &set, &pods);
+    }
+    collect_garbage(store);
+}
+
+/// Creates the claims pod `ordinal` mounts that do not exist yet (an existing claim, a
+/// retained one from an earlier pod or set, is reused as it is: that is the point of it).
+fn ensure_claims(store: &mut Store, set: &Value, ordinal: usize) {
+    let rt = resources::lookup("", "v1", "persistentvolumeclaims").expect("claims served");
+    let set_name = meta_str(set, "name").unwrap_or_default().to_string();
+    for claim in statefulset::claims_for(set, ordinal) {
+        let ns = meta_str(&claim, "namespace")
+            .unwrap_or_default()
+            .to_string();
+        let name = meta_str(&claim, "name").unwrap_or_default().to_string();
+        if store.get(rt.storage, &ns, &name).is_some() {
+            continue;
+        }
+        match api::create(store, rt, &ns, claim, &WriteOptions::default()) {
+            Ok(_) => record_event(
+                store,
+                set,
+                "Normal",
+                "SuccessfulCreate",
+                &format!(
+                    "create Claim {name} Pod {set_name}-{ordinal} in StatefulSet {set_name} success"
+                ),
+                "statefulset-controller",
+            ),
+            Err(e) => record_event(
+                store,
+                set,
+                "Warning",
+                "FailedCreate",
+                &format!(
+                    "create Claim {name} for Pod {set_name}-{ordinal} in StatefulSet {set_name} failed error: {e}"
+                ),
+                "statefulset-controller",
+            ),
+        }
+    }
+}
+
+/// `whenScaled: Delete`: the claims of ordinals at or above `want` go once their pod is gone.
+fn release_scaled_claims(store: &mut Store, set: &Value, want: usize, pods: &[Value]) {
+    let (_, when_scaled) = statefulset::retention(set);
+    if !when_scaled {
+        return;
+    }
+    let rt = resources::lookup("", "v1", "persistentvolumeclaims").expect("claims served");
+    let set_name = meta_str(set, "name").unwrap_or_default().to_string();
+    let ns = meta_str(set, "namespace").unwrap_or_default().to_string();
+    let running: Vec<usize> = pods
+        .iter()
+        .filter_map(|p| ordinal_of(&set_name, meta_str(p, "name").unwrap_or_default()))
+        .collect();
+    for t in statefulset::claim_templates(set) {
+        let tname = t
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let prefix = format!("{tname}-{set_name}-");
+        for claim in store.list(rt.storage, Some(&ns)) {
+            let name = meta_str(&claim, "name").unwrap_or_default().to_string();
+            let Some(ordinal) = name
+                .strip_prefix(&prefix)
+                .and_then(|n| ordinal_of(&set_name, &format!("{set_name}-{n}")))
+            else {
+                continue;
+            };
+            if ordinal >= want && !running.contains(&ordinal) {
+                let _ = api::delete(store, rt, &ns, &name, &DeleteOptions::default());
+            }
+        }
+    }
+}
+
+/// The garbage collector's background deletion, for what kubesim's controllers own: pods and
+/// claims whose every owner (a StatefulSet, by uid) is gone are deleted, as after `kubectl
+/// delete statefulset` (pods gracefully, through their kubelet).
+fn collect_garbage(store: &mut Store) {
+    let sets: Vec<String> = store
+        .list("statefulsets", None)
+        .iter()
+        .filter_map(|s| meta_str(s, "uid").map(str::to_string))
+        .collect();
+    for plural in ["pods", "persistentvolumeclaims"] {
+        let rt = resources::lookup("", "v1", plural).expect("served");
+        for obj in store.list(rt.storage, None) {
+            let owners: Vec<&Value> = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter(|r| r["kind"] == "StatefulSet").collect())
+                .unwrap_or_default();
+            let orphaned = !owners.is_empty()
+                && owners
+                    .iter()
+                    .all(|r| !sets.iter().any(|u| r["uid"].as_str() == Some(u.as_str())));
+            if !orphaned || is_terminating(&obj) {
+                continue;
+            }
+            let ns = meta_str(&obj, "namespace").unwrap_or_default().to_string();
+            let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+            let opts = DeleteOptions {
+                uid: meta_str(&obj, "uid").map(str::to_string),
+                ..Default::default()
+            };
+            let _ = api::delete(store, rt, &ns, &name, &opts);
+        }
     }
 }
 
@@ -407,5 +517,99 @@ mod tests {
         assert_eq!(pod_names(&store), ["redis-0", "redis-1"]);
         reconcile_statefulsets(&mut store);
         assert_eq!(pod_names(&store), ["redis-0"]);
+    }
+
+    fn claim_names(store: &Store) -> Vec<String> {
+        store
+            .list("persistentvolumeclaims", Some("db"))
+            .iter()
+            .map(|p| meta_str(p, "name").unwrap().to_string())
+            .collect()
+    }
+
+    fn with_claims(store: &mut Store, policy: Value) {
+        let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
+        let mut s = api::to_view(rt, &store.get("statefulsets", "db", "redis").unwrap());
+        s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+        s["spec"]["persistentVolumeClaimRetentionPolicy"] = policy;
+        api::update(
+            store,
+            rt,
+            "db",
+            "redis",
+            s,
+            Part::Main,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    }
+
+    fn set_replicas(store: &mut Store, n: usize) {
+        let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
+        let mut s = api::to_view(rt, &store.get("statefulsets", "db", "redis").unwrap());
+        s["spec"]["replicas"] = json!(n);
+        api::update(
+            store,
+            rt,
+            "db",
+            "redis",
+            s,
+            Part::Main,
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn claims_outlive_their_pods_and_go_as_the_retention_policy_says() {
+        // Retain (the default): claims stay when pods go, and even with the set.
+        let mut store = store_with_set("Parallel", 2);
+        with_claims(
+            &mut store,
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+        reconcile_statefulsets(&mut store);
+        assert_eq!(claim_names(&store), ["data-redis-0", "data-redis-1"]);
+        let claim = store
+            .get("persistentvolumeclaims", "db", "data-redis-0")
+            .unwrap();
+        assert_eq!(claim["status"]["phase"], "Bound");
+        let pod = store.get("pods", "db", "redis-0").unwrap();
+        assert_eq!(
+            pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data-redis-0"
+        );
+        // A re-created pod mounts the same claim (not a new one).
+        let uid = claim["metadata"]["uid"].clone();
+        let pods = resources::lookup("", "v1", "pods").unwrap();
+        api::delete(&mut store, pods, "db", "redis-0", &DeleteOptions::default()).unwrap();
+        reconcile_statefulsets(&mut store);
+        assert_eq!(
+            store
+                .get("persistentvolumeclaims", "db", "data-redis-0")
+                .unwrap()["metadata"]["uid"],
+            uid
+        );
+        let sets = resources::lookup("apps", "v1", "statefulsets").unwrap();
+        api::delete(&mut store, sets, "db", "redis", &DeleteOptions::default()).unwrap();
+        reconcile_statefulsets(&mut store);
+        assert!(pod_names(&store).is_empty(), "the set's pods go with it");
+        assert_eq!(claim_names(&store).len(), 2, "retained");
+
+        // Delete: scaled-away claims go once their pod is gone; the rest with the set.
+        let mut store = store_with_set("Parallel", 2);
+        with_claims(
+            &mut store,
+            json!({"whenDeleted": "Delete", "whenScaled": "Delete"}),
+        );
+        reconcile_statefulsets(&mut store);
+        set_replicas(&mut store, 1);
+        reconcile_statefulsets(&mut store);
+        reconcile_statefulsets(&mut store);
+        assert_eq!(claim_names(&store), ["data-redis-0"]);
+        api::delete(&mut store, sets, "db", "redis", &DeleteOptions::default()).unwrap();
+        reconcile_statefulsets(&mut store);
+        assert!(claim_names(&store).is_empty());
     }
 }

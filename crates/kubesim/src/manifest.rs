@@ -40,7 +40,7 @@ pub enum ManifestError {
     },
     /// A kustomization uses a field this reader does not implement.
     #[error(
-        "{path}: kustomization field {field:?} is not supported by kubesim's reader (it follows resources, namespace and replicas); render it with `kubectl kustomize` and pass the output instead"
+        "{path}: kustomization field {field:?} is not supported by kubesim's reader (it follows resources, components, patches, namespace and replicas); render it with `kubectl kustomize` and pass the output instead"
     )]
     Kustomize {
         /// The kustomization file.
@@ -104,14 +104,21 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
     for name in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
         let k = dir.join(name);
         if k.is_file() {
-            return load_kustomization(&k.display().to_string(), &read(&k)?, |rel| {
-                let p: PathBuf = dir.join(rel);
-                if p.is_dir() {
-                    load_dir(&p)
-                } else {
-                    parse_documents(&p.display().to_string(), &read(&p)?)
-                }
-            });
+            let text_of = |rel: &str| read(&dir.join(rel));
+            return load_kustomization(
+                &k.display().to_string(),
+                &read(&k)?,
+                |rel| {
+                    let p: PathBuf = dir.join(rel);
+                    if p.is_dir() {
+                        load_dir(&p)
+                    } else {
+                        parse_documents(&p.display().to_string(), &read(&p)?)
+                    }
+                },
+                &text_of,
+                &[],
+            );
         }
     }
     let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::Read {
@@ -136,43 +143,38 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
     Ok(out)
 }
 
-/// Follows a kustomization: `resources` (each read by `resource`), then the `namespace` and
-/// `replicas` transformers, as `kubectl kustomize` applies them. Any other field is refused
-/// rather than ignored, so a kustomization never means something else here than in a cluster.
+/// Follows a kustomization: `resources` (each read by `resource`), then `components` and
+/// `patches`, then the `namespace` and `replicas` transformers, as `kubectl kustomize`
+/// applies them. `text` reads a file relative to the kustomization's directory (patch files,
+/// components' `kustomization.yaml` and their files); `extra_components` are applied after
+/// the kustomization's own (what `local --persistence` adds). Any other field is refused
+/// rather than ignored, so a kustomization never means something else here than in a
+/// cluster.
 pub fn load_kustomization(
     path: &str,
     text: &str,
     mut resource: impl FnMut(&str) -> Result<Vec<Value>, ManifestError>,
+    read: &dyn Fn(&str) -> Result<String, ManifestError>,
+    extra_components: &[String],
 ) -> Result<Vec<Value>, ManifestError> {
-    let docs = parse_yaml(path, text)?;
-    let k = docs.first().cloned().unwrap_or_else(|| json!({}));
-    let Some(fields) = k.as_object() else {
-        return Err(ManifestError::Object {
-            path: path.into(),
-            message: "a kustomization is a map".into(),
-        });
-    };
-    for field in fields.keys() {
-        if !matches!(
-            field.as_str(),
-            "apiVersion" | "kind" | "resources" | "namespace" | "replicas"
-        ) {
-            return Err(ManifestError::Kustomize {
-                path: path.into(),
-                field: field.clone(),
-            });
-        }
-    }
+    let k = kustomization_map(path, text, "Kustomization")?;
     let mut out = Vec::new();
-    for r in k["resources"].as_array().into_iter().flatten() {
-        let Some(r) = r.as_str() else {
-            return Err(ManifestError::Object {
-                path: path.into(),
-                message: format!("resources entry {r} is not a string"),
-            });
-        };
-        out.extend(resource(r)?);
+    for r in string_list(path, &k, "resources")? {
+        out.extend(resource(&r)?);
     }
+    let mut components = string_list(path, &k, "components")?;
+    components.extend(extra_components.iter().cloned());
+    for c in components {
+        let dir = c.trim_end_matches('/');
+        let cpath = format!("{dir}/kustomization.yaml");
+        let ck = kustomization_map(&cpath, &read(&cpath)?, "Component")?;
+        let rel = |f: &str| format!("{dir}/{f}");
+        for r in string_list(&cpath, &ck, "resources")? {
+            out.extend(parse_documents(&rel(&r), &read(&rel(&r))?)?);
+        }
+        apply_patches(&cpath, &ck, &mut out, &|f: &str| read(&rel(f)))?;
+    }
+    apply_patches(path, &k, &mut out, read)?;
     if let Some(ns) = k["namespace"].as_str() {
         for o in &mut out {
             if is_namespaced(o) {
@@ -198,6 +200,125 @@ pub fn load_kustomization(
         set_replicas(&mut out, name, count as usize);
     }
     Ok(out)
+}
+
+/// A kustomization (or component) file as a map, checked for the fields this reader follows
+/// and for its kind.
+fn kustomization_map(path: &str, text: &str, kind: &str) -> Result<Value, ManifestError> {
+    let docs = parse_yaml(path, text)?;
+    let k = docs.first().cloned().unwrap_or_else(|| json!({}));
+    let Some(fields) = k.as_object() else {
+        return Err(ManifestError::Object {
+            path: path.into(),
+            message: "a kustomization is a map".into(),
+        });
+    };
+    for field in fields.keys() {
+        let known = match kind {
+            "Component" => matches!(
+                field.as_str(),
+                "apiVersion" | "kind" | "resources" | "patches"
+            ),
+            _ => matches!(
+                field.as_str(),
+                "apiVersion"
+                    | "kind"
+                    | "resources"
+                    | "namespace"
+                    | "replicas"
+                    | "components"
+                    | "patches"
+            ),
+        };
+        if !known {
+            return Err(ManifestError::Kustomize {
+                path: path.into(),
+                field: field.clone(),
+            });
+        }
+    }
+    let found = k["kind"].as_str().unwrap_or("Kustomization");
+    if found != kind {
+        return Err(ManifestError::Object {
+            path: path.into(),
+            message: format!("expected kind {kind}, found {found}"),
+        });
+    }
+    Ok(k)
+}
+
+fn string_list(path: &str, k: &Value, field: &str) -> Result<Vec<String>, ManifestError> {
+    k[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ManifestError::Object {
+                    path: path.into(),
+                    message: format!("{field} entry {r} is not a string"),
+                })
+        })
+        .collect()
+}
+
+/// `patches`: each entry a file (`path`) or inline (`patch`), either a JSON 6902 list of
+/// operations (which needs a `target`) or a strategic-merge patch (which names its object
+/// by `kind` and `metadata.name` unless a `target` does).
+fn apply_patches(
+    path: &str,
+    k: &Value,
+    objects: &mut [Value],
+    read: &dyn Fn(&str) -> Result<String, ManifestError>,
+) -> Result<(), ManifestError> {
+    let bad = |message: String| ManifestError::Object {
+        path: path.into(),
+        message,
+    };
+    for entry in k["patches"].as_array().into_iter().flatten() {
+        let (source, text) = match (entry["path"].as_str(), entry["patch"].as_str()) {
+            (Some(p), None) => (p.to_string(), read(p)?),
+            (None, Some(t)) => ("inline patch".to_string(), t.to_string()),
+            _ => {
+                return Err(bad(format!(
+                    "patches entry {entry} needs exactly one of path and patch"
+                )));
+            }
+        };
+        let docs = parse_yaml(&format!("{path}: {source}"), &text)?;
+        let patch = docs.into_iter().next().unwrap_or(Value::Null);
+        let target = &entry["target"];
+        let (kind, name) = match (target["kind"].as_str(), target["name"].as_str()) {
+            (Some(kd), Some(n)) => (kd.to_string(), n.to_string()),
+            _ if patch.is_object() => (
+                patch["kind"].as_str().unwrap_or_default().to_string(),
+                patch
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            _ => {
+                return Err(bad(format!(
+                    "{source}: a JSON 6902 patch needs a target with kind and name"
+                )));
+            }
+        };
+        let Some(obj) = objects
+            .iter_mut()
+            .find(|o| o["kind"] == kind.as_str() && meta_str(o, "name") == Some(name.as_str()))
+        else {
+            return Err(bad(format!("{source}: no {kind} {name} to patch")));
+        };
+        let result = if patch.is_array() {
+            crate::patch::json_patch(obj, &patch)
+        } else {
+            crate::patch::strategic(obj, &patch)
+        };
+        result.map_err(|e| bad(format!("{source} on {kind} {name}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The YAML documents of a text, as Kubernetes reads YAML (1.1: a leading-zero integer such
@@ -355,6 +476,13 @@ mod tests {
         assert!(e.to_string().contains("not an object"), "{e}");
     }
 
+    fn no_files(r: &str) -> Result<String, ManifestError> {
+        Err(ManifestError::Object {
+            path: r.into(),
+            message: "no such file".into(),
+        })
+    }
+
     #[test]
     fn kustomization_follows_resources_namespace_and_replicas_and_refuses_the_rest() {
         let set = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: redis}\nspec: {replicas: 3}\n";
@@ -366,17 +494,69 @@ mod tests {
                 "set.yaml" => parse_documents(r, set),
                 _ => parse_documents(r, rb),
             },
+            &no_files,
+            &[],
         )
         .unwrap();
         assert_eq!(objs[0]["spec"]["replicas"], json!(5));
         assert_eq!(objs[0]["metadata"]["namespace"], "prod");
         assert_eq!(objs[1]["subjects"][0]["namespace"], "prod");
-        let e =
-            load_kustomization("k", "resources: []\npatches: []\n", |_| Ok(vec![])).unwrap_err();
-        assert!(
-            e.to_string().contains("\"patches\" is not supported"),
-            "{e}"
+        let e = load_kustomization(
+            "k",
+            "resources: []\nimages: []\n",
+            |_| Ok(vec![]),
+            &no_files,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"images\" is not supported"), "{e}");
+    }
+
+    #[test]
+    fn components_and_patches_strategic_and_json6902() {
+        let base = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: '1', b: '2'}\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: s}\nspec: {replicas: 3, volumeClaimTemplates: [{metadata: {name: d}}], template: {spec: {volumes: []}}}\n";
+        let component = "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\npatches:\n  - path: cm.yaml\n  - target: {kind: StatefulSet, name: s}\n    patch: |-\n      - op: remove\n        path: /spec/volumeClaimTemplates\n      - op: add\n        path: /spec/template/spec/volumes/-\n        value: {name: d, emptyDir: {}}\n";
+        let files = |r: &str| match r {
+            "comp/kustomization.yaml" => Ok(component.to_string()),
+            "comp/cm.yaml" => Ok(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: changed}\n"
+                    .to_string(),
+            ),
+            other => no_files(other),
+        };
+        let load = |k: &str, extra: &[String]| {
+            load_kustomization("k", k, |r| parse_documents(r, base), &files, extra)
+        };
+        let objs = load("resources: [base.yaml]\ncomponents: [comp]\n", &[]).unwrap();
+        assert_eq!(
+            objs[0]["data"],
+            json!({"a": "changed", "b": "2"}),
+            "strategic merge"
         );
+        assert!(objs[1]["spec"].get("volumeClaimTemplates").is_none());
+        assert_eq!(
+            objs[1]["spec"]["template"]["spec"]["volumes"][0]["name"],
+            "d"
+        );
+        // The same component added from outside (local --persistence).
+        let objs = load("resources: [base.yaml]\n", &["comp".to_string()]).unwrap();
+        assert_eq!(objs[0]["data"]["a"], "changed");
+        // A patch of an object that is not there, a 6902 patch without a target, and a
+        // missing component are errors that name the file.
+        let e = load(
+            "resources: [base.yaml]\npatches: [{patch: 'apiVersion: v1\n\nkind: ConfigMap\n\nmetadata: {name: nope}'}]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no ConfigMap nope"), "{e}");
+        let e = load(
+            "resources: [base.yaml]\npatches: [{patch: '[{op: remove, path: /data}]'}]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs a target"), "{e}");
+        let e = load("resources: [base.yaml]\ncomponents: [missing]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("missing/kustomization.yaml"), "{e}");
     }
 
     #[test]

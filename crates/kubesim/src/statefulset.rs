@@ -3,6 +3,12 @@
 //! named `<set>-<N>`, carries the template's labels plus `statefulset.kubernetes.io/pod-name`
 //! and `apps.kubernetes.io/pod-index`, gets `hostname` and `subdomain` (the governing
 //! Service) for its DNS name, and is owned by the set (controller, blocking deletion).
+//!
+//! Each `volumeClaimTemplates` entry becomes a PersistentVolumeClaim per pod,
+//! `<template>-<set>-<N>`, mounted by the pod under the template's name; the claims outlive
+//! their pods, and go with the set or with a scaled-away pod only as
+//! `persistentVolumeClaimRetentionPolicy` says (Kubernetes 1.32+: owner references the
+//! garbage collector follows).
 
 use serde_json::{Value, json};
 
@@ -63,6 +69,25 @@ pub fn pod_for(set: &Value, ordinal: usize) -> Value {
         .cloned()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
+    // The claims' volumes replace any pod volume of the same name, as in the real controller.
+    let templates = claim_templates(set);
+    if !templates.is_empty() {
+        let mut volumes: Vec<Value> = spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for t in &templates {
+            let tname = t
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            volumes.retain(|v| v["name"] != tname);
+            volumes.push(json!({"name": tname,
+                "persistentVolumeClaim": {"claimName": claim_name(tname, set_name, ordinal)}}));
+        }
+        spec["volumes"] = json!(volumes);
+    }
     spec["hostname"] = json!(name);
     if let Some(svc) = set.pointer("/spec/serviceName").and_then(Value::as_str)
         && !svc.is_empty()
@@ -70,6 +95,84 @@ pub fn pod_for(set: &Value, ordinal: usize) -> Value {
         spec["subdomain"] = json!(svc);
     }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+}
+
+/// `spec.volumeClaimTemplates`.
+pub fn claim_templates(set: &Value) -> Vec<Value> {
+    set.pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The claim of template `template` for pod `ordinal` of set `set_name`.
+pub fn claim_name(template: &str, set_name: &str, ordinal: usize) -> String {
+    format!("{template}-{set_name}-{ordinal}")
+}
+
+/// `persistentVolumeClaimRetentionPolicy`: delete the claims when the set is deleted, and
+/// when their pod is scaled away. Both `Retain` unless the set says `Delete`.
+pub fn retention(set: &Value) -> (bool, bool) {
+    let delete = |k: &str| {
+        set.pointer(&format!("/spec/persistentVolumeClaimRetentionPolicy/{k}"))
+            .and_then(Value::as_str)
+            == Some("Delete")
+    };
+    (delete("whenDeleted"), delete("whenScaled"))
+}
+
+/// The claims pod `ordinal` of `set` mounts, as the controller creates them: the template's
+/// labels plus the set's selector labels, owned by the set when `whenDeleted: Delete`.
+pub fn claims_for(set: &Value, ordinal: usize) -> Vec<Value> {
+    let set_name = set
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (when_deleted, _) = retention(set);
+    claim_templates(set)
+        .into_iter()
+        .map(|t| {
+            let tname = t
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let mut metadata = t
+                .get("metadata")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            let mut labels = metadata
+                .get("labels")
+                .cloned()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            if let Some(Value::Object(sel)) = set.pointer("/spec/selector/matchLabels") {
+                for (k, v) in sel {
+                    labels[k] = v.clone();
+                }
+            }
+            metadata["labels"] = labels;
+            metadata["name"] = json!(claim_name(&tname, set_name, ordinal));
+            if let Some(ns) = set.pointer("/metadata/namespace") {
+                metadata["namespace"] = ns.clone();
+            }
+            if when_deleted {
+                metadata["ownerReferences"] = json!([{
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "name": set_name,
+                    "uid": set.pointer("/metadata/uid").cloned().unwrap_or(json!("")),
+                    "controller": true,
+                    "blockOwnerDeletion": true,
+                }]);
+            } else if let Some(m) = metadata.as_object_mut() {
+                m.remove("ownerReferences");
+            }
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata,
+                "spec": t.get("spec").cloned().unwrap_or_else(|| json!({}))})
+        })
+        .collect()
 }
 
 /// The pods `set` wants, ordinal 0 first (the controller creates them one at a time; the
@@ -130,6 +233,47 @@ mod tests {
         assert_eq!(pods[0]["metadata"]["labels"][POD_NAME_LABEL], "redis-0");
         s["spec"]["replicas"] = json!(0);
         assert!(desired_pods(&s).is_empty());
+    }
+
+    #[test]
+    fn claims_from_templates_mounted_by_their_pods() {
+        let mut s = set();
+        s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data", "labels": {"tier": "db"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+        s["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}, {"name": "auth", "secret": {"secretName": "a"}}]);
+        let claims = claims_for(&s, 1);
+        assert_eq!(claims.len(), 1);
+        let c = &claims[0];
+        assert_eq!(c["metadata"]["name"], "data-redis-1");
+        assert_eq!(c["metadata"]["namespace"], "db");
+        assert_eq!(c["metadata"]["labels"]["tier"], "db");
+        assert_eq!(
+            c["metadata"]["labels"]["app"], "redis",
+            "the selector's labels"
+        );
+        assert!(
+            c["metadata"].get("ownerReferences").is_none(),
+            "Retain by default"
+        );
+        let _: k8s_openapi::api::core::v1::PersistentVolumeClaim =
+            serde_json::from_value(c.clone()).unwrap();
+        let pod = pod_for(&s, 1);
+        let vols = pod["spec"]["volumes"].as_array().unwrap();
+        assert_eq!(
+            vols.len(),
+            2,
+            "the claim replaces the emptyDir of the same name"
+        );
+        assert!(
+            vols.iter()
+                .any(|v| v["persistentVolumeClaim"]["claimName"] == "data-redis-1")
+        );
+        assert_eq!(retention(&s), (false, false));
+        s["spec"]["persistentVolumeClaimRetentionPolicy"] =
+            json!({"whenDeleted": "Delete", "whenScaled": "Retain"});
+        assert_eq!(retention(&s), (true, false));
+        let owned = claims_for(&s, 0);
+        assert_eq!(owned[0]["metadata"]["ownerReferences"][0]["uid"], "u-1");
     }
 
     #[test]

@@ -73,7 +73,41 @@ const SHIPPED: &[(&str, &str)] = &[
         "pdb.yaml",
         include_str!("../../../deploy/kubernetes/pdb.yaml"),
     ),
+    (
+        "persistence.yaml",
+        include_str!("../../../deploy/kubernetes/persistence.yaml"),
+    ),
+    (
+        "components/persistence-rdb/kustomization.yaml",
+        include_str!("../../../deploy/kubernetes/components/persistence-rdb/kustomization.yaml"),
+    ),
+    (
+        "components/persistence-none/kustomization.yaml",
+        include_str!("../../../deploy/kubernetes/components/persistence-none/kustomization.yaml"),
+    ),
 ];
+
+/// `local --persistence`: the shipped manifests' persistence modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PersistenceMode {
+    /// AOF, fsynced every second (the shipped default).
+    Aof,
+    /// RDB snapshots.
+    Rdb,
+    /// None: a cache.
+    None,
+}
+
+impl PersistenceMode {
+    /// The shipped component that selects this mode, if the default does not.
+    fn component(self) -> Option<&'static str> {
+        match self {
+            PersistenceMode::Aof => None,
+            PersistenceMode::Rdb => Some("components/persistence-rdb"),
+            PersistenceMode::None => Some("components/persistence-none"),
+        }
+    }
+}
 
 /// The image the shipped StatefulSet names for the sidecar, and its entrypoint.
 const SIDECAR_IMAGE: &str = "ghcr.io/redis-k8s-election/redis-k8s-election";
@@ -141,6 +175,15 @@ pub struct LocalArgs {
     /// exit. Default: a new directory under the system's temporary directory.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Persistence mode of the shipped manifests (docs/deploy.md, "Persistence").
+    #[arg(long, value_enum, default_value_t = PersistenceMode::Aof, conflicts_with_all = ["manifests", "empty"])]
+    persistence: PersistenceMode,
+    /// Keep the pods' PersistentVolumeClaims (their Redis data) in DIR after exit, and use
+    /// what DIR holds from an earlier run: run `local --keep-data DIR` again for a cold
+    /// restart of the whole group. Created if missing. Default: claims live in the state
+    /// directory and are removed on exit.
+    #[arg(long, value_name = "DIR")]
+    keep_data: Option<PathBuf>,
 }
 
 /// The hosts of a loopback network, handed out as pod IPs.
@@ -169,24 +212,29 @@ fn parse_pod_network(s: &str) -> std::result::Result<PodNetwork, String> {
     Ok(PodNetwork(hosts))
 }
 
-fn shipped_manifests() -> Result<Vec<Value>> {
+fn shipped_manifests(persistence: PersistenceMode) -> Result<Vec<Value>> {
     let read = |name: &str| {
         SHIPPED
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, text)| *text)
+            .ok_or_else(|| manifest::ManifestError::Object {
+                path: format!("deploy/kubernetes/{name}"),
+                message: "not among the shipped manifests".into(),
+            })
     };
     let k = read("kustomization.yaml").expect("shipped");
+    let extra: Vec<String> = persistence
+        .component()
+        .map(str::to_string)
+        .into_iter()
+        .collect();
     Ok(manifest::load_kustomization(
         "deploy/kubernetes/kustomization.yaml",
         k,
-        |r| {
-            let text = read(r).ok_or_else(|| manifest::ManifestError::Object {
-                path: r.into(),
-                message: "not among the shipped manifests".into(),
-            })?;
-            manifest::parse_documents(&format!("deploy/kubernetes/{r}"), text)
-        },
+        |r| manifest::parse_documents(&format!("deploy/kubernetes/{r}"), read(r)?),
+        &|r| read(r).map(str::to_string),
+        &extra,
     )?)
 }
 
@@ -264,12 +312,20 @@ fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
 /// `redis-k8s-election local`.
 pub async fn run(a: LocalArgs) -> Result<()> {
     let state = make_state_dir(a.state_dir.as_deref())?;
+    let keep_data = match &a.keep_data {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+            // Absolute: the kubelet's claim directories are linked into the pods' directories.
+            Some(std::fs::canonicalize(d).map_err(io(format!("resolving {}", d.display())))?)
+        }
+        None => None,
+    };
     let objects = if a.empty {
         Vec::new()
     } else {
         let mut objects = match &a.manifests {
             Some(dir) => manifest::load_dir(dir)?,
-            None => shipped_manifests()?,
+            None => shipped_manifests(a.persistence)?,
         };
         if let Some(n) = a.replicas {
             let Some(name) = objects
@@ -300,6 +356,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         crash_backoff: None,
         node: true,
         extra_admin_tokens: Vec::new(),
+        claims_dir: keep_data.clone(),
     };
     let cluster = Cluster::start(config, &objects)
         .await
@@ -347,7 +404,17 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         "pod files and logs: {}",
         state.0.join("node/pods").display()
     );
-    println!("Ctrl-C stops the group and removes these files.");
+    match &keep_data {
+        Some(d) => {
+            println!(
+                "data (PersistentVolumeClaims): {} (kept on exit; run with --keep-data {} again to restart the group on it)",
+                d.display(),
+                d.display()
+            );
+            println!("Ctrl-C stops the group and removes the other files.");
+        }
+        None => println!("Ctrl-C stops the group and removes these files."),
+    }
     println!();
 
     let group = GroupArgs {
@@ -365,7 +432,13 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     println!("stopping the group…");
     cluster.shutdown().await;
     drop(state);
-    println!("stopped; no process or file left behind");
+    match &keep_data {
+        Some(d) => println!(
+            "stopped; no process left behind, the data kept in {}",
+            d.display()
+        ),
+        None => println!("stopped; no process or file left behind"),
+    }
     result
 }
 
@@ -483,7 +556,7 @@ mod tests {
 
     #[test]
     fn shipped_manifests_parse_and_name_both_images() {
-        let objs = shipped_manifests().unwrap();
+        let objs = shipped_manifests(PersistenceMode::Aof).unwrap();
         let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
         let images: Vec<&str> = set
             .pointer("/spec/template/spec/containers")
@@ -504,5 +577,48 @@ mod tests {
         );
         let mode = set.pointer("/spec/template/spec/volumes/1/secret/defaultMode");
         assert_eq!(mode, Some(&serde_json::json!(0o440)));
+    }
+
+    /// Each mode's persistence.conf, and where each keeps its data.
+    #[test]
+    fn each_persistence_mode_configures_redis_and_its_data_volume() {
+        for (mode, appendonly, claims) in [
+            (PersistenceMode::Aof, "appendonly yes", true),
+            (PersistenceMode::Rdb, "appendonly no", true),
+            (PersistenceMode::None, "appendonly no", false),
+        ] {
+            let objs = shipped_manifests(mode).unwrap();
+            let conf = objs
+                .iter()
+                .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "redis-persistence")
+                .and_then(|c| c["data"]["persistence.conf"].as_str())
+                .unwrap()
+                .to_string();
+            assert!(conf.contains(appendonly), "{mode:?}: {conf}");
+            assert!(conf.contains("maxmemory 200mb"), "{mode:?}: {conf}");
+            let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+            assert_eq!(
+                set.pointer("/spec/volumeClaimTemplates/0/metadata/name")
+                    .is_some(),
+                claims,
+                "{mode:?}"
+            );
+            let data_is_empty_dir = set
+                .pointer("/spec/template/spec/volumes")
+                .and_then(Value::as_array)
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "data" && v.get("emptyDir").is_some());
+            assert_eq!(data_is_empty_dir, !claims, "{mode:?}");
+            let sidecar_env = set
+                .pointer("/spec/template/spec/containers/1/env")
+                .and_then(Value::as_array)
+                .unwrap();
+            assert_eq!(
+                sidecar_env.iter().any(|e| e["name"] == "COLD_START_WAIT"),
+                mode == PersistenceMode::None,
+                "{mode:?}"
+            );
+        }
     }
 }

@@ -87,3 +87,71 @@ fn the_kustomization_renders_every_manifest() {
         assert!(text.contains(kind), "{kind} missing from:\n{text}");
     }
 }
+
+/// The persistence components render with kubectl's kustomize, validate, and mean the same
+/// to kubesim's reader (which `local --persistence` and the tests use).
+#[test]
+fn each_persistence_component_renders_validates_and_reads_the_same_in_kubesim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    // kustomize loads bases and components only by relative paths.
+    for (component, appendonly, claims) in [
+        (None, "appendonly yes", true),
+        (Some("persistence-rdb"), "appendonly no", true),
+        (Some("persistence-none"), "appendonly no", false),
+    ] {
+        let dir = tempfile::Builder::new()
+            .prefix("kustomize-")
+            .tempdir_in(&target)
+            .unwrap();
+        let mut k = String::from("resources:\n  - ../../deploy/kubernetes\n");
+        if let Some(c) = component {
+            k.push_str(&format!(
+                "components:\n  - ../../deploy/kubernetes/components/{c}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("kustomization.yaml"), &k).unwrap();
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(dir.path())
+            .output()
+            .expect("kubectl on PATH");
+        assert!(
+            out.status.success(),
+            "{component:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = dir.path().join("rendered.yaml");
+        std::fs::write(&rendered, &out.stdout).unwrap();
+        let v = validate(std::slice::from_ref(&rendered));
+        assert!(
+            v.status.success(),
+            "{component:?}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains(appendonly), "{component:?}");
+        assert_eq!(
+            text.contains("volumeClaimTemplates"),
+            claims,
+            "{component:?}"
+        );
+        // kubesim's reader of the same kustomization.
+        std::fs::remove_file(&rendered).unwrap();
+        let objs = kubesim::manifest::load_dir(dir.path()).unwrap();
+        let conf = objs
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "redis-persistence")
+            .and_then(|c| c["data"]["persistence.conf"].as_str())
+            .unwrap();
+        assert!(conf.contains(appendonly), "{component:?}: {conf}");
+        let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+        assert_eq!(
+            set["spec"].get("volumeClaimTemplates").is_some(),
+            claims,
+            "{component:?}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod namespace;
 pub mod pdb;
 pub mod pod;
+pub mod pvc;
 pub mod rbac;
 pub mod secret;
 pub mod service;
@@ -113,6 +114,7 @@ pub static ALL: &[&ResourceType] = &[
     &rbac::ROLE_BINDINGS,
     &stateful_set::STATEFUL_SETS,
     &pdb::POD_DISRUPTION_BUDGETS,
+    &pvc::PERSISTENT_VOLUME_CLAIMS,
 ];
 
 /// The defaults of a namespaced core kind; each kind names what differs.

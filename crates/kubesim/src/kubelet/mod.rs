@@ -66,6 +66,10 @@ pub struct KubeletConfig {
     pub pod_ips: Vec<Ipv4Addr>,
     /// Where pod directories go (created if missing).
     pub state_dir: PathBuf,
+    /// Where each PersistentVolumeClaim's directory goes (`<ns>/<claim>`): outside the pod
+    /// directories, so that a claim outlives its pods; kept across runs when it outlives the
+    /// state directory (`local --keep-data`).
+    pub claims_dir: PathBuf,
     /// Images this machine can run.
     pub images: Vec<ImageRule>,
     /// The API server, as pods reach it (`KUBERNETES_SERVICE_HOST`/`_PORT`).
@@ -92,6 +96,7 @@ impl KubeletConfig {
             node_name: node_name.into(),
             host_ip: Ipv4Addr::LOCALHOST,
             pod_ips,
+            claims_dir: state_dir.join("claims"),
             state_dir,
             images,
             api_server,
@@ -161,6 +166,10 @@ struct Shared {
     stopping: watch::Sender<bool>,
     /// Containers get the service-account files at their in-cluster path (needs root).
     mount_namespaces: bool,
+    /// Claims whose directory this kubelet made or used (`(namespace, name)`): removed
+    /// when the claim is deleted and no pod mounts it. (A directory kept from an earlier run
+    /// is never removed before its claim has been seen.)
+    claims_seen: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// A running kubelet.
@@ -185,6 +194,7 @@ impl Kubelet {
             next_ip: Mutex::new(0),
             stopping: watch::channel(false).0,
             mount_namespaces,
+            claims_seen: Mutex::new(Default::default()),
         });
         let task = tokio::spawn(sync_loop(shared.clone()));
         Ok(Self { shared, task })
@@ -265,6 +275,23 @@ fn sync(shared: &Arc<Shared>) {
     };
     let node = shared.config.node_name.clone();
     let mut seen = std::collections::HashSet::new();
+    // Claims that pods (running or not yet removed) mount.
+    let mounted: std::collections::HashSet<(String, String)> = pods
+        .iter()
+        .flat_map(|p| {
+            let ns = meta_str(p, "namespace").unwrap_or_default().to_string();
+            p.pointer("/spec/volumes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(move |v| {
+                    v.pointer("/persistentVolumeClaim/claimName")
+                        .and_then(Value::as_str)
+                        .map(|c| (ns.clone(), c.to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for pod in pods {
         let ns = meta_str(&pod, "namespace").unwrap_or_default().to_string();
         let name = meta_str(&pod, "name").unwrap_or_default().to_string();
@@ -317,6 +344,34 @@ fn sync(shared: &Arc<Shared>) {
         if !seen.contains(&rt.uid) {
             rt.stop_by(Instant::now());
         }
+    }
+    release_claims(shared, &mounted);
+}
+
+/// Removes the directories of deleted claims that no pod mounts any more (the real
+/// provisioner deletes a volume whose claim is gone, under the `Delete` reclaim policy).
+fn release_claims(shared: &Shared, mounted: &std::collections::HashSet<(String, String)>) {
+    let existing: std::collections::HashSet<(String, String)> = {
+        let s = shared.store.read().expect("store lock");
+        s.list("persistentvolumeclaims", None)
+            .iter()
+            .map(|c| {
+                (
+                    meta_str(c, "namespace").unwrap_or_default().to_string(),
+                    meta_str(c, "name").unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut seen = shared.claims_seen.lock().expect("claims lock");
+    let gone: Vec<(String, String)> = seen
+        .iter()
+        .filter(|c| !existing.contains(*c) && !mounted.contains(*c))
+        .cloned()
+        .collect();
+    for (ns, name) in gone {
+        let _ = std::fs::remove_dir_all(shared.config.claims_dir.join(&ns).join(&name));
+        seen.remove(&(ns, name));
     }
 }
 

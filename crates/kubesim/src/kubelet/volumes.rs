@@ -27,6 +27,46 @@ pub(super) fn decode_b64(s: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// A claim's volume: its directory under the claims directory (made on first use, kept
+/// across pods), linked at the pod's volume path.
+fn mount_claim(
+    shared: &Shared,
+    rt: &PodRuntime,
+    volume: &str,
+    claim: &str,
+    at: &Path,
+) -> Result<(), String> {
+    let bound = shared
+        .store
+        .read()
+        .expect("store lock")
+        .get("persistentvolumeclaims", &rt.namespace, claim)
+        .is_some_and(|c| c.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"));
+    if !bound {
+        return Err(format!(
+            "MountVolume.SetUp failed for volume \"{volume}\" : persistentvolumeclaim \"{claim}\" not found or not bound"
+        ));
+    }
+    let io = |e: std::io::Error| format!("volume {volume:?} (claim {claim}): {e}");
+    let dir = shared.config.claims_dir.join(&rt.namespace).join(claim);
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // The kubelet makes a fresh volume writable for any container user, as for emptyDir.
+    if std::fs::read_dir(&dir).map_err(io)?.next().is_none() {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    }
+    shared
+        .claims_seen
+        .lock()
+        .expect("claims lock")
+        .insert((rt.namespace.clone(), claim.to_string()));
+    match std::fs::symlink_metadata(at) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(at).map_err(io)?,
+        Ok(_) => std::fs::remove_file(at).map_err(io)?,
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(&dir, at).map_err(io)
+}
+
 /// Writes the pod's volumes and service-account files. Errors are the kubelet's messages.
 pub(super) fn prepare_pod_files(
     shared: &Shared,
@@ -43,6 +83,10 @@ pub(super) fn prepare_pod_files(
     }
     for v in spec.volumes.iter().flatten() {
         let dir = vol_dir.join(&v.name);
+        if let Some(pvc) = &v.persistent_volume_claim {
+            mount_claim(shared, rt, &v.name, &pvc.claim_name, &dir)?;
+            continue;
+        }
         std::fs::create_dir_all(&dir).map_err(io)?;
         if v.empty_dir.is_some() {
             // The kubelet makes emptyDir world-writable so any container user can use it.
@@ -67,7 +111,7 @@ pub(super) fn prepare_pod_files(
             )
         } else {
             return Err(format!(
-                "volume {:?}: only emptyDir, secret and configMap volumes are supported by kubesim",
+                "volume {:?}: only emptyDir, persistentVolumeClaim, secret and configMap volumes are supported by kubesim",
                 v.name
             ));
         };
