@@ -87,18 +87,23 @@ pub fn free_pod_network(n: usize) -> Vec<Ipv4Addr> {
 pub struct Overrides {
     pub sidecar_env: Vec<(&'static str, &'static str)>,
     pub redis_args: Vec<(&'static str, &'static str)>,
+    /// A shipped component applied on top (`components/persistence-none`, ...).
+    pub component: Option<&'static str>,
 }
 
 /// The shipped manifests with `replicas` pods, the profile's and `extra_env` environment on
-/// the sidecar, and the values of the Redis arguments in `redis_args` replaced.
+/// the sidecar, the values of the Redis arguments in `redis_args` replaced, and `component`
+/// (a shipped kustomize component) applied.
 pub fn shipped_objects(
     replicas: usize,
     profile: &Profile,
     extra_env: &[(&str, &str)],
     redis_args: &[(&str, &str)],
+    component: Option<&str>,
 ) -> Vec<Value> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
-    let mut objects = manifest::load_dir(&dir).expect("the shipped manifests load");
+    let extra: Vec<String> = component.map(str::to_string).into_iter().collect();
+    let mut objects = manifest::load_dir_with(&dir, &extra).expect("the shipped manifests load");
     manifest::set_replicas(&mut objects, "redis", replicas);
     let set = objects
         .iter_mut()
@@ -188,7 +193,13 @@ impl KubeGroup {
         if relayed {
             extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6390"));
         }
-        let objects = shipped_objects(replicas, profile, &extra, &overrides.redis_args);
+        let objects = shipped_objects(
+            replicas,
+            profile,
+            &extra,
+            &overrides.redis_args,
+            overrides.component,
+        );
         let config = ClusterConfig {
             namespace: "default".into(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -95,6 +95,12 @@ pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Value>, ManifestErr
 /// Reads a manifest directory: its `kustomization.yaml` when there is one, otherwise every
 /// `.yaml`, `.yml` and `.json` file in name order.
 pub fn load_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
+    load_dir_with(dir, &[])
+}
+
+/// As [`load_dir`], applying `extra_components` (directories relative to `dir`) after the
+/// kustomization's own, as a kustomization that lists them would.
+pub fn load_dir_with(dir: &Path, extra_components: &[String]) -> Result<Vec<Value>, ManifestError> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| ManifestError::Read {
             path: p.display().to_string(),
@@ -117,7 +123,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Value>, ManifestError> {
                     }
                 },
                 &text_of,
-                &[],
+                extra_components,
             );
         }
     }

@@ -57,6 +57,22 @@ impl Strategy for StatefulSet {
             spec.entry("revisionHistoryLimit").or_insert(json!(10));
             spec.entry("updateStrategy")
                 .or_insert(json!({"type":"RollingUpdate","rollingUpdate":{"partition":0}}));
+            spec.entry("persistentVolumeClaimRetentionPolicy")
+                .or_insert(json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+            // Claim templates get a claim's defaults, as the real server's
+            // SetDefaults_PersistentVolumeClaim gives them (and a Pending status that
+            // never changes): what `kubectl get -o yaml` shows there.
+            for t in spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(ts) = t.get_mut("spec").and_then(Value::as_object_mut) {
+                    ts.entry("volumeMode").or_insert(json!("Filesystem"));
+                }
+                t["status"] = json!({"phase": "Pending"});
+            }
         }
         obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
     }

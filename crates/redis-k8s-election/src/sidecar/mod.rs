@@ -1174,7 +1174,8 @@ impl<E: Edges> Sidecar<E> {
                 return;
             }
         };
-        let cold = self.cold_start();
+        let cold = self.cold_start(checkpoint.is_some());
+        let is_cold = cold.is_some();
         let snapshot = RankSnapshot {
             me: Candidate {
                 name: self.cfg.pod_name.clone(),
@@ -1198,8 +1199,12 @@ impl<E: Edges> Sidecar<E> {
         let verdict = self
             .candidacy
             .step(self.now(), CandidacyInput::Ranked(snapshot));
-        self.report_cold_start(&verdict.waiting_for, verdict.cold_start_ended.as_ref())
-            .await;
+        self.report_cold_start(
+            is_cold,
+            &verdict.waiting_for,
+            verdict.cold_start_ended.as_ref(),
+        )
+        .await;
         if verdict.started_back_off {
             let better = verdict.better.as_deref().unwrap_or_default();
             tracing::info!(%better, "backing off: a reachable peer ranks above this one");
@@ -1212,16 +1217,21 @@ impl<E: Edges> Sidecar<E> {
         self.feed(Input::Eligible(eligible)).await;
     }
 
-    /// A cold start (docs/deploy.md, "Persistence"): the Lease shows the group ran before
-    /// (it was held, or has a history), and this sidecar has seen no valid leader since it
-    /// started, as after a whole-group restart. `None` otherwise, and for a fresh group.
-    fn cold_start(&self) -> Option<ColdStart> {
+    /// A cold start (docs/deploy.md, "Persistence"): the group ran before (the Lease was
+    /// held or has a history, or this pod's data holds a checkpoint), and this sidecar has
+    /// seen no live leader since it started, as after a whole-group restart. `None`
+    /// otherwise, and for a fresh group.
+    fn cold_start(&self, holds_checkpoint: bool) -> Option<ColdStart> {
         if self.warm {
             return None;
         }
-        let record = &self.elector.observed()?.record;
-        let ran_before =
-            !record.holder.is_empty() || record.transitions > 0 || !record.history.is_empty();
+        // The group ran before: the Lease says so, or this pod's own data does (a Lease
+        // deleted with its namespace, a cluster rebuilt around retained claims).
+        let ran_before = holds_checkpoint
+            || self.elector.observed().is_some_and(|l| {
+                let r = &l.record;
+                !r.holder.is_empty() || r.transitions > 0 || !r.history.is_empty()
+            });
         if !ran_before {
             return None;
         }
@@ -1242,8 +1252,12 @@ impl<E: Edges> Sidecar<E> {
     }
 
     /// Logs, records (Events) and shows in `/status` where a cold start stands.
-    async fn report_cold_start(&mut self, waiting_for: &[String], ended: Option<&ColdStartEnd>) {
-        let cold = self.cold_start().is_some();
+    async fn report_cold_start(
+        &mut self,
+        cold: bool,
+        waiting_for: &[String],
+        ended: Option<&ColdStartEnd>,
+    ) {
         {
             let mut st = self.status.write().expect("status lock");
             st.cold_start.cold = cold;

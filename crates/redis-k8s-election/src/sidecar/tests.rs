@@ -996,3 +996,27 @@ async fn a_cold_start_with_the_freshest_copy_present_leads_at_once_and_force_end
         "{ended}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn data_holding_a_checkpoint_makes_a_cold_start_even_without_a_lease() {
+    // A cluster rebuilt around retained claims: no Lease, but this pod's data ran before.
+    let (mut rt, world) = sidecar(&["b", "c"]);
+    {
+        let mut w = world.borrow_mut();
+        w.redis.get_mut("a:6379").unwrap().checkpoint = Some("7:100:b".into());
+        w.redis.get_mut("b:6379").unwrap().up = false;
+        w.redis.get_mut("c:6379").unwrap().up = false;
+    }
+    rt.run_for(Duration::from_secs(5)).await;
+    assert_eq!(rt.role(), SidecarRole::Candidate);
+    assert!(world.borrow().lease.is_none(), "nobody created the Lease");
+    // Control: the same pod without data of an earlier life leads at once.
+    let (mut rt, world) = sidecar(&["b", "c"]);
+    {
+        let mut w = world.borrow_mut();
+        w.redis.get_mut("b:6379").unwrap().up = false;
+        w.redis.get_mut("c:6379").unwrap().up = false;
+    }
+    rt.run_for(Duration::from_secs(1)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+}
