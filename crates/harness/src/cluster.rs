@@ -89,6 +89,9 @@ pub struct Overrides {
     pub redis_args: Vec<(&'static str, &'static str)>,
     /// A shipped component applied on top (`components/persistence-none`, ...).
     pub component: Option<&'static str>,
+    /// Lines appended to the `redis-persistence` ConfigMap's `persistence.conf` (later lines
+    /// win: `maxmemory 0` for a benchmark's large data set).
+    pub persistence_conf: Option<&'static str>,
 }
 
 /// The shipped manifests with `replicas` pods, the profile's and `extra_env` environment on
@@ -193,13 +196,21 @@ impl KubeGroup {
         if relayed {
             extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6390"));
         }
-        let objects = shipped_objects(
+        let mut objects = shipped_objects(
             replicas,
             profile,
             &extra,
             &overrides.redis_args,
             overrides.component,
         );
+        if let Some(more) = overrides.persistence_conf {
+            let cm = objects
+                .iter_mut()
+                .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "redis-persistence")
+                .expect("the shipped persistence ConfigMap");
+            let conf = cm["data"]["persistence.conf"].as_str().unwrap_or_default();
+            cm["data"]["persistence.conf"] = json!(format!("{}\n{more}\n", conf.trim_end()));
+        }
         let config = ClusterConfig {
             namespace: "default".into(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
