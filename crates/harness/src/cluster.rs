@@ -56,6 +56,14 @@ impl Profile {
         p.env.push(("MIN_REPLICAS", "1"));
         p
     }
+
+    /// The fast profile, for a group in persistence mode `none` (the component goes in the
+    /// [`Overrides`]); only the name differs, for tables.
+    pub fn fast_none() -> Self {
+        let mut p = Self::fast();
+        p.name = "fast, persistence none";
+        p
+    }
 }
 
 /// The Redis port of every pod (the manifests' `containerPort`).

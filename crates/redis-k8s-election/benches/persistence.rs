@@ -90,26 +90,57 @@ async fn conn(addr: SocketAddr, password: &str) -> MultiplexedConnection {
 
 const VALUE_SIZE: usize = 4096;
 
-/// Writes `bytes` of random 4 KiB values (`fill:N`) to the leader.
-async fn fill(m: &mut MultiplexedConnection, bytes: u64) -> u64 {
+/// Writes `bytes` of random 4 KiB values (`fill:N`) through the leader Service. A batch that
+/// fails (a fast-profile sidecar may fence a leader its probes find slow under this load,
+/// and a failover follows) is sent again on a new connection: the SETs are idempotent.
+async fn fill(service: SocketAddr, password: &str, bytes: u64) -> u64 {
     use rand::RngCore;
     let keys = (bytes / VALUE_SIZE as u64).max(1);
     let mut rng = rand::rng();
     let mut value = vec![0u8; VALUE_SIZE];
     let mut n = 0u64;
+    let mut m: Option<MultiplexedConnection> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
     while n < keys {
         let mut pipe = redis::pipe();
-        for _ in 0..256.min(keys - n) {
+        let batch = 256.min(keys - n);
+        for i in 0..batch {
             rng.fill_bytes(&mut value);
             pipe.cmd("SET")
-                .arg(format!("fill:{n}"))
+                .arg(format!("fill:{}", n + i))
                 .arg(&value)
                 .ignore();
-            n += 1;
         }
-        let _: () = pipe.query_async(m).await.unwrap();
+        loop {
+            assert!(Instant::now() < deadline, "the fill made no progress");
+            if m.is_none() {
+                m = try_conn(service, password).await;
+            }
+            let Some(c) = m.as_mut() else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            match pipe.query_async::<()>(c).await {
+                Ok(()) => break,
+                Err(_) => {
+                    m = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        n += batch;
     }
     keys
+}
+
+async fn try_conn(addr: SocketAddr, password: &str) -> Option<MultiplexedConnection> {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+    redis::Client::open(format!("redis://:{password}@{addr}"))
+        .ok()?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
 }
 
 async fn dbsize(addr: SocketAddr, password: &str) -> Option<u64> {
@@ -149,14 +180,15 @@ struct ColdStart {
 
 async fn cold_start(mode: Mode, bytes: u64) -> ColdStart {
     let g = KubeGroup::start_with(3, &Profile::fast(), &mode.overrides()).await;
-    let (leader, ip) = g
-        .converged(Duration::from_secs(60))
+    g.converged(Duration::from_secs(60))
         .await
         .expect("the group converges");
-    let leader_addr = SocketAddr::new(IpAddr::V4(ip), 6379);
-    let mut m = conn(leader_addr, &g.password).await;
-    let keys_filled = fill(&mut m, bytes).await;
+    let keys_filled = fill(g.leader_service(), &g.password, bytes).await;
     replicated(&g, keys_filled, Duration::from_secs(600)).await;
+    let (leader, _) = g
+        .converged(Duration::from_secs(120))
+        .await
+        .expect("the group converges after the fill");
     if mode == Mode::Rdb {
         for pod in g.cluster.pod_names() {
             let ip = g.cluster.pod_ip(&pod).expect("a pod IP");
@@ -183,7 +215,10 @@ async fn cold_start(mode: Mode, bytes: u64) -> ColdStart {
     }
     // Every process gone before the first try, so that no write reaches a dying Redis.
     while pids.iter().any(|p| testkit::process_alive(*p)) {
-        assert!(killed.elapsed() < Duration::from_secs(10), "SIGKILL did not end them");
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "SIGKILL did not end them"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let until = Instant::now() + Duration::from_secs(600);

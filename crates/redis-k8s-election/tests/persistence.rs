@@ -319,3 +319,54 @@ async fn a_restarted_replica_rejoins_by_partial_resync_when_its_history_allows()
         drop(g);
     }
 }
+
+/// The worst moment for a cold start: the whole group dies right after a failover, before
+/// the new leader's first periodic checkpoint. Its first checkpoint went in with the lifting
+/// of its fence, so its copy (holding writes of the new epoch) ranks above the dead leader's,
+/// which wrote the last checkpoint of the old epoch: the writes the new leader acknowledged
+/// survive the cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_group_outage_right_after_a_failover_keeps_the_new_leaders_writes() {
+    let mut g = Group::start_persistent(3, Persistence::Aof).await;
+    let old = g.converged(Duration::from_secs(30)).await;
+    let writer = g.writer();
+    writer.progress(200).await;
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| g.redis[i].as_ref().unwrap().addr).collect();
+    g.redis[old].as_mut().unwrap().kill();
+    g.redis[old] = None;
+    // The first write another Redis acknowledges: the new leader serves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_ip = loop {
+        if let Some(a) = writer
+            .acks()
+            .into_iter()
+            .find(|a| a.node != addrs[old].ip())
+        {
+            break a.node;
+        }
+        assert!(Instant::now() < deadline, "no failover:\n{}", g.logs());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    for r in g.redis.iter_mut().flatten() {
+        r.kill();
+    }
+    for i in 0..3 {
+        g.sidecars[i] = None;
+        g.redis[i] = None;
+    }
+    let acks = writer.finish().await;
+    let by_new: Vec<_> = acks.iter().filter(|a| a.node == new_ip).cloned().collect();
+    assert!(!by_new.is_empty());
+    let loaded = restart_all(&mut g, &addrs).await;
+    let leader = g.converged(Duration::from_secs(60)).await;
+    eprintln!(
+        "outage right after a failover: {} writes acknowledged by the new leader; loaded {loaded:?}; leads now {}",
+        by_new.len(),
+        name(leader)
+    );
+    assert_ne!(
+        leader, old,
+        "the previous leader's copy lacks the new epoch's writes"
+    );
+    assert_none_lost(&g.redis_addr(leader), &by_new).await;
+}

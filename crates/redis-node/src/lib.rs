@@ -341,17 +341,33 @@ impl RedisNode {
     /// Accepts writes again (when master), restoring the configured `min-replicas-to-write`
     /// and `min-replicas-max-lag` in one command: with the RPO mode on, the master then
     /// refuses writes (`-NOREPLICAS`) unless that many replicas acknowledged within the lag.
-    pub async fn unfence(&self) -> Result<(), NodeError> {
-        self.run(
-            "CONFIG SET",
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("min-replicas-to-write")
-                .arg(self.cfg.min_replicas_to_write)
-                .arg("min-replicas-max-lag")
-                .arg(self.cfg.min_replicas_max_lag.max(1)),
-        )
-        .await
+    /// With a `checkpoint`, stores it ([`CHECKPOINT_KEY`]) in the same pipeline, so that it
+    /// comes before any client's write in the data and the replication stream.
+    pub async fn unfence(&self, checkpoint: Option<&str>) -> Result<(), NodeError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(self.cfg.min_replicas_to_write)
+            .arg("min-replicas-max-lag")
+            .arg(self.cfg.min_replicas_max_lag.max(1));
+        if let Some(value) = checkpoint {
+            pipe.cmd("SET").arg(CHECKPOINT_KEY).arg(value);
+        }
+        // Redis runs the commands of one read back to back, before any other client's: the
+        // first checkpoint precedes every client write that the unfencing lets in. Its own
+        // failure (the RPO mode without replicas yet) leaves that to the checkpoint writer.
+        let replies: Vec<redis::RedisResult<redis::Value>> = self
+            .request("CONFIG SET", Request::Pipeline(pipe.ignore_errors()))
+            .await?;
+        match replies.into_iter().next() {
+            Some(Err(source)) => Err(NodeError::Command {
+                addr: self.addr(),
+                command: "CONFIG SET",
+                source,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Drops normal and pub/sub clients, never this connection; returns how many.

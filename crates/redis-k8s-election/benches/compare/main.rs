@@ -22,15 +22,16 @@
 //!
 //! A second client confirms each of its writes with `WAIT 1 100` and counts only the confirmed
 //! ones: none of them may be lost (issue 13). `fast-rpo` is the fast profile with the RPO
-//! mode on (`MIN_REPLICAS=1`).
+//! mode on (`MIN_REPLICAS=1`). Our systems run the shipped persistence mode (`aof`) but
+//! `fast-none`, the fast profile without persistence (as the manifests were before issue 19).
 //!
 //! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
-//!  [--json PATH] [--systems fast,default,fast-rpo,sentinel-1000,sentinel-5000]
+//!  [--json PATH] [--systems fast,default,fast-rpo,fast-none,sentinel-1000,sentinel-5000]
 //!  [--scenarios a,b,c,d,e,f] [--outage-secs 60]`
 
 mod sentinel;
 
-use harness::cluster::{KubeGroup, Profile, REDIS_PORT};
+use harness::cluster::{KubeGroup, Overrides, Profile, REDIS_PORT};
 use harness::flag;
 use harness::measure::{
     ClientWriter, Route, WritableSampler, cpu_and_rss, longest_gap_within, lost_writes, percentile,
@@ -547,6 +548,22 @@ async fn main() {
             "fast-rpo" => System::Ours(
                 Box::new(KubeGroup::start(3, &Profile::fast_rpo()).await),
                 Profile::fast_rpo(),
+            ),
+            // The fast profile in persistence mode `none` (the shipped manifests before
+            // issue 19); the others run the shipped `aof`.
+            "fast-none" => System::Ours(
+                Box::new(
+                    KubeGroup::start_with(
+                        3,
+                        &Profile::fast_none(),
+                        &Overrides {
+                            component: Some("components/persistence-none"),
+                            ..Default::default()
+                        },
+                    )
+                    .await,
+                ),
+                Profile::fast_none(),
             ),
             s if s.starts_with("sentinel-") => {
                 let d: u64 = s["sentinel-".len()..]

@@ -75,7 +75,7 @@ pub trait RedisControl {
     /// Refuses writes (`min-replicas-to-write` at the fence value).
     fn fence(&self) -> impl Future<Output = Result<(), NodeError>>;
     /// Takes writes again (or under the RPO mode's settings).
-    fn unfence(&self) -> impl Future<Output = Result<(), NodeError>>;
+    fn unfence(&self, checkpoint: Option<&str>) -> impl Future<Output = Result<(), NodeError>>;
     /// `REPLICAOF NO ONE`.
     fn promote(&self) -> impl Future<Output = Result<(), NodeError>>;
     /// `REPLICAOF host port`.
@@ -254,8 +254,8 @@ impl RedisControl for RedisNode {
     async fn fence(&self) -> Result<(), NodeError> {
         RedisNode::fence(self).await
     }
-    async fn unfence(&self) -> Result<(), NodeError> {
-        RedisNode::unfence(self).await
+    async fn unfence(&self, checkpoint: Option<&str>) -> Result<(), NodeError> {
+        RedisNode::unfence(self, checkpoint).await
     }
     async fn promote(&self) -> Result<(), NodeError> {
         RedisNode::promote(self).await

@@ -291,7 +291,10 @@ impl<E: Edges> Sidecar<E> {
     async fn resume_writes(&mut self) {
         self.feed(Input::Tick).await;
         if self.elector.writes_may_resume()
-            && let Err(e) = self.redis.unfence().await
+            && let Err(e) = self
+                .redis
+                .unfence(self.opening_checkpoint().as_deref())
+                .await
         {
             tracing::warn!(error = %e, "lifting the fence after a refused hand-over failed; retried by the leader check");
         }

@@ -1081,10 +1081,43 @@ impl<E: Edges> Sidecar<E> {
         if promote && let Err(e) = self.redis.promote().await {
             problems.push(format!("REPLICAOF NO ONE: {e}"));
         }
-        if let Err(e) = self.redis.unfence().await {
+        if let Err(e) = self
+            .redis
+            .unfence(self.opening_checkpoint().as_deref())
+            .await
+        {
             problems.push(format!("unfence: {e}"));
         }
         problems
+    }
+
+    /// The checkpoint that goes with lifting the fence (in the same pipeline): every client
+    /// write of this leadership comes after a checkpoint of its epoch, so a copy holding any
+    /// of them ranks above every copy of an earlier epoch (without it, a whole-group outage
+    /// right after a failover could elect the previous leader's copy, the writer of the
+    /// last checkpoint of the old epoch, over the new leader's). `None` when not leading or
+    /// with checkpoints off.
+    fn opening_checkpoint(&self) -> Option<String> {
+        let Role::Leader { epoch, .. } = self.elector.role() else {
+            return None;
+        };
+        if self.cfg.checkpoint_interval.is_zero() {
+            return None;
+        }
+        let prev = self
+            .status
+            .read()
+            .expect("status lock")
+            .redis
+            .as_ref()
+            .and_then(|r| r.checkpoint.as_deref().and_then(Checkpoint::parse));
+        let next = Checkpoint::next(
+            u64::from(*epoch),
+            &self.cfg.pod_name,
+            prev.as_ref(),
+            failsafe::unix_ms(),
+        );
+        Some(next.encode())
     }
 
     /// A leader whose Redis is a replica or fenced although the elector made it a writable

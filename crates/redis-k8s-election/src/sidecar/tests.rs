@@ -292,8 +292,13 @@ impl RedisControl for FakeNode {
     async fn fence(&self) -> Result<(), NodeError> {
         self.with(|r| r.fenced = true)
     }
-    async fn unfence(&self) -> Result<(), NodeError> {
-        self.with(|r| r.fenced = false)
+    async fn unfence(&self, checkpoint: Option<&str>) -> Result<(), NodeError> {
+        self.with(|r| {
+            r.fenced = false;
+            if let Some(c) = checkpoint {
+                r.checkpoint = Some(c.to_string());
+            }
+        })
     }
     async fn promote(&self) -> Result<(), NodeError> {
         self.with(|r| {
@@ -894,6 +899,15 @@ async fn a_leader_writes_checkpoints_only_while_its_redis_is_writable() {
     let (mut rt, world) = leading(&[]).await;
     let epoch = world.borrow().lease.as_ref().unwrap().record.transitions;
     assert_eq!(world.borrow().checkpoint_epoch, Some(epoch));
+    // The first checkpoint of the epoch went in with the unfencing.
+    let first = redis(&world, "a:6379")
+        .checkpoint
+        .expect("an opening checkpoint");
+    let first = election::checkpoint::Checkpoint::parse(&first).unwrap();
+    assert_eq!(
+        (first.epoch, first.writer.as_str()),
+        (u64::from(epoch), "a")
+    );
     // Past its renew deadline it fences, and the writer stops with it.
     world.borrow_mut().writes = Writes::TimeOut;
     rt.run_for(Duration::from_millis(2_250)).await;
