@@ -102,9 +102,24 @@ async fn fence_refuses_writes_serves_reads_and_drops_clients() {
     // Our own connection survived: the next command needs no reconnect and works.
     assert!(n.probe().await.is_ok());
 
-    n.unfence().await.unwrap();
-    assert!(!n.probe().await.unwrap().fenced);
+    n.unfence(Some("3:100:a")).await.unwrap();
+    let p = n.probe().await.unwrap();
+    assert!(!p.fenced);
+    assert_eq!(
+        p.checkpoint.as_deref(),
+        Some("3:100:a"),
+        "the checkpoint went in with the unfencing"
+    );
     assert_eq!(a.command(&["SET", "k", "w"]).unwrap(), "+OK");
+    // Checkpoints are refused like any write while fenced; the probe reads them back.
+    n.fence().await.unwrap();
+    assert!(n.write_checkpoint("3:101:a").await.is_err());
+    n.unfence(None).await.unwrap();
+    n.write_checkpoint("3:102:a").await.unwrap();
+    assert_eq!(
+        n.probe().await.unwrap().checkpoint.as_deref(),
+        Some("3:102:a")
+    );
 }
 
 #[tokio::test]
