@@ -1,7 +1,7 @@
 //! Persistence (docs/deploy.md, "Persistence") with real `redis-server`s persisting into a
 //! directory per pod that outlives the process (as a PersistentVolumeClaim outlives its
 //! pod), the real sidecar binary and kubesim: after a whole-group outage the freshest copy
-//! leads and nothing acknowledged before the outage (by more than one fsync interval) is
+//! leads and nothing acknowledged before the outage (by more than AOF's worst-case window) is
 //! lost; a pod that comes back alone with old data waits for a majority instead of leading
 //! (with a control that must lose data without that wait); an older RDB snapshot follows
 //! and resyncs; a single restarted pod rejoins by partial resynchronization where Redis
@@ -13,9 +13,14 @@ use harness::{Group, Persistence, assert_none_lost, lost_writes, name};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// `appendfsync everysec`'s interval: writes acknowledged longer ago than this before the
-/// outage must be back.
-const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// What `appendfsync everysec` may lose: writes acknowledged longer ago than this before the
+/// outage must be back. Redis fsyncs once a second, and while an fsync is still running it
+/// holds the next appends back (replying all the same) for up to 2 s more, so a killed
+/// process can take up to two seconds of acknowledged writes with it: the persistence
+/// benchmark lost the tail of a 1 GiB fill that way. Under this test's light load the
+/// appends reach the file before the reply; the bound is Redis' worst case, so that a
+/// slow disk (a build running beside) cannot fail the test.
+const FSYNC_WINDOW: Duration = Duration::from_secs(2);
 
 /// One field of `INFO <section>` of the Redis at `addr`.
 async fn info_field(addr: SocketAddr, section: &str, field: &str) -> Option<String> {
@@ -95,7 +100,7 @@ async fn a_whole_group_killed_under_a_writer_comes_back_with_its_data_led_by_the
     // Let the writer run past an fsync interval, so that some writes are old enough to be
     // owed after the outage.
     let started = Instant::now();
-    while started.elapsed() < FSYNC_INTERVAL * 2 {
+    while started.elapsed() < FSYNC_WINDOW + Duration::from_secs(1) {
         writer.progress(50).await;
     }
     let killed_at = Instant::now();
@@ -103,7 +108,7 @@ async fn a_whole_group_killed_under_a_writer_comes_back_with_its_data_led_by_the
     let acks = writer.finish().await;
     let owed: Vec<_> = acks
         .iter()
-        .filter(|a| a.at + FSYNC_INTERVAL < killed_at)
+        .filter(|a| a.at + FSYNC_WINDOW < killed_at)
         .cloned()
         .collect();
     assert!(owed.len() > 200, "the writer made progress: {}", owed.len());
@@ -127,7 +132,7 @@ async fn a_whole_group_killed_under_a_writer_comes_back_with_its_data_led_by_the
     assert_none_lost(&leader_addr, &owed).await;
     let tail_lost = lost_writes(&leader_addr, &acks).await;
     eprintln!(
-        "acknowledged within the last fsync interval and lost: {}",
+        "acknowledged within the last {FSYNC_WINDOW:?} and lost: {}",
         tail_lost.len()
     );
     // No copy was replaced by an older one: every replica now holds what the leader loaded.
