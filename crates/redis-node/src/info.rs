@@ -58,6 +58,8 @@ pub struct NodeInfo {
     pub config_file: String,
     /// `redis_version`.
     pub version: String,
+    /// `run_id`: new with every start of the process (empty when not reported).
+    pub run_id: String,
     /// A master's replicas, as it lists them.
     pub replicas: Vec<ReplicaEntry>,
     /// `min_slaves_good_slaves`: replicas that acknowledged within `min-replicas-max-lag`,
@@ -189,6 +191,7 @@ pub fn parse(text: &str) -> Result<NodeInfo, InfoError> {
             .copied()
             .unwrap_or_default()
             .to_string(),
+        run_id: f.get("run_id").copied().unwrap_or_default().to_string(),
         replicas: replica_entries(&f),
         good_replicas: f.get("min_slaves_good_slaves").and_then(|v| v.parse().ok()),
     })

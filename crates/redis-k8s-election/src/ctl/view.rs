@@ -280,6 +280,7 @@ pub fn render(
     ));
     out.push_str(&data_safety_line(lease, members));
     out.push_str(&failsafe_line(lease, members, now_unix));
+    out.push_str(&cold_start_line(members));
     if problems.is_empty() {
         out.push_str("No disagreements.\n");
     } else {
@@ -334,6 +335,37 @@ fn failsafe_line(lease: Option<&LeaseView>, members: &[Member], now_unix: u64) -
         )
     } else {
         "Failsafe: off (no peer key: an API outage longer than the renew deadline fences the leader)\n".into()
+    }
+}
+
+/// The pods in a cold start (after a whole-group restart), and whom they wait for; nothing
+/// when none is.
+fn cold_start_line(members: &[Member]) -> String {
+    let cold: Vec<(&str, &crate::wire::ColdStartReport)> = members
+        .iter()
+        .filter_map(|m| {
+            let c = &m.status.as_ref()?.cold_start;
+            c.cold.then_some((m.pod.as_str(), c))
+        })
+        .collect();
+    if cold.is_empty() {
+        return String::new();
+    }
+    let waiting: Vec<String> = cold
+        .iter()
+        .filter(|(_, c)| !c.waiting_for.is_empty())
+        .map(|(pod, c)| format!("{pod} waits for {}", c.waiting_for.join(", ")))
+        .collect();
+    if waiting.is_empty() {
+        format!(
+            "Cold start: {} electing the freshest copy among the members present\n",
+            cold.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        format!(
+            "Cold start: waiting for a majority of the members ({}); `force-election` elects with the pods present\n",
+            waiting.join("; ")
+        )
     }
 }
 
@@ -521,6 +553,23 @@ mod tests {
         assert_eq!(
             problems(None, &healthy(), None, "redis-leader"),
             vec!["no Lease: no leader has ever been elected".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_cold_start_line_shows_who_waits_for_whom() {
+        let mut m = healthy();
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(!text.contains("Cold start"), "{text}");
+        edit(&mut m[1], |s| {
+            s["coldStart"] = json!({"cold": true, "waitingFor": ["redis-0", "redis-2"]})
+        });
+        let text = render(Some(&lease()), &m, &[], 1010);
+        assert!(
+            text.contains(
+                "Cold start: waiting for a majority of the members (b waits for redis-0, redis-2)"
+            ),
+            "{text}"
         );
     }
 

@@ -218,6 +218,9 @@ struct Sidecar<E: Edges> {
     cold_forced: Arc<std::sync::atomic::AtomicBool>,
     /// The cold start's wait was announced (Event, log).
     cold_wait_announced: bool,
+    /// While leading: the `run_id` of the Redis process this sidecar made the leader's; a
+    /// different one is a restart ([`Sidecar::leader_redis_restarted`]).
+    leader_run_id: Option<String>,
     /// Outcomes of failsafe rounds, put here by the tasks that run them. Every `feed` takes
     /// them first, before the input it was given: a round answered while the loop waited on
     /// a hanging API call (a blackhole holds each for the request timeout) must extend the
@@ -588,6 +591,7 @@ impl<E: Edges> Sidecar<E> {
                     problems.push(format!("drop clients: {e}"));
                 }
                 if let Ok(p) = self.redis.probe().await {
+                    self.leader_run_id = Some(p.info.run_id.clone()).filter(|r| !r.is_empty());
                     let _ = self.redis.rewrite_config(&p).await;
                 }
                 self.metrics.failovers.inc();
@@ -1066,12 +1070,50 @@ impl<E: Edges> Sidecar<E> {
             }
             self.feed(Input::RedisHealth(healthy)).await;
         }
-        if let Ok(p) = &probe {
+        if let Ok(p) = &probe
+            && !self.leader_redis_restarted(p).await
+        {
             self.reconcile_follower(&p.info.role).await;
             self.reconcile_leader(p).await;
         }
         self.update_eligibility().await;
         self.update_lag().await;
+    }
+
+    /// A leader whose Redis process restarted (a new `run_id`; the kubelet can restart a
+    /// crashed container faster than a probe sees it down) steps down instead of making it a
+    /// master again: it came back with what its disk held (nothing without persistence; with
+    /// AOF, possibly without the appends Redis held back during a slow fsync), while its
+    /// replicas may hold more, and as master it would make them flush it with a full sync.
+    /// Reported as unhealthy once, so the elector fences and releases; the ranking then
+    /// picks the most complete copy (offsets: a restarted Redis reads 0, or its snapshot's).
+    async fn leader_redis_restarted(&mut self, p: &redis_node::Probe) -> bool {
+        if !matches!(self.elector.role(), Role::Leader { .. })
+            || self.elector.pause_marker().is_some()
+        {
+            self.leader_run_id = None;
+            return false;
+        }
+        let run_id = &p.info.run_id;
+        if run_id.is_empty() {
+            return false;
+        }
+        match &self.leader_run_id {
+            None => {
+                self.leader_run_id = Some(run_id.clone());
+                false
+            }
+            Some(known) if known == run_id => false,
+            Some(_) => {
+                self.leader_run_id = None;
+                let note = "the leader's Redis restarted (a new run_id): stepping down, so that the most complete copy leads".to_string();
+                tracing::warn!("{note}");
+                self.event(EventKind::RedisUnhealthy, note).await;
+                self.healthy = Some(false);
+                self.feed(Input::RedisHealth(false)).await;
+                true
+            }
+        }
     }
 
     /// Makes the local Redis a master (`REPLICAOF NO ONE`, when `promote`) and unfences it;
@@ -1633,6 +1675,7 @@ impl<E: Edges> Sidecar<E> {
             listed_names: Vec::new(),
             cold_forced: Default::default(),
             cold_wait_announced: false,
+            leader_run_id: None,
             rounds_done: Default::default(),
             rounds_notify: Default::default(),
             failsafe_reply: None,

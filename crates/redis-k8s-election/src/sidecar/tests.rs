@@ -32,6 +32,8 @@ struct FakeRedis {
     paused: bool,
     /// The checkpoint its data holds.
     checkpoint: Option<String>,
+    /// Its process' `run_id`.
+    run_id: String,
 }
 
 impl FakeRedis {
@@ -45,6 +47,7 @@ impl FakeRedis {
             fenced: true,
             paused: false,
             checkpoint: None,
+            run_id: format!("{host}-1"),
         }
     }
 
@@ -57,6 +60,7 @@ impl FakeRedis {
             fenced: false,
             paused: false,
             checkpoint: None,
+            run_id: format!("{leader}-replica"),
         }
     }
 }
@@ -282,6 +286,7 @@ impl RedisControl for FakeNode {
                 connected_replicas: 0,
                 config_file: String::new(),
                 version: "7.0.15".into(),
+                run_id: r.run_id.clone(),
                 replicas: Vec::new(),
                 good_replicas: None,
             },
@@ -1033,4 +1038,33 @@ async fn data_holding_a_checkpoint_makes_a_cold_start_even_without_a_lease() {
     }
     rt.run_for(Duration::from_secs(1)).await;
     assert_eq!(rt.role(), SidecarRole::Leader);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_redis_restarted_steps_down_instead_of_promoting_it_again() {
+    let (mut rt, world) = leading(&["b"]).await;
+    world
+        .borrow_mut()
+        .redis
+        .insert("b:6379".into(), FakeRedis::replica_of("a", 500));
+    rt.run_for(Duration::from_millis(500)).await;
+    assert_eq!(rt.role(), SidecarRole::Leader);
+    // The container restarted between two probes: a new process, started as the manifests
+    // start it (a fenced replica of itself), with whatever its disk held.
+    world
+        .borrow_mut()
+        .redis
+        .insert("a:6379".into(), FakeRedis::started("a"));
+    world.borrow_mut().redis.get_mut("a:6379").unwrap().run_id = "a-2".into();
+    rt.turn().await;
+    assert_ne!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    let r = redis(&world, "a:6379");
+    assert!(
+        r.master.is_some() && r.fenced,
+        "not made a master again: {r:?}"
+    );
+    assert_eq!(holder(&world), "", "the lease was released for the ranking");
+    // b (more data) is the better copy; a backs off for it.
+    rt.run_for(Duration::from_secs(2)).await;
+    assert_ne!(holder(&world), "a");
 }
