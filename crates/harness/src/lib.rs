@@ -829,6 +829,18 @@ pub fn refuses_writes(r: &RedisServer) -> bool {
     reply.starts_with("-NOREPLICAS") || reply.starts_with("-READONLY")
 }
 
+/// A data-set size on a benchmark's command line: a number and `KiB`, `MiB` or `GiB`.
+pub fn parse_size(s: &str) -> u64 {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().expect("--sizes: a number and KiB, MiB or GiB");
+    match unit {
+        "KiB" => n << 10,
+        "MiB" => n << 20,
+        "GiB" => n << 30,
+        other => panic!("--sizes: unknown unit {other:?}"),
+    }
+}
+
 /// The value after `name` on a benchmark's command line (`--runs 5`), if any.
 pub fn flag(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -527,12 +527,11 @@ mod tests {
             .collect()
     }
 
-    fn with_claims(store: &mut Store, policy: Value) {
+    /// Changes the set `redis` as `edit` says, through the API.
+    fn update_set(store: &mut Store, edit: impl FnOnce(&mut Value)) {
         let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
         let mut s = api::to_view(rt, &store.get("statefulsets", "db", "redis").unwrap());
-        s["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
-        s["spec"]["persistentVolumeClaimRetentionPolicy"] = policy;
+        edit(&mut s["spec"]);
         api::update(
             store,
             rt,
@@ -545,20 +544,16 @@ mod tests {
         .unwrap();
     }
 
+    fn with_claims(store: &mut Store, policy: Value) {
+        update_set(store, |spec| {
+            spec["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+            spec["persistentVolumeClaimRetentionPolicy"] = policy;
+        });
+    }
+
     fn set_replicas(store: &mut Store, n: usize) {
-        let rt = resources::lookup("apps", "v1", "statefulsets").unwrap();
-        let mut s = api::to_view(rt, &store.get("statefulsets", "db", "redis").unwrap());
-        s["spec"]["replicas"] = json!(n);
-        api::update(
-            store,
-            rt,
-            "db",
-            "redis",
-            s,
-            Part::Main,
-            &WriteOptions::default(),
-        )
-        .unwrap();
+        update_set(store, |spec| spec["replicas"] = json!(n));
     }
 
     #[test]

@@ -56,14 +56,7 @@ pub fn pod_for(set: &Value, ordinal: usize) -> Value {
     labels[POD_INDEX_LABEL] = json!(ordinal.to_string());
     metadata["name"] = json!(name);
     metadata["namespace"] = json!(ns);
-    metadata["ownerReferences"] = json!([{
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "name": set_name,
-        "uid": set.pointer("/metadata/uid").cloned().unwrap_or(json!("")),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    }]);
+    metadata["ownerReferences"] = owned_by(set);
     let mut spec = template
         .get("spec")
         .cloned()
@@ -158,14 +151,7 @@ pub fn claims_for(set: &Value, ordinal: usize) -> Vec<Value> {
                 metadata["namespace"] = ns.clone();
             }
             if when_deleted {
-                metadata["ownerReferences"] = json!([{
-                    "apiVersion": "apps/v1",
-                    "kind": "StatefulSet",
-                    "name": set_name,
-                    "uid": set.pointer("/metadata/uid").cloned().unwrap_or(json!("")),
-                    "controller": true,
-                    "blockOwnerDeletion": true,
-                }]);
+                metadata["ownerReferences"] = owned_by(set);
             } else if let Some(m) = metadata.as_object_mut() {
                 m.remove("ownerReferences");
             }
@@ -173,6 +159,19 @@ pub fn claims_for(set: &Value, ordinal: usize) -> Vec<Value> {
                 "spec": t.get("spec").cloned().unwrap_or_else(|| json!({}))})
         })
         .collect()
+}
+
+/// `ownerReferences` naming `set` as the controlling owner (blocking deletion), as the real
+/// controller writes them on its pods and on the claims it deletes with the set.
+fn owned_by(set: &Value) -> Value {
+    json!([{
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": set.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+        "uid": set.pointer("/metadata/uid").cloned().unwrap_or(json!("")),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
 }
 
 /// The pods `set` wants, ordinal 0 first (the controller creates them one at a time; the

@@ -59,17 +59,6 @@ impl Mode {
     }
 }
 
-fn parse_size(s: &str) -> u64 {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().expect("--sizes: a number and KiB, MiB or GiB");
-    match unit {
-        "KiB" => n << 10,
-        "MiB" => n << 20,
-        "GiB" => n << 30,
-        other => panic!("--sizes: unknown unit {other:?}"),
-    }
-}
-
 fn size_name(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{} GiB", bytes >> 30)
@@ -79,13 +68,9 @@ fn size_name(bytes: u64) -> String {
 }
 
 async fn conn(addr: SocketAddr, password: &str) -> MultiplexedConnection {
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(600)));
-    redis::Client::open(format!("redis://:{password}@{addr}"))
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(&config)
+    try_conn(addr, password, Duration::from_secs(600))
         .await
-        .unwrap()
+        .unwrap_or_else(|| panic!("no connection to {addr}"))
 }
 
 const VALUE_SIZE: usize = 4096;
@@ -114,7 +99,7 @@ async fn fill(service: SocketAddr, password: &str, bytes: u64) -> u64 {
         loop {
             assert!(Instant::now() < deadline, "the fill made no progress");
             if m.is_none() {
-                m = try_conn(service, password).await;
+                m = try_conn(service, password, Duration::from_secs(60)).await;
             }
             let Some(c) = m.as_mut() else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -133,9 +118,13 @@ async fn fill(service: SocketAddr, password: &str, bytes: u64) -> u64 {
     keys
 }
 
-async fn try_conn(addr: SocketAddr, password: &str) -> Option<MultiplexedConnection> {
-    let config =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+/// A connection whose replies may take up to `timeout`; `None` when it cannot be made.
+async fn try_conn(
+    addr: SocketAddr,
+    password: &str,
+    timeout: Duration,
+) -> Option<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
     redis::Client::open(format!("redis://:{password}@{addr}"))
         .ok()?
         .get_multiplexed_async_connection_with_config(&config)
@@ -321,7 +310,7 @@ async fn main() {
     let sizes: Vec<u64> = flag(&args, "--sizes")
         .unwrap_or_else(|| "10MiB,1GiB".into())
         .split(',')
-        .map(parse_size)
+        .map(harness::parse_size)
         .collect();
     let modes: Vec<Mode> = flag(&args, "--modes")
         .unwrap_or_else(|| "aof,rdb,none".into())

@@ -82,17 +82,6 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-fn parse_size(s: &str) -> u64 {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().expect("--sizes: a number and KiB, MiB or GiB");
-    match unit {
-        "KiB" => n << 10,
-        "MiB" => n << 20,
-        "GiB" => n << 30,
-        other => panic!("--sizes: unknown unit {other:?}"),
-    }
-}
-
 /// Resident memory of `pid` and its direct children, in KiB.
 fn rss_with_children(pid: u32) -> u64 {
     let rss = |p: &str| {
@@ -310,7 +299,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for size in &sizes {
-        let bytes = parse_size(size);
+        let bytes = harness::parse_size(size);
         for mode in &modes {
             let mut rs = Vec::new();
             for n in 0..runs {

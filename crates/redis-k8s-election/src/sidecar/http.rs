@@ -127,6 +127,24 @@ fn refuse_unauthorized(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// The admin settings when state-changing requests are enabled and this one carries the
+/// token; otherwise the refusal to send (403 disabled, 401 unauthorized, 500 unreadable).
+/// (The refusal is boxed: a `Response` is large for an `Err`.)
+fn authorized_admin(s: &ApiState, headers: &HeaderMap) -> Result<Arc<Admin>, Box<Response>> {
+    let Some(admin) = s.admin.clone() else {
+        return Err(Box::new(refusal(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            "state-changing requests are disabled: the sidecar runs without --admin-token-file"
+                .into(),
+        )));
+    };
+    match refuse_unauthorized(&admin, headers) {
+        Some(r) => Err(Box::new(r)),
+        None => Ok(admin),
+    }
+}
+
 /// The switchover request body: `{"to": "pod"?, "force": bool?}`, or empty.
 fn switchover_body(body: &[u8]) -> Result<(Option<String>, bool), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -169,17 +187,10 @@ fn handover_refusal(e: &HandoverError) -> Response {
 }
 
 async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(admin) = s.admin.clone() else {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            "disabled",
-            "state-changing requests are disabled: the sidecar runs without --admin-token-file"
-                .into(),
-        );
+    let admin = match authorized_admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
-    if let Some(r) = refuse_unauthorized(&admin, &headers) {
-        return r;
-    }
     let (to, force) = match switchover_body(&body) {
         Ok(v) => v,
         Err(e) => return refusal(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -222,17 +233,10 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
 /// of the members and runs for the lease with the members present (the ranking among them
 /// still decides). Answers whether this pod was in a cold start; harmless otherwise.
 async fn force_election(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let Some(admin) = s.admin.clone() else {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            "disabled",
-            "state-changing requests are disabled: the sidecar runs without --admin-token-file"
-                .into(),
-        );
+    let admin = match authorized_admin(&s, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
-    if let Some(r) = refuse_unauthorized(&admin, &headers) {
-        return r;
-    }
     admin
         .cold_forced
         .store(true, std::sync::atomic::Ordering::Relaxed);
