@@ -4,8 +4,9 @@
 //! run the shipped manifests as pods and to reach into them (process IDs, tokens, faults).
 
 use crate::controllers::StatefulSetController;
+use crate::dns::DnsServer;
 use crate::kubelet::plan::ImageRule;
-use crate::kubelet::{Kubelet, KubeletConfig};
+use crate::kubelet::{ClusterDns, Kubelet, KubeletConfig};
 use crate::manifest::{self, Applied, ManifestError};
 use crate::proxy::{ServicePort, ServiceProxy};
 use crate::{ApiServer, Config};
@@ -107,6 +108,7 @@ pub struct Cluster {
     namespace: String,
     controller: Option<StatefulSetController>,
     proxies: Vec<(String, ServiceProxy)>,
+    dns: Option<DnsServer>,
 }
 
 impl Cluster {
@@ -134,6 +136,21 @@ impl Cluster {
             ];
             server.with_store(|s| manifest::apply(s, "", &ns))?;
         }
+        // Cluster DNS on the cluster's address, port 53 (resolvers take no port, and binding
+        // it needs root, as the kubelet's mount namespaces do): without it pods resolve only
+        // through the node's resolver, i.e. no cluster names.
+        let dns = if config.node {
+            let listen = SocketAddr::new(config.address, 53);
+            match DnsServer::start(server.store(), listen, crate::dns::DEFAULT_DOMAIN).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(%listen, error = %e, "cluster DNS not started: pods resolve no cluster names");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let kubelet = if config.node {
             let mut kubelet_config = KubeletConfig::new(
                 "kubesim-node",
@@ -145,6 +162,12 @@ impl Cluster {
             );
             if let Some(dir) = &config.claims_dir {
                 kubelet_config.claims_dir = dir.clone();
+            }
+            if let Some(IpAddr::V4(nameserver)) = dns.as_ref().map(|d| d.addr().ip()) {
+                kubelet_config.cluster_dns = Some(ClusterDns {
+                    nameserver,
+                    domain: crate::dns::DEFAULT_DOMAIN.into(),
+                });
             }
             if let Some((initial, max)) = config.crash_backoff {
                 kubelet_config.backoff_initial = initial;
@@ -188,12 +211,26 @@ impl Cluster {
             namespace: config.namespace,
             controller,
             proxies,
+            dns,
         })
     }
 
     /// The namespace the manifests went into.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Whether pods resolve cluster DNS names (`<pod>.<service>.<ns>.svc.cluster.local`):
+    /// the DNS server runs and the kubelet gives each container the pod's `resolv.conf`
+    /// (both need root). Where not, pods see the node's resolver, and manifests that address
+    /// peers by name must announce pod IPs instead.
+    pub fn pod_dns(&self) -> bool {
+        self.kubelet.as_ref().is_some_and(Kubelet::pod_dns)
+    }
+
+    /// Where the cluster's DNS server listens (UDP), when it runs.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(DnsServer::addr)
     }
 
     /// Where the proxy of `service` listens.

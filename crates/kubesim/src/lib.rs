@@ -14,6 +14,7 @@ mod api;
 pub mod cluster;
 pub mod controllers;
 mod discovery;
+pub mod dns;
 mod endpoints;
 mod event_convert;
 mod faults;

@@ -80,6 +80,18 @@ pub struct KubeletConfig {
     pub backoff_initial: Duration,
     /// Longest CrashLoopBackOff delay (5 min in Kubernetes).
     pub backoff_max: Duration,
+    /// The cluster's DNS server, which pods with `dnsPolicy: ClusterFirst` get as their
+    /// nameserver (needs mount namespaces: [`Kubelet::pod_dns`]).
+    pub cluster_dns: Option<ClusterDns>,
+}
+
+/// Where pods find cluster DNS.
+#[derive(Clone, Debug)]
+pub struct ClusterDns {
+    /// The nameserver (port 53: resolvers take no port).
+    pub nameserver: Ipv4Addr,
+    /// The cluster domain (`cluster.local`).
+    pub domain: String,
 }
 
 impl KubeletConfig {
@@ -103,6 +115,7 @@ impl KubeletConfig {
             ca_pem: ca_pem.into(),
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            cluster_dns: None,
         }
     }
 }
@@ -158,6 +171,12 @@ impl PodRuntime {
     }
 }
 
+impl Shared {
+    fn pod_dns(&self) -> bool {
+        self.mount_namespaces && self.config.cluster_dns.is_some()
+    }
+}
+
 struct Shared {
     store: Arc<RwLock<Store>>,
     config: KubeletConfig,
@@ -204,6 +223,12 @@ impl Kubelet {
     /// through `KUBECONFIG`.
     pub fn in_cluster_files(&self) -> bool {
         self.shared.mount_namespaces
+    }
+
+    /// Whether pods resolve cluster DNS names: a cluster DNS server was given and each
+    /// container gets its own `/etc/resolv.conf` and `/etc/hosts` (mount namespaces, root).
+    pub fn pod_dns(&self) -> bool {
+        self.shared.pod_dns()
     }
 
     /// The process ID of a running container, for tests and fault injection.

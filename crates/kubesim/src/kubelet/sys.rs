@@ -41,22 +41,99 @@ pub(super) struct NamespaceMounts {
     pub(super) kubernetes_io: CString,
     pub(super) target: CString,
     pub(super) source: CString,
+    /// Pod files bound read-only over the host's (`/etc/resolv.conf`, `/etc/hosts`).
+    pub(super) files: Vec<FileBind>,
 }
 
-pub(super) fn namespace_mounts(rt: &PodRuntime) -> Option<NamespaceMounts> {
+/// One file bound over another in the container's mount namespace.
+pub(super) struct FileBind {
+    source: CString,
+    target: CString,
+    /// The target lives in the private `/run` (a distribution whose `/etc/resolv.conf` links
+    /// there): these directories and the file are made in it first.
+    make_dirs: Vec<CString>,
+    make_file: bool,
+}
+
+fn c_path(p: &Path) -> Option<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).ok()
+}
+
+pub(super) fn namespace_mounts(shared: &Shared, rt: &PodRuntime) -> Option<NamespaceMounts> {
     let run = run_dir()?;
-    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).ok();
+    let c = c_path;
+    let mut files = Vec::new();
+    if shared.pod_dns() {
+        for (name, over) in [("resolv.conf", "/etc/resolv.conf"), ("hosts", "/etc/hosts")] {
+            let source = rt.dir.join("etc").join(name);
+            // Bound where the host's file really is (it may be a symbolic link).
+            let Ok(target) = Path::new(over).canonicalize() else {
+                continue;
+            };
+            if !source.exists() {
+                continue;
+            }
+            let in_run = target.starts_with(&run);
+            let make_dirs = if in_run {
+                let mut dirs: Vec<PathBuf> = target
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|d| d.starts_with(&run) && *d != run.as_path())
+                    .map(Path::to_path_buf)
+                    .collect();
+                dirs.reverse();
+                dirs.iter().filter_map(|d| c(d)).collect()
+            } else {
+                Vec::new()
+            };
+            files.push(FileBind {
+                source: c(&source)?,
+                target: c(&target)?,
+                make_dirs,
+                make_file: in_run,
+            });
+        }
+    }
     Some(NamespaceMounts {
         secrets: c(&run.join("secrets"))?,
         kubernetes_io: c(&run.join("secrets/kubernetes.io"))?,
         target: c(&run.join("secrets/kubernetes.io/serviceaccount"))?,
         source: c(&rt.dir.join("serviceaccount"))?,
         run: c(&run)?,
+        files,
     })
 }
 
+/// Binds `source` over `target`, read-only.
+///
+/// # Safety
+/// Async-signal-safe (system calls only): callable between fork and exec.
+unsafe fn bind_read_only(source: &CString, target: &CString) -> libc::c_int {
+    // SAFETY: plain system calls on NUL-terminated strings.
+    unsafe {
+        let r = libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        );
+        if r != 0 {
+            return r;
+        }
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            std::ptr::null(),
+        )
+    }
+}
+
 /// In the child, before exec: a private mount namespace with a fresh `/run` holding the
-/// service-account directory, read-only.
+/// service-account directory, read-only, and the pod's `resolv.conf` and `hosts` over the
+/// host's.
 pub(super) fn mount_service_account(m: &NamespaceMounts) -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r == 0 {
@@ -85,20 +162,27 @@ pub(super) fn mount_service_account(m: &NamespaceMounts) -> std::io::Result<()> 
         for d in [&m.secrets, &m.kubernetes_io, &m.target] {
             check(libc::mkdir(d.as_ptr(), 0o755))?;
         }
-        check(libc::mount(
-            m.source.as_ptr(),
-            m.target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            std::ptr::null(),
-            m.target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-            std::ptr::null(),
-        ))?;
+        check(bind_read_only(&m.source, &m.target))?;
+        for f in &m.files {
+            for d in &f.make_dirs {
+                if libc::mkdir(d.as_ptr(), 0o755) != 0 && *libc::__errno_location() != libc::EEXIST
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if f.make_file {
+                let fd = libc::open(
+                    f.target.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            check(bind_read_only(&f.source, &f.target))?;
+        }
     }
     Ok(())
 }
@@ -128,7 +212,7 @@ pub(super) fn container_command(
         .open(log)?;
     cmd.stdout(out.try_clone()?).stderr(out);
     let mounts = if shared.mount_namespaces {
-        namespace_mounts(rt)
+        namespace_mounts(shared, rt)
     } else {
         None
     };

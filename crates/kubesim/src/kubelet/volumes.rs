@@ -81,6 +81,7 @@ pub(super) fn prepare_pod_files(
     for d in [rt.dir.clone(), vol_dir.clone()] {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
     }
+    write_dns_files(shared, rt, spec).map_err(|e| format!("resolv.conf and hosts: {e}"))?;
     for v in spec.volumes.iter().flatten() {
         let dir = vol_dir.join(&v.name);
         if let Some(pvc) = &v.persistent_volume_claim {
@@ -256,6 +257,66 @@ pub(super) async fn renew_token_loop(
             tracing::warn!(pod = %rt.name, error = %e, "kubelet: token renewal failed");
         }
     }
+}
+
+/// The pod's `etc/resolv.conf` and `etc/hosts` (bound over the container's own when it
+/// starts), as the kubelet writes them: cluster DNS for `dnsPolicy: ClusterFirst` (the
+/// default), the node's resolver for `Default`, `dnsConfig` alone for `None`; the hosts file
+/// names the pod (`<hostname>.<subdomain>.<ns>.svc.<domain>` with a subdomain).
+fn write_dns_files(
+    shared: &Shared,
+    rt: &PodRuntime,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> std::io::Result<()> {
+    let Some(dns) = shared
+        .config
+        .cluster_dns
+        .as_ref()
+        .filter(|_| shared.pod_dns())
+    else {
+        return Ok(());
+    };
+    let etc = rt.dir.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755))?;
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let resolv = if policy == "Default" {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        let mut conf = if policy == "None" {
+            crate::dns::ResolvConf::default()
+        } else {
+            crate::dns::ResolvConf::cluster_first(dns.nameserver, &rt.namespace, &dns.domain)
+        };
+        if let Some(cfg) = &spec.dns_config {
+            conf.nameservers
+                .extend(cfg.nameservers.iter().flatten().cloned());
+            conf.searches.extend(cfg.searches.iter().flatten().cloned());
+            for o in cfg.options.iter().flatten() {
+                let name = o.name.as_deref().unwrap_or_default();
+                conf.options.retain(|x| x.split(':').next() != Some(name));
+                conf.options.push(match &o.value {
+                    Some(v) => format!("{name}:{v}"),
+                    None => name.to_string(),
+                });
+            }
+        }
+        conf.render()
+    };
+    let hostname = spec.hostname.as_deref().unwrap_or(&rt.name);
+    let hosts = crate::dns::hosts_file(
+        rt.ip,
+        hostname,
+        spec.subdomain.as_deref(),
+        &rt.namespace,
+        &dns.domain,
+    );
+    for (name, text) in [("resolv.conf", resolv), ("hosts", hosts)] {
+        let path = etc.join(name);
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
