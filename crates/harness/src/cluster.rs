@@ -89,6 +89,13 @@ pub fn free_pod_network(n: usize) -> Vec<Ipv4Addr> {
     }
 }
 
+/// The cluster DNS address of a pod network from [`free_pod_network`]: its /24's `.1`
+/// (pods start at `.2`), free as long as no other group took the same /24.
+pub fn cluster_dns_addr(pod_ips: &[Ipv4Addr]) -> Ipv4Addr {
+    let [a, b, c, _] = pod_ips.first().expect("a pod network").octets();
+    Ipv4Addr::new(a, b, c, 1)
+}
+
 /// Changes to the shipped manifests for one group: environment added to the sidecar (after
 /// the profile's), and Redis arguments whose value is replaced (`--flag`, new value).
 #[derive(Clone, Debug, Default)]
@@ -159,6 +166,8 @@ pub struct KubeGroup {
     pub pod_ips: Vec<Ipv4Addr>,
     pub replicas: usize,
     pub relay: Option<super::faults::Relay>,
+    /// Pods announce DNS names (pod DNS works and no relay stands in front).
+    pub dns_names: bool,
     http: reqwest::Client,
     dir: tempfile::TempDir,
 }
@@ -200,9 +209,34 @@ impl KubeGroup {
         // Room for every pod to be re-created once on a new address.
         let pod_ips = free_pod_network(replicas * 2 + 1);
         let relay = relayed.then(|| super::faults::Relay::start(&pod_ips, RELAY_PORT, REDIS_PORT));
+        let config = ClusterConfig {
+            namespace: "default".into(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            api_port: 0,
+            pod_ips: pod_ips.clone(),
+            state_dir: dir.path().to_path_buf(),
+            images: redis_k8s_election::local::images(&super::BIN),
+            proxies: vec![("redis-leader".into(), REDIS_PORT, 0)],
+            // The first restart of a crashed container is immediate, as in Kubernetes; later
+            // ones wait at most a second instead of minutes, so that runs and fault schedules
+            // that crash the same pod again do not wait on back-off.
+            crash_backoff: Some((Duration::from_millis(250), Duration::from_secs(1))),
+            // The pod network's .1, as `local` has it.
+            dns_address: Some(IpAddr::V4(cluster_dns_addr(&pod_ips))),
+            node: true,
+            extra_admin_tokens: Vec::new(),
+            claims_dir: None,
+        };
+        // Started empty: the manifests depend on whether pods resolve DNS names.
+        let mut cluster = Cluster::start(config, &[])
+            .await
+            .expect("the local cluster starts");
         let mut extra = overrides.sidecar_env.clone();
         if relayed {
             extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6390"));
+        } else if !cluster.pod_dns() {
+            // What components/announce-pod-ip does (and `local` applies) without pod DNS.
+            extra.push(("ANNOUNCE_ADDR", "$(POD_IP):6379"));
         }
         let mut objects = shipped_objects(
             replicas,
@@ -219,25 +253,10 @@ impl KubeGroup {
             let conf = cm["data"]["persistence.conf"].as_str().unwrap_or_default();
             cm["data"]["persistence.conf"] = json!(format!("{}\n{more}\n", conf.trim_end()));
         }
-        let config = ClusterConfig {
-            namespace: "default".into(),
-            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            api_port: 0,
-            pod_ips: pod_ips.clone(),
-            state_dir: dir.path().to_path_buf(),
-            images: redis_k8s_election::local::images(&super::BIN),
-            proxies: vec![("redis-leader".into(), REDIS_PORT, 0)],
-            // The first restart of a crashed container is immediate, as in Kubernetes; later
-            // ones wait at most a second instead of minutes, so that runs and fault schedules
-            // that crash the same pod again do not wait on back-off.
-            crash_backoff: Some((Duration::from_millis(250), Duration::from_secs(1))),
-            node: true,
-            extra_admin_tokens: Vec::new(),
-            claims_dir: None,
-        };
-        let cluster = Cluster::start(config, &objects)
-            .await
-            .expect("the local cluster starts");
+        cluster
+            .apply(&objects)
+            .expect("the shipped manifests apply");
+        let dns_names = !relayed && cluster.pod_dns();
         let password = cluster
             .secret_value("redis-auth", "password")
             .expect("the shipped Secret has a password")
@@ -259,8 +278,19 @@ impl KubeGroup {
             pod_ips,
             replicas,
             relay,
+            dns_names,
             http: reqwest::Client::new(),
             dir,
+        }
+    }
+
+    /// The host `pod` announces to its peers (what its replicas' `master_host` reads): its
+    /// DNS name where pods resolve names, else its IP (`None` while it has none).
+    pub fn announced_host(&self, pod: &str) -> Option<String> {
+        if self.dns_names {
+            Some(format!("{pod}.redis-headless.default.svc.cluster.local"))
+        } else {
+            self.cluster.pod_ip(pod).map(|ip| ip.to_string())
         }
     }
 
@@ -362,7 +392,10 @@ impl KubeGroup {
             .map_or(SocketAddr::new(IpAddr::V4(*ip), REDIS_PORT), |_| {
                 SocketAddr::new(IpAddr::V4(*ip), RELAY_PORT)
             });
-        super::measure::replicas_follow(&addrs, master, Some(&self.password)).await?;
+        let host = self
+            .announced_host(&holder)
+            .ok_or_else(|| format!("{holder} has no IP"))?;
+        super::measure::replicas_follow(&addrs, master, &host, Some(&self.password)).await?;
         // Every sidecar agrees: the holder's says it leads, the others' that they replicate
         // (a pod's Ready condition lags its sidecar by up to a probe period).
         for (pod, ip) in &pods {

@@ -638,6 +638,7 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
                 .min()
                 .ok_or("no replica")?;
             let replica_ip = g.cluster.pod_ip(&replica).ok_or("the replica has no IP")?;
+            let leader_host = g.announced_host(pod).ok_or("the leader has no IP")?;
             let replica_pid = g
                 .cluster
                 .container_pid(&replica, "redis")
@@ -654,7 +655,7 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
                     ));
                 }
                 if g.cluster.container_pid(&replica, "redis") != Some(replica_pid)
-                    && linked_to(replica_ip, leader_ip, &g.password).await
+                    && linked_to(replica_ip, &leader_host, &g.password).await
                 {
                     break;
                 }
@@ -669,12 +670,13 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
     Ok(())
 }
 
-/// Whether the Redis at `ip` replicates from the leader at `leader_ip` with its link up.
-async fn linked_to(ip: Ipv4Addr, leader_ip: Ipv4Addr, password: &str) -> bool {
+/// Whether the Redis at `ip` replicates from the leader (announced as `leader_host`) with its
+/// link up.
+async fn linked_to(ip: Ipv4Addr, leader_host: &str, password: &str) -> bool {
     let addr = SocketAddr::new(IpAddr::V4(ip), REDIS_PORT);
     matches!(
         super::measure::probe_redis(addr, Some(password)).await.map(|p| p.info.role),
         Ok(redis_node::info::Role::Replica { master_host, link_up: true, .. })
-            if master_host == leader_ip.to_string()
+            if master_host.eq_ignore_ascii_case(leader_host)
     )
 }

@@ -336,11 +336,13 @@ pub async fn probe_redis(
 }
 
 /// Ok when the Redis at `master`'s IP is a master and every other address in `nodes`
-/// replicates from `master` with its link up; else what is not so. Read as the sidecar reads
-/// it (`redis_node`'s probe and INFO parser).
+/// replicates from it (as `expected_host`, its IP or DNS name, and `master`'s port) with its
+/// link up; else what is not so. Read as the sidecar reads it (`redis_node`'s probe and INFO
+/// parser).
 pub async fn replicas_follow(
     nodes: &[SocketAddr],
     master: SocketAddr,
+    expected_host: &str,
     password: Option<&str>,
 ) -> Result<(), String> {
     use redis_node::info::Role;
@@ -355,13 +357,17 @@ pub async fn replicas_follow(
                 ..
             } => {
                 n.ip() != master.ip()
-                    && *master_host == master.ip().to_string()
+                    && master_host.eq_ignore_ascii_case(expected_host)
                     && *master_port == master.port()
                     && *link_up
             }
         };
         if !follows {
-            return Err(format!("{n}: {:?} (master {master})", probe.info.role));
+            return Err(format!(
+                "{n}: {:?} (master {expected_host}:{}, at {master})",
+                probe.info.role,
+                master.port()
+            ));
         }
     }
     Ok(())

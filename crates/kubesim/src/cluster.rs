@@ -65,6 +65,9 @@ pub struct ClusterConfig {
     /// The kubelet's CrashLoopBackOff (first delay, longest delay); Kubernetes' 10 s / 5 min
     /// when `None`.
     pub crash_backoff: Option<(Duration, Duration)>,
+    /// Where the cluster's DNS server listens (UDP port 53, which needs root); `None`: no
+    /// cluster DNS. Each cluster on a machine needs an address of its own.
+    pub dns_address: Option<IpAddr>,
     /// Run a node (the kubelet). Without one, pods stay as written: whoever made them runs
     /// their processes (a test harness that starts each sidecar itself).
     pub node: bool,
@@ -87,6 +90,7 @@ impl ClusterConfig {
             images: Vec::new(),
             proxies: Vec::new(),
             crash_backoff: None,
+            dns_address: None,
             node: false,
             extra_admin_tokens: Vec::new(),
         }
@@ -139,8 +143,8 @@ impl Cluster {
         // Cluster DNS on the cluster's address, port 53 (resolvers take no port, and binding
         // it needs root, as the kubelet's mount namespaces do): without it pods resolve only
         // through the node's resolver, i.e. no cluster names.
-        let dns = if config.node {
-            let listen = SocketAddr::new(config.address, 53);
+        let dns = if let (true, Some(ip)) = (config.node, config.dns_address) {
+            let listen = SocketAddr::new(ip, 53);
             match DnsServer::start(server.store(), listen, crate::dns::DEFAULT_DOMAIN).await {
                 Ok(d) => Some(d),
                 Err(e) => {
@@ -218,6 +222,17 @@ impl Cluster {
     /// The namespace the manifests went into.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Applies more objects (as `kubectl apply` would) into the namespace: for a caller that
+    /// chooses its manifests after seeing what the node can do ([`Cluster::pod_dns`]).
+    pub fn apply(&mut self, objects: &[Value]) -> Result<(), ClusterError> {
+        let ns = self.namespace.clone();
+        let applied = self
+            .server
+            .with_store(|s| manifest::apply(s, &ns, objects))?;
+        self.applied.extend(applied);
+        Ok(())
     }
 
     /// Whether pods resolve cluster DNS names (`<pod>.<service>.<ns>.svc.cluster.local`):

@@ -175,6 +175,7 @@ async fn pods_resolve_each_other_by_name_and_names_follow_the_pods() {
     config.namespace = "dnstest".into();
     config.pod_ips = pod_ips;
     config.node = true;
+    config.dns_address = Some(address);
     config.images = vec![ImageRule {
         repository: "bash".into(),
         entrypoint: vec!["bash".into()],

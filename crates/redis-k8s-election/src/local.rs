@@ -85,7 +85,14 @@ const SHIPPED: &[(&str, &str)] = &[
         "components/persistence-none/kustomization.yaml",
         include_str!("../../../deploy/kubernetes/components/persistence-none/kustomization.yaml"),
     ),
+    (
+        "components/announce-pod-ip/kustomization.yaml",
+        include_str!("../../../deploy/kubernetes/components/announce-pod-ip/kustomization.yaml"),
+    ),
 ];
+
+/// The shipped component that makes pods announce their IPs instead of their DNS names.
+const ANNOUNCE_POD_IP: &str = "components/announce-pod-ip";
 
 /// `local --persistence`: the shipped manifests' persistence modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -186,9 +193,13 @@ pub struct LocalArgs {
     keep_data: Option<PathBuf>,
 }
 
-/// The hosts of a loopback network, handed out as pod IPs.
+/// The hosts of a loopback network, handed out as pod IPs, and its first host (the cluster
+/// DNS server's address).
 #[derive(Clone, Debug)]
-pub struct PodNetwork(Vec<Ipv4Addr>);
+pub struct PodNetwork {
+    hosts: Vec<Ipv4Addr>,
+    dns: Ipv4Addr,
+}
 
 fn parse_pod_network(s: &str) -> std::result::Result<PodNetwork, String> {
     let (ip, bits) = s
@@ -206,13 +217,16 @@ fn parse_pod_network(s: &str) -> std::result::Result<PodNetwork, String> {
     }
     let base = u32::from(ip) & (u32::MAX << (32 - bits));
     let size = 1u32 << (32 - bits);
-    // .0 is the network, .1 stays free (a gateway in a cluster; 127.0.0.1 for 127.0.0.0/24),
-    // the last is broadcast.
+    // .0 is the network, .1 is cluster DNS (a gateway in a cluster; 127.0.0.1 for
+    // 127.0.0.0/24), the last is broadcast.
     let hosts: Vec<Ipv4Addr> = (2..size - 1).map(|i| Ipv4Addr::from(base + i)).collect();
-    Ok(PodNetwork(hosts))
+    Ok(PodNetwork {
+        hosts,
+        dns: Ipv4Addr::from(base + 1),
+    })
 }
 
-fn shipped_manifests(persistence: PersistenceMode) -> Result<Vec<Value>> {
+fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool) -> Result<Vec<Value>> {
     let read = |name: &str| {
         SHIPPED
             .iter()
@@ -224,11 +238,14 @@ fn shipped_manifests(persistence: PersistenceMode) -> Result<Vec<Value>> {
             })
     };
     let k = read("kustomization.yaml").expect("shipped");
-    let extra: Vec<String> = persistence
+    let mut extra: Vec<String> = persistence
         .component()
         .map(str::to_string)
         .into_iter()
         .collect();
+    if !pod_dns {
+        extra.push(ANNOUNCE_POD_IP.to_string());
+    }
     Ok(manifest::load_kustomization(
         "deploy/kubernetes/kustomization.yaml",
         k,
@@ -320,12 +337,34 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         }
         None => None,
     };
+    let exe = std::env::current_exe().map_err(io("finding this binary (the sidecar's image)"))?;
+    let config = ClusterConfig {
+        namespace: a.namespace.clone(),
+        address: a.address,
+        api_port: a.api_port,
+        pod_ips: a.pod_network.hosts.clone(),
+        state_dir: state.0.clone(),
+        images: images(&exe),
+        proxies: vec![
+            ("redis-leader".into(), 6379, a.leader_port),
+            ("redis".into(), 6379, a.read_port),
+        ],
+        crash_backoff: None,
+        dns_address: Some(IpAddr::V4(a.pod_network.dns)),
+        node: true,
+        extra_admin_tokens: Vec::new(),
+        claims_dir: keep_data.clone(),
+    };
+    // Started empty: which manifests to apply depends on whether pods resolve DNS names.
+    let mut cluster = Cluster::start(config, &[])
+        .await
+        .map_err(LocalError::Cluster)?;
     let objects = if a.empty {
         Vec::new()
     } else {
         let mut objects = match &a.manifests {
             Some(dir) => manifest::load_dir(dir)?,
-            None => shipped_manifests(a.persistence)?,
+            None => shipped_manifests(a.persistence, cluster.pod_dns())?,
         };
         if let Some(n) = a.replicas {
             let Some(name) = objects
@@ -340,27 +379,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         }
         objects
     };
-
-    let exe = std::env::current_exe().map_err(io("finding this binary (the sidecar's image)"))?;
-    let config = ClusterConfig {
-        namespace: a.namespace.clone(),
-        address: a.address,
-        api_port: a.api_port,
-        pod_ips: a.pod_network.0.clone(),
-        state_dir: state.0.clone(),
-        images: images(&exe),
-        proxies: vec![
-            ("redis-leader".into(), 6379, a.leader_port),
-            ("redis".into(), 6379, a.read_port),
-        ],
-        crash_backoff: None,
-        node: true,
-        extra_admin_tokens: Vec::new(),
-        claims_dir: keep_data.clone(),
-    };
-    let cluster = Cluster::start(config, &objects)
-        .await
-        .map_err(LocalError::Cluster)?;
+    cluster.apply(&objects).map_err(LocalError::Cluster)?;
     for ap in &cluster.applied {
         println!("{} {}", ap.object, ap.action);
     }
@@ -400,6 +419,23 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         kubeconfig.display(),
         admin_token_file.display()
     );
+    match cluster.dns_addr().filter(|_| cluster.pod_dns()) {
+        Some(dns) => println!(
+            "pod DNS: {} (pods reach each other as <pod>.redis-headless.{}.svc.cluster.local; dig @{} works here too)",
+            dns,
+            a.namespace,
+            dns.ip()
+        ),
+        None => println!(
+            "pod DNS: unavailable (the kubelet needs root for the pods' mount namespaces, and UDP {}:53 free){}",
+            a.pod_network.dns,
+            if a.manifests.is_none() && !a.empty {
+                "; pods announce their IPs instead (components/announce-pod-ip)"
+            } else {
+                ""
+            }
+        ),
+    }
     println!(
         "pod files and logs: {}",
         state.0.join("node/pods").display()
@@ -544,11 +580,13 @@ mod tests {
     #[test]
     fn pod_networks_are_loopback_hosts() {
         let n = parse_pod_network("127.0.10.0/24").unwrap();
-        assert_eq!(n.0.first(), Some(&Ipv4Addr::new(127, 0, 10, 2)));
-        assert_eq!(n.0.last(), Some(&Ipv4Addr::new(127, 0, 10, 254)));
-        assert_eq!(parse_pod_network("127.5.6.7/29").unwrap().0.len(), 5);
+        assert_eq!(n.hosts.first(), Some(&Ipv4Addr::new(127, 0, 10, 2)));
+        assert_eq!(n.hosts.last(), Some(&Ipv4Addr::new(127, 0, 10, 254)));
+        assert_eq!(n.dns, Ipv4Addr::new(127, 0, 10, 1));
+        let n = parse_pod_network("127.5.6.7/29").unwrap();
+        assert_eq!((n.hosts.len(), n.dns), (5, Ipv4Addr::new(127, 5, 6, 1)));
         let n = parse_pod_network("127.0.0.0/24").unwrap();
-        assert!(!n.0.contains(&Ipv4Addr::LOCALHOST));
+        assert!(!n.hosts.contains(&Ipv4Addr::LOCALHOST));
         for bad in ["10.0.0.0/24", "127.0.10.0", "127.0.10.0/8", "x/24"] {
             assert!(parse_pod_network(bad).is_err(), "{bad}");
         }
@@ -556,7 +594,7 @@ mod tests {
 
     #[test]
     fn shipped_manifests_parse_and_name_both_images() {
-        let objs = shipped_manifests(PersistenceMode::Aof).unwrap();
+        let objs = shipped_manifests(PersistenceMode::Aof, true).unwrap();
         let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
         let images: Vec<&str> = set
             .pointer("/spec/template/spec/containers")
@@ -579,6 +617,53 @@ mod tests {
         assert_eq!(mode, Some(&serde_json::json!(0o440)));
     }
 
+    /// The sidecar's announce address: the pod's DNS name by default; its IP (and no longer the
+    /// name) where pods cannot resolve names, in every persistence mode.
+    #[test]
+    fn pods_announce_dns_names_unless_pod_dns_is_unavailable() {
+        let env_of = |objs: &[Value]| -> Vec<(String, String)> {
+            let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
+            let c = set
+                .pointer("/spec/template/spec/containers")
+                .and_then(Value::as_array)
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "sidecar")
+                .unwrap();
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_string(),
+                        e["value"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        };
+        for mode in [
+            PersistenceMode::Aof,
+            PersistenceMode::Rdb,
+            PersistenceMode::None,
+        ] {
+            let names = env_of(&shipped_manifests(mode, true).unwrap());
+            let has = |env: &[(String, String)], k: &str, v: &str| {
+                env.iter().any(|(a, b)| a == k && b == v)
+            };
+            assert!(
+                has(&names, "HEADLESS_SERVICE", "redis-headless"),
+                "{mode:?}"
+            );
+            assert!(!names.iter().any(|(k, _)| k == "ANNOUNCE_ADDR"), "{mode:?}");
+            let ips = env_of(&shipped_manifests(mode, false).unwrap());
+            assert!(has(&ips, "ANNOUNCE_ADDR", "$(POD_IP):6379"), "{mode:?}");
+            // POD_IP is defined before ANNOUNCE_ADDR refers to it.
+            let pos = |k: &str| ips.iter().position(|(a, _)| a == k).unwrap();
+            assert!(pos("POD_IP") < pos("ANNOUNCE_ADDR"), "{mode:?}");
+        }
+    }
+
     /// Each mode's persistence.conf, and where each keeps its data.
     #[test]
     fn each_persistence_mode_configures_redis_and_its_data_volume() {
@@ -587,7 +672,7 @@ mod tests {
             (PersistenceMode::Rdb, "appendonly no", true),
             (PersistenceMode::None, "appendonly no", false),
         ] {
-            let objs = shipped_manifests(mode).unwrap();
+            let objs = shipped_manifests(mode, true).unwrap();
             let conf = objs
                 .iter()
                 .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "redis-persistence")

@@ -70,6 +70,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
             p.info.role, p.fenced
         ));
     }
+    let leader_host = g.announced_host(&leader).ok_or("the leader has no IP")?;
     for pod in pods.iter().filter(|p| **p != leader) {
         let ip = g.cluster.pod_ip(pod).ok_or(format!("{pod} has no IP"))?;
         match probe(ip, &g.password).await?.info.role {
@@ -77,7 +78,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
                 master_host,
                 master_port,
                 ..
-            } if master_host == leader_ip.to_string() && master_port == REDIS_PORT => {}
+            } if master_host == leader_host && master_port == REDIS_PORT => {}
             other => return Err(format!("{pod}: {other:?}")),
         }
     }

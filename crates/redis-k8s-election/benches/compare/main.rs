@@ -156,11 +156,10 @@ impl System {
 
     /// Whether every other node of the group replicates from `master`.
     async fn followed(&self, master: IpAddr) -> bool {
-        let nodes: Vec<SocketAddr> = match self {
+        let (nodes, host): (Vec<SocketAddr>, String) = match self {
             System::Ours(g, _) => {
-                let ips: Vec<SocketAddr> = g
-                    .cluster
-                    .pod_names()
+                let pods = g.cluster.pod_names();
+                let ips: Vec<SocketAddr> = pods
                     .iter()
                     .filter_map(|p| g.cluster.pod_ip(p))
                     .map(|ip| SocketAddr::new(IpAddr::V4(ip), REDIS_PORT))
@@ -168,13 +167,21 @@ impl System {
                 if ips.len() != g.replicas {
                     return false;
                 }
-                ips
+                let Some(host) = pods
+                    .iter()
+                    .find(|p| g.cluster.pod_ip(p).map(IpAddr::V4) == Some(master))
+                    .and_then(|p| g.announced_host(p))
+                else {
+                    return false;
+                };
+                (ips, host)
             }
-            System::Sentinel(s) => s.redis_addrs(),
+            System::Sentinel(s) => (s.redis_addrs(), master.to_string()),
         };
         replicas_follow(
             &nodes,
             SocketAddr::new(master, REDIS_PORT),
+            &host,
             Some(&self.password()),
         )
         .await

@@ -240,6 +240,7 @@ impl SentinelGroup {
         replicas_follow(
             &self.redis_addrs(),
             SocketAddr::new(ip, 6379),
+            &ip.to_string(),
             Some(&self.password),
         )
         .await?;
