@@ -1,6 +1,6 @@
-//! Cluster DNS: the names CoreDNS' `kubernetes` plugin serves, answered from the store, on
-//! a UDP port the kubelet points its pods' `resolv.conf` at (reference section 12, "What pod
-//! DNS names are").
+//! Cluster DNS: the names CoreDNS' `kubernetes` plugin serves (Kubernetes' "DNS for Services
+//! and Pods"), answered from the store, on the UDP port the kubelet points its pods'
+//! `resolv.conf` at.
 //!
 //! * `<service>.<namespace>.svc.<domain>`: a Service's cluster IP; for a headless Service
 //!   (`clusterIP: None`) the addresses of its ready endpoints.
@@ -22,7 +22,7 @@
 //! maintained DNS library is for.
 
 use crate::store::Store;
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType, rdata::A};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +32,9 @@ use tokio::task::JoinHandle;
 
 /// CoreDNS' `kubernetes` plugin default TTL.
 const TTL: u32 = 5;
+
+/// The largest answer sent (to EDNS clients; others get 512 bytes at most).
+const UDP_PAYLOAD: u16 = 1232;
 
 /// Kubernetes' default cluster domain.
 pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -167,6 +170,13 @@ pub fn answer(store: &Store, domain: &str, request: &[u8]) -> Option<Vec<u8>> {
     let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
     reply.metadata.recursion_desired = query.metadata.recursion_desired;
     reply.metadata.recursion_available = false;
+    // A query with EDNS gets EDNS back (RFC 6891); its payload size bounds the answer.
+    let limit = usize::from(query.max_payload().min(UDP_PAYLOAD));
+    if query.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(UDP_PAYLOAD);
+        reply.set_edns(edns);
+    }
     let [q] = query.queries.as_slice() else {
         reply.metadata.response_code = ResponseCode::FormErr;
         return reply.to_vec().ok();
@@ -191,7 +201,15 @@ pub fn answer(store: &Store, domain: &str, request: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    reply.to_vec().ok()
+    // There is no TCP to retry a truncated answer over: as many addresses as fit instead
+    // (any of a headless Service's endpoints is as good as another).
+    loop {
+        let bytes = reply.to_vec().ok()?;
+        if bytes.len() <= limit || reply.answers.is_empty() {
+            return Some(bytes);
+        }
+        reply.answers.pop();
+    }
 }
 
 /// The cluster's DNS server: one UDP socket, answered from the store.
@@ -444,6 +462,45 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
         let r = ask(&s, "example.com.", RecordType::A);
         assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn a_large_service_answers_what_fits_in_one_datagram() {
+        let mut s = store();
+        let endpoints: Vec<Value> = (0..200u8)
+            .map(|i| json!({"addresses": [format!("127.0.61.{i}")], "conditions": {"ready": true}}))
+            .collect();
+        s.put(
+            "endpointslices",
+            ("default".into(), "redis-headless-big".into()),
+            json!({"metadata": {"name": "redis-headless-big",
+                    "labels": {"kubernetes.io/service-name": "redis-headless"}},
+                "endpoints": endpoints}),
+        );
+        let name = "redis-headless.default.svc.cluster.local.";
+        let plain = {
+            let mut q = Message::query();
+            q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            answer(&s, DEFAULT_DOMAIN, &q.to_vec().unwrap()).unwrap()
+        };
+        assert!(plain.len() <= 512, "{}", plain.len());
+        let r = Message::from_vec(&plain).unwrap();
+        assert!(
+            r.answers.len() > 10 && r.answers.len() < 202,
+            "{}",
+            r.answers.len()
+        );
+        assert!(!r.metadata.truncation);
+        // With EDNS: more fit, and the answer carries EDNS too.
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        q.set_edns(edns);
+        let big = answer(&s, DEFAULT_DOMAIN, &q.to_vec().unwrap()).unwrap();
+        assert!(big.len() <= usize::from(UDP_PAYLOAD) && big.len() > 512);
+        let r = Message::from_vec(&big).unwrap();
+        assert!(r.edns.is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod status;
 
 use crate::wire::{self, PodSummary, SidecarRole};
-use config::{SidecarConfig, split_host_port};
+use config::{Announce, SidecarConfig, split_host_port};
 use edges::{
     Checkpoints, Edges, EventSink, FailsafeTransport, Kubernetes, LeaseStore, PeerDirectory,
     RedisControl, RedisDialer, Routing,
@@ -311,7 +311,7 @@ impl<E: Edges> Sidecar<E> {
     /// Feeds one input and everything it leads to, carrying out the actions in order. Rounds
     /// answered meanwhile go first (see `rounds_done`).
     async fn feed(&mut self, input: Input) {
-        let mut queue = VecDeque::from([input]);
+        let mut queue = VecDeque::from([self.vouched(input)]);
         loop {
             for answered in self.answered_rounds().into_iter().rev() {
                 queue.push_front(answered);
@@ -329,6 +329,32 @@ impl<E: Edges> Sidecar<E> {
         }
         self.sync_status();
         self.announce_failsafe().await;
+    }
+
+    /// With pod DNS names, the holder's Redis address is the holder's name
+    /// (`<holder>.<svc>.<ns>.svc.<domain>`), not the address the Lease's annotation carries:
+    /// anyone allowed to write that annotation could point every replica at a Redis outside
+    /// the group, while the name resolves only to a pod the headless Service lists (an
+    /// identity the API vouches for).
+    fn vouched(&self, input: Input) -> Input {
+        match input {
+            Input::Observed(Some(mut l)) if !l.record.holder.is_empty() => {
+                if let Some(a) = self.vouched_address(&l.record.holder) {
+                    l.record.holder_address = a;
+                }
+                Input::Observed(Some(l))
+            }
+            other => other,
+        }
+    }
+
+    /// The Redis address of group member `pod` when pods announce DNS names (derived from
+    /// its name, whatever its annotations say); `None` with a fixed announce address.
+    fn vouched_address(&self, pod: &str) -> Option<String> {
+        match &self.cfg.announce {
+            Announce::Headless { .. } => Some(self.cfg.announce.resolve(pod, &self.namespace)),
+            Announce::Fixed(_) => None,
+        }
     }
 
     /// Events when a failsafe episode starts and ends (held until the API answers, so both
@@ -951,10 +977,13 @@ impl<E: Edges> Sidecar<E> {
         let peers = self.peers.peers().await?;
         self.listed_names = peers.iter().map(|p| p.name.clone()).collect();
         let mut out = Vec::new();
-        for peer in peers
+        for mut peer in peers
             .into_iter()
             .filter(|p| p.name != self.cfg.pod_name && !p.address.is_empty())
         {
+            if let Some(a) = self.vouched_address(&peer.name) {
+                peer.address = a;
+            }
             let priority = peer
                 .status
                 .as_ref()

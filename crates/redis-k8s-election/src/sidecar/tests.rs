@@ -1068,3 +1068,39 @@ async fn a_leader_whose_redis_restarted_steps_down_instead_of_promoting_it_again
     rt.run_for(Duration::from_secs(2)).await;
     assert_ne!(holder(&world), "a");
 }
+
+/// With pod DNS names, a follower replicates from the holder's name, whatever address the
+/// Lease's annotation carries (anyone who may write the Lease could set it). With a fixed
+/// announce address the annotation is all there is (the test above follows `b:6379`).
+#[tokio::test(start_paused = true)]
+async fn with_pod_dns_names_it_follows_the_holders_name_not_the_annotation() {
+    let mut cfg = config();
+    cfg.announce = config::Announce::Headless {
+        service: "redis-headless".into(),
+        domain: "cluster.local".into(),
+        port: 6379,
+    };
+    let (mut rt, world) = sidecar_with(&["b"], cfg, FakePeers::default());
+    rt.turn().await;
+    rt.turn().await;
+    assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
+    let taken = {
+        let mut w = world.borrow_mut();
+        let mut l = w.lease.clone().unwrap();
+        l.record.holder = "b".into();
+        l.record.holder_address = "attacker.example:6379".into();
+        l.record.transitions += 1;
+        w.version += 1;
+        l.version = w.version.to_string();
+        w.lease = Some(l.clone());
+        l
+    };
+    rt.feed(Input::Observed(Some(taken))).await;
+    assert_eq!(rt.role(), SidecarRole::Replica);
+    let r = redis(&world, "a:6379");
+    assert_eq!(
+        r.master,
+        Some(("b.redis-headless.default.svc.cluster.local".into(), 6379)),
+        "follows b's name"
+    );
+}
