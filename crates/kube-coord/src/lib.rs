@@ -331,6 +331,9 @@ pub struct Peer {
     /// The pod is being deleted (it has a `deletionTimestamp`): it is shutting down and must
     /// not be handed the lease, e.g. when a node drain stops several pods at once.
     pub terminating: bool,
+    /// `status.podIP` (empty before the kubelet set it): written only by the node, so an
+    /// address the API vouches for.
+    pub ip: String,
 }
 
 /// Kubernetes access for one sidecar.
@@ -521,6 +524,11 @@ impl Coord {
                         .get(POD_STATUS_ANNOTATION)
                         .and_then(|s| serde_json::from_str(s).ok()),
                     terminating: p.metadata.deletion_timestamp.is_some(),
+                    ip: p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.clone())
+                        .unwrap_or_default(),
                 })
             })
             .collect())

@@ -172,6 +172,9 @@ pub struct LocalArgs {
     /// Local port of the `redis` Service (reads from any ready pod).
     #[arg(long, default_value_t = 6381)]
     read_port: u16,
+    /// Local port of the `redis-sentinel` Service (Sentinel clients; master name mymaster).
+    #[arg(long, default_value_t = 26379)]
+    sentinel_port: u16,
     /// Pod addresses: a loopback /24 (or smaller) whose hosts become pod IPs.
     #[arg(long, default_value = "127.0.10.0/24", value_parser = parse_pod_network)]
     pod_network: PodNetwork,
@@ -348,6 +351,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         proxies: vec![
             ("redis-leader".into(), 6379, a.leader_port),
             ("redis".into(), 6379, a.read_port),
+            ("redis-sentinel".into(), 26379, a.sentinel_port),
         ],
         crash_backoff: None,
         dns_address: Some(IpAddr::V4(a.pod_network.dns)),
@@ -414,6 +418,16 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         ra.ip(),
         ra.port()
     );
+    if let Some(sa) = cluster
+        .proxy_addr("redis-sentinel")
+        .filter(|_| a.manifests.is_none() && !a.empty)
+    {
+        println!(
+            "sentinel (Service redis-sentinel): {}:{}, master name mymaster",
+            sa.ip(),
+            sa.port()
+        );
+    }
     println!(
         "switchover: redis-k8s-election switchover --kubeconfig {} --admin-token-file {}",
         kubeconfig.display(),

@@ -121,7 +121,9 @@ fn text(a: &[u8]) -> String {
 }
 
 fn arity(name: &str) -> Reply {
-    Reply::err(format!("ERR wrong number of arguments for '{name}' command"))
+    Reply::err(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
 }
 
 fn no_such_master() -> Reply {
@@ -146,7 +148,10 @@ fn unknown_command(args: &[Vec<u8>]) -> Reply {
         if msg.len() >= 128 + 60 {
             break;
         }
-        msg.push_str(&format!("'{}' ", text(a).chars().take(128).collect::<String>()));
+        msg.push_str(&format!(
+            "'{}' ",
+            text(a).chars().take(128).collect::<String>()
+        ));
     }
     Reply::err(msg)
 }
@@ -177,8 +182,7 @@ pub fn handle(
         };
     };
     let cmd = lower(first);
-    if cfg.password.is_some() && !s.authed && !matches!(cmd.as_str(), "auth" | "hello" | "quit")
-    {
+    if cfg.password.is_some() && !s.authed && !matches!(cmd.as_str(), "auth" | "hello" | "quit") {
         return Outcome::one(Reply::err("NOAUTH Authentication required."));
     }
     if s.subscribed() && s.proto == 2 && !SUBSCRIBED_OK.contains(&cmd.as_str()) {
@@ -304,7 +308,12 @@ fn hello(s: &mut Session, rest: &[Vec<u8>], cfg: &EndpointConfig) -> Reply {
                 name = Some(text(&rest[i + 1]));
                 i += 2;
             }
-            _ => return Reply::err(format!("ERR Syntax error in HELLO option '{}'", text(&rest[i]))),
+            _ => {
+                return Reply::err(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    text(&rest[i])
+                ));
+            }
         }
     }
     if let Some((user, pass)) = creds {
@@ -366,9 +375,7 @@ fn client(s: &mut Session, rest: &[Vec<u8>]) -> Reply {
             "lib-name" | "lib-ver" => Reply::ok(),
             other => Reply::err(format!("ERR Unrecognized option '{other}'")),
         },
-        ("setname" | "getname" | "id" | "setinfo", _) => {
-            arity(&format!("client|{sub}"))
-        }
+        ("setname" | "getname" | "id" | "setinfo", _) => arity(&format!("client|{sub}")),
         _ => Reply::err(format!(
             "ERR unknown subcommand '{}'. Try CLIENT HELP.",
             text(&rest[0])
@@ -408,7 +415,11 @@ fn info(rest: &[Vec<u8>], view: &GroupView, cfg: &EndpointConfig, facts: Facts) 
     }
     if want("sentinel") {
         let status = if view.master_down { "odown" } else { "ok" };
-        let address = view.master.as_ref().map(Addr::to_string).unwrap_or_default();
+        let address = view
+            .master
+            .as_ref()
+            .map(Addr::to_string)
+            .unwrap_or_default();
         out.push_str(&format!(
             "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:0\r\nsentinel_tilt_since_seconds:-1\r\nsentinel_running_scripts:0\r\nsentinel_scripts_queue_length:0\r\nsentinel_simulate_failure_flags:0\r\nmaster0:name={},status={status},address={address},slaves={},sentinels={}\r\n",
             cfg.master_name,
@@ -594,12 +605,7 @@ const HELP: [&str; 12] = [
     "SLAVES <master-name>",
 ];
 
-fn sentinel(
-    s: &mut Session,
-    rest: &[Vec<u8>],
-    view: &GroupView,
-    cfg: &EndpointConfig,
-) -> Outcome {
+fn sentinel(s: &mut Session, rest: &[Vec<u8>], view: &GroupView, cfg: &EndpointConfig) -> Outcome {
     let Some(sub) = rest.first().map(|a| lower(a)) else {
         return Outcome::one(arity("sentinel"));
     };
@@ -683,13 +689,9 @@ fn sentinel(
         "help" if args.is_empty() => {
             Reply::Array(HELP.iter().map(|l| Reply::Simple((*l).into())).collect())
         }
-        "monitor" | "remove" | "set" | "reset" | "config" | "flushconfig"
-        | "simulate-failure" | "debug" | "info-cache" | "pending-scripts" => {
-            configured_elsewhere(&sub)
-        }
-        "masters" | "myid" | "is-master-down-by-addr" | "help" => {
-            arity(&format!("sentinel|{sub}"))
-        }
+        "monitor" | "remove" | "set" | "reset" | "config" | "flushconfig" | "simulate-failure"
+        | "debug" | "info-cache" | "pending-scripts" => configured_elsewhere(&sub),
+        "masters" | "myid" | "is-master-down-by-addr" | "help" => arity(&format!("sentinel|{sub}")),
         _ => Reply::err(format!(
             "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
             text(&rest[0])
@@ -933,11 +935,19 @@ mod tests {
             Reply::bulk("ab".repeat(20))
         );
         assert_eq!(
-            one(&mut s, &c, "SENTINEL is-master-down-by-addr 10.0.0.1 6379 0 *"),
+            one(
+                &mut s,
+                &c,
+                "SENTINEL is-master-down-by-addr 10.0.0.1 6379 0 *"
+            ),
             Reply::Array(vec![Reply::Int(0), Reply::bulk("*"), Reply::Int(0)])
         );
         assert_eq!(
-            one(&mut s, &c, "SENTINEL is-master-down-by-addr 10.0.0.9 6379 0 *"),
+            one(
+                &mut s,
+                &c,
+                "SENTINEL is-master-down-by-addr 10.0.0.9 6379 0 *"
+            ),
             Reply::Array(vec![Reply::Int(1), Reply::bulk("*"), Reply::Int(0)]),
             "not the master (any more): down"
         );
@@ -975,7 +985,9 @@ mod tests {
             .iter()
             .map(|a| a.as_bytes().to_vec())
             .collect();
-        let m = handle(&mut s, &args, &v, &c, Facts::default()).replies.remove(0);
+        let m = handle(&mut s, &args, &v, &c, Facts::default())
+            .replies
+            .remove(0);
         assert_eq!(field(&m, "flags"), "master,s_down,o_down");
     }
 
@@ -1046,7 +1058,9 @@ mod tests {
         assert_eq!(one(&mut s, &c, "CLIENT GETNAME"), Reply::bulk("app"));
         assert_eq!(one(&mut s, &c, "PING"), Reply::Simple("PONG".into()));
         // Authenticated with the password, not as admin: no failover.
-        assert!(matches!(one(&mut s, &c, "SENTINEL failover mymaster"), Reply::Error(e) if e.starts_with("NOPERM")));
+        assert!(
+            matches!(one(&mut s, &c, "SENTINEL failover mymaster"), Reply::Error(e) if e.starts_with("NOPERM"))
+        );
     }
 
     #[test]
@@ -1063,7 +1077,9 @@ mod tests {
                 Reply::Int(2)
             ])
         );
-        assert!(matches!(one(&mut s, &c, "SENTINEL masters"), Reply::Error(e) if e.contains("only (P|S)SUBSCRIBE")));
+        assert!(
+            matches!(one(&mut s, &c, "SENTINEL masters"), Reply::Error(e) if e.contains("only (P|S)SUBSCRIBE"))
+        );
         assert_eq!(
             one(&mut s, &c, "PING"),
             Reply::Array(vec![Reply::bulk("pong"), Reply::bulk("")])
@@ -1074,7 +1090,10 @@ mod tests {
         let mut s3 = Session::new(2);
         one(&mut s3, &c, "HELLO 3");
         run(&mut s3, &c, "PSUBSCRIBE *");
-        assert!(matches!(one(&mut s3, &c, "SENTINEL masters"), Reply::Array(_)));
+        assert!(matches!(
+            one(&mut s3, &c, "SENTINEL masters"),
+            Reply::Array(_)
+        ));
     }
 
     #[test]

@@ -27,11 +27,13 @@ pub fn changes(name: &str, old: &GroupView, new: &GroupView) -> Vec<(String, Str
             "+switch-master".into(),
             format!("{name} {} {} {} {}", o.host, o.port, n.host, n.port),
         ));
-        out.push(("+failover-end".into(), format!("master {name} {} {}", o.host, o.port)));
+        out.push((
+            "+failover-end".into(),
+            format!("master {name} {} {}", o.host, o.port),
+        ));
     }
     // ... or the same leader back (or a first one).
-    if !new.master_down && old.master_down && old.master == new.master && new.master.is_some()
-    {
+    if !new.master_down && old.master_down && old.master == new.master && new.master.is_some() {
         out.push(("-odown".into(), master_at(new)));
         out.push(("-sdown".into(), master_at(new)));
     }
@@ -97,7 +99,11 @@ mod tests {
     fn a_failover_reads_as_sentinels_events() {
         let before = view("10.0.0.1", false, &[("10.0.0.2", true), ("10.0.0.3", true)]);
         let down = view("10.0.0.1", true, &[("10.0.0.2", true), ("10.0.0.3", true)]);
-        let after = view("10.0.0.2", false, &[("10.0.0.1", false), ("10.0.0.3", true)]);
+        let after = view(
+            "10.0.0.2",
+            false,
+            &[("10.0.0.1", false), ("10.0.0.3", true)],
+        );
         assert_eq!(
             changes("mymaster", &before, &down),
             vec![
@@ -155,7 +161,10 @@ mod tests {
             ev,
             vec![(
                 "+sentinel".into(),
-                format!("sentinel {} 10.0.0.2 26379 @ m 10.0.0.1 6379", "ab".repeat(20))
+                format!(
+                    "sentinel {} 10.0.0.2 26379 @ m 10.0.0.1 6379",
+                    "ab".repeat(20)
+                )
             )]
         );
     }

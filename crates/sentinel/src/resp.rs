@@ -144,10 +144,11 @@ fn split_inline(text: &[u8]) -> Result<Args, ProtocolError> {
                             i += 1;
                             break;
                         }
-                        b'\\' if i + 3 < text.len()
-                            && text[i + 1] == b'x'
-                            && text[i + 2].is_ascii_hexdigit()
-                            && text[i + 3].is_ascii_hexdigit() =>
+                        b'\\'
+                            if i + 3 < text.len()
+                                && text[i + 1] == b'x'
+                                && text[i + 2].is_ascii_hexdigit()
+                                && text[i + 3].is_ascii_hexdigit() =>
                         {
                             let hex = std::str::from_utf8(&text[i + 2..i + 4]).unwrap_or("0");
                             cur.push(u8::from_str_radix(hex, 16).unwrap_or(0));
@@ -253,7 +254,12 @@ impl Reply {
 
     /// A map of bulk-string keys to values.
     pub fn map<'a>(pairs: impl IntoIterator<Item = (&'a str, Reply)>) -> Self {
-        Reply::Map(pairs.into_iter().map(|(k, v)| (Reply::bulk(k), v)).collect())
+        Reply::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Reply::bulk(k), v))
+                .collect(),
+        )
     }
 
     /// A map of bulk-string keys to bulk-string values (Sentinel's master and replica
@@ -358,11 +364,26 @@ mod tests {
     fn bad_requests_get_redis_error_texts() {
         let e = |b: &[u8]| parse(b).unwrap_err().to_string();
         assert_eq!(e(b"*x\r\n"), "ERR Protocol error: invalid multibulk length");
-        assert_eq!(e(b"*99999999\r\n"), "ERR Protocol error: invalid multibulk length");
-        assert_eq!(e(b"*1\r\n$-5\r\n"), "ERR Protocol error: invalid bulk length");
-        assert_eq!(e(b"*1\r\n$999999999\r\n"), "ERR Protocol error: invalid bulk length");
-        assert_eq!(e(b"*1\r\n:1\r\n"), "ERR Protocol error: expected '$', got ':'");
-        assert_eq!(e(b"echo \"open\n"), "ERR Protocol error: unbalanced quotes in request");
+        assert_eq!(
+            e(b"*99999999\r\n"),
+            "ERR Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            e(b"*1\r\n$-5\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            e(b"*1\r\n$999999999\r\n"),
+            "ERR Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            e(b"*1\r\n:1\r\n"),
+            "ERR Protocol error: expected '$', got ':'"
+        );
+        assert_eq!(
+            e(b"echo \"open\n"),
+            "ERR Protocol error: unbalanced quotes in request"
+        );
         let long = vec![b'a'; MAX_QUERY + 1];
         assert_eq!(e(&long), "ERR Protocol error: too big inline request");
     }
@@ -381,7 +402,10 @@ mod tests {
         assert_eq!(Reply::NullArray.to_bytes(2), b"*-1\r\n");
         assert_eq!(Reply::NullBulk.to_bytes(2), b"$-1\r\n");
         assert_eq!(Reply::NullArray.to_bytes(3), b"_\r\n");
-        assert_eq!(Reply::Verbatim("a:1".into()).to_bytes(3), b"=7\r\ntxt:a:1\r\n");
+        assert_eq!(
+            Reply::Verbatim("a:1".into()).to_bytes(3),
+            b"=7\r\ntxt:a:1\r\n"
+        );
         assert_eq!(Reply::Verbatim("a:1".into()).to_bytes(2), b"$3\r\na:1\r\n");
         let p = Reply::Push(vec![Reply::bulk("message")]);
         assert_eq!(p.to_bytes(3), b">1\r\n$7\r\nmessage\r\n");

@@ -193,7 +193,11 @@ async fn serve(mut sock: TcpStream, id: u64, shared: &Shared) -> std::io::Result
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = send(&mut sock, &Reply::err(e.to_string()).to_bytes(session.proto)).await;
+                    let _ = send(
+                        &mut sock,
+                        &Reply::err(e.to_string()).to_bytes(session.proto),
+                    )
+                    .await;
                     return Ok(());
                 }
             };

@@ -125,6 +125,43 @@ pub struct SidecarArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The Sentinel-compatible endpoint's address (`HOST:PORT`, 26379 by convention): Sentinel
+    /// clients find the leader here (docs/sentinel.md). Off when not given.
+    #[arg(long, env = "SENTINEL_ADDR")]
+    pub sentinel_addr: Option<SocketAddr>,
+    /// The master set's name the endpoint answers to.
+    #[arg(long, env = "SENTINEL_MASTER_NAME", default_value = "mymaster")]
+    pub sentinel_master_name: String,
+    /// The addresses the endpoint hands out: pod IPs (as Sentinel does) or the announce host
+    /// names (Sentinel's `announce-hostnames`).
+    #[arg(long, env = "SENTINEL_ADDRESSES", value_enum, default_value_t = SentinelAddresses::Ip)]
+    pub sentinel_addresses: SentinelAddresses,
+    /// File holding the endpoint's password (Sentinel's `requirepass`); without it the
+    /// endpoint answers anyone who can reach it (it never reveals the Redis password).
+    #[arg(long, env = "SENTINEL_PASSWORD_FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+}
+
+/// `--sentinel-addresses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SentinelAddresses {
+    /// Pod IPs (`status.podIP`).
+    Ip,
+    /// The announce host names (`<pod>.<svc>.<ns>.svc.<domain>` with a headless Service).
+    Hostname,
+}
+
+/// The Sentinel-compatible endpoint's settings.
+#[derive(Clone, Debug)]
+pub struct SentinelSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The master set's name.
+    pub master_name: String,
+    /// Which addresses it hands out.
+    pub addresses: SentinelAddresses,
+    /// Its password, if any.
+    pub password: Option<String>,
 }
 
 /// `--failsafe`.
@@ -189,6 +226,10 @@ pub struct SidecarConfig {
     pub peer_key: Option<Arc<PeerKey>>,
     /// Failsafe is on.
     pub failsafe: bool,
+    /// This pod's IP (`POD_IP`), when known.
+    pub pod_ip: Option<std::net::IpAddr>,
+    /// The Sentinel-compatible endpoint, when enabled.
+    pub sentinel: Option<SentinelSettings>,
 }
 
 /// How the announce address is determined.
@@ -379,9 +420,62 @@ impl SidecarArgs {
                 ));
             }
         };
+        let sentinel = match self.sentinel_addr {
+            None => None,
+            Some(listen) => {
+                let password = match &self.sentinel_password_file {
+                    None => None,
+                    Some(p) => {
+                        let pw = std::fs::read_to_string(p)
+                            .map_err(|e| {
+                                flag(
+                                    "sentinel-password-file",
+                                    format!("cannot read {}: {e}", p.display()),
+                                )
+                            })?
+                            .trim()
+                            .to_string();
+                        if pw.is_empty() {
+                            return Err(flag(
+                                "sentinel-password-file",
+                                format!("{} is empty", p.display()),
+                            ));
+                        }
+                        Some(pw)
+                    }
+                };
+                let name = &self.sentinel_master_name;
+                if name.is_empty() || name.bytes().any(|b| !(b'!'..=b'~').contains(&b)) {
+                    return Err(flag(
+                        "sentinel-master-name",
+                        "must be non-empty, without spaces or control characters",
+                    ));
+                }
+                if self.sentinel_addresses == SentinelAddresses::Hostname
+                    && !matches!(announce, Announce::Headless { .. })
+                {
+                    tracing::warn!(
+                        "--sentinel-addresses hostname without --headless-service: the endpoint hands out the announce address's host"
+                    );
+                }
+                Some(SentinelSettings {
+                    listen,
+                    master_name: name.clone(),
+                    addresses: self.sentinel_addresses,
+                    password,
+                })
+            }
+        };
+        let pod_ip = self
+            .pod_ip
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok());
         Ok(SidecarConfig {
             peer_key,
             failsafe,
+            pod_ip,
+            sentinel,
             kubeconfig: self.kubeconfig,
             namespace: self.namespace,
             lease_name: self.lease_name,

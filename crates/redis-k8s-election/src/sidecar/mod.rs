@@ -8,6 +8,8 @@ pub mod failsafe;
 pub mod handover;
 pub mod http;
 pub mod metrics;
+mod sentinel_feed;
+pub mod sentinel_view;
 pub mod status;
 
 use crate::wire::{self, PodSummary, SidecarRole};
@@ -167,6 +169,10 @@ impl RoutingDue {
 /// actions, carried out on the edges `E`, each reporting back as a follow-up input).
 struct Sidecar<E: Edges> {
     cfg: SidecarConfig,
+    /// The Sentinel-compatible endpoint's view and what it is built from, when enabled.
+    sentinel: Option<sentinel_feed::SentinelFeed>,
+    /// The local Redis' last probe (the endpoint reports this pod from it).
+    own_probe: Option<redis_node::Probe>,
     /// The namespace (of the Lease and the pods).
     namespace: String,
     address: String,
@@ -482,6 +488,8 @@ impl<E: Edges> Sidecar<E> {
         if let Some(e) = st.epoch {
             self.metrics.epoch.set(i64::from(e));
         }
+        drop(st);
+        self.update_sentinel_view();
     }
 
     fn record_change(&self, epoch: u32, reason: String) {
@@ -1019,6 +1027,7 @@ impl<E: Edges> Sidecar<E> {
     /// Probes the local Redis and feeds health changes.
     async fn probe(&mut self) {
         let probe = self.redis.probe().await;
+        self.own_probe = probe.as_ref().ok().cloned();
         let healthy = match &probe {
             Ok(p) => !p.info.loading,
             Err(_) => false,
@@ -1543,6 +1552,15 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         })?;
     let cold_forced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (switchover_tx, switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
+    let sentinel_failover = sentinel_feed::SidecarFailover {
+        switchovers: switchover_tx.clone(),
+        http_of: Default::default(),
+        admin_token_file: cfg.admin_token_file.clone(),
+        client: reqwest::Client::builder()
+            .timeout(cfg.handover_timeout + cfg.timing.lease_duration)
+            .build()
+            .unwrap_or_default(),
+    };
     // A few questions may wait; more are refused at once (503) rather than queued.
     let (ask_tx, asks) = tokio::sync::mpsc::channel::<AskRequest>(16);
     if cfg.failsafe {
@@ -1629,8 +1647,48 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             cfg.checkpoint_interval,
         ),
     };
+    let sentinel_settings = cfg.sentinel.clone();
+    let retry = cfg.timing.retry_period;
+    let endpoint_config = sentinel_settings
+        .as_ref()
+        .map(|s| sentinel::command::EndpointConfig {
+            master_name: s.master_name.clone(),
+            password: s.password.clone(),
+            admin_token: cfg
+                .admin_token_file
+                .as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+            my_id: sentinel_view::sentinel_id(&ns, &cfg.lease_name, &cfg.pod_name),
+            port: s.listen.port(),
+            down_after_ms: cfg.timing.lease_duration.as_millis() as u64,
+            max_clients: 1000,
+        });
     let mut rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
     rt.cold_forced = cold_forced;
+    // The Sentinel-compatible endpoint: a bind failure is a configuration error, said at
+    // start (as the HTTP API's is).
+    let _endpoint = match (sentinel_settings, endpoint_config) {
+        (Some(settings), Some(ec)) => {
+            let listen = settings.listen;
+            let (feed, view) = sentinel_feed::SentinelFeed::new(settings, retry);
+            let failover = sentinel_feed::SidecarFailover {
+                http_of: feed.http_of.clone(),
+                ..sentinel_failover
+            };
+            rt.sentinel = Some(feed);
+            let endpoint = sentinel::server::Endpoint::start(listen, ec, view, Arc::new(failover))
+                .await
+                .map_err(|source| StartError::Http {
+                    addr: listen,
+                    source,
+                })?;
+            tracing::info!(addr = %endpoint.addr(), "Sentinel-compatible endpoint listening");
+            Some(endpoint)
+        }
+        _ => None,
+    };
     let inbox = Inbox { switchovers, asks };
     drive(rt, inbox, shutdown).await;
     http_task.abort();
@@ -1670,6 +1728,8 @@ impl<E: Edges> Sidecar<E> {
         let timing = cfg.timing;
         let cold_start_wait = cfg.cold_start_wait;
         Sidecar {
+            sentinel: None,
+            own_probe: None,
             elector: Elector::new(cfg.pod_name.clone(), address.clone(), timing)
                 .with_failsafe(cfg.failsafe),
             namespace,
@@ -1770,6 +1830,7 @@ async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Fu
         }
         rt.ensure_routing().await;
         rt.list_members().await;
+        rt.refresh_sentinel().await;
         rt.publish().await;
         rt.flush_events().await;
     }

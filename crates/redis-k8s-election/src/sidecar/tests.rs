@@ -339,6 +339,7 @@ fn pod(name: &str) -> Peer {
         labels: Default::default(),
         status: None,
         terminating: false,
+        ip: format!("ip-{name}"),
     }
 }
 
