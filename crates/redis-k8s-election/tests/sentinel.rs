@@ -368,6 +368,59 @@ async fn redis_py_follows_the_leader_through_a_crash_and_a_switchover() {
     g.stop().await;
 }
 
+/// ioredis (Node.js, from npm: `tests/node`, installed by `.ci/run`) through the endpoint.
+fn ioredis(g: &KubeGroup, via: SocketAddr, key: &str) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/ioredis").is_dir(),
+        "ioredis is not installed: run `npm ci --prefix {}` (.ci/run does)",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .arg("sentinel-client.js")
+        .args([
+            via.ip().to_string(),
+            via.port().to_string(),
+            g.password.clone(),
+            key.to_string(),
+        ])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "ioredis failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        g.logs(30)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ioredis_connects_and_fails_over() {
+    let g = KubeGroup::start(3, &Profile::fast()).await;
+    let (leader, leader_ip) = g
+        .converged(Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("no leader: {e}\n{}", g.logs(40)));
+    let other = g
+        .cluster
+        .pod_names()
+        .into_iter()
+        .find(|p| *p != leader)
+        .unwrap();
+    let ep = endpoint(&g, &other);
+    let first = tokio::task::block_in_place(|| ioredis(&g, ep, "n1"));
+    assert_eq!(first, format!("{leader_ip}:{REDIS_PORT}"));
+    let pid = g.cluster.container_pid(&leader, "redis").unwrap();
+    testkit::signal(pid, "-KILL");
+    let second = tokio::task::block_in_place(|| ioredis(&g, ep, "n2"));
+    assert_ne!(second, first, "ioredis writes to the new master");
+    let (_, new_ip) = g.converged(Duration::from_secs(90)).await.unwrap();
+    assert_eq!(second, format!("{new_ip}:{REDIS_PORT}"));
+    g.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_endpoint_announces_each_switch_once() {
     use futures::StreamExt;
