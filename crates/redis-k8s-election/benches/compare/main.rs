@@ -26,7 +26,7 @@
 //! `fast-none`, the fast profile without persistence (as the manifests were before issue 19).
 //!
 //! `cargo bench -p redis-k8s-election --bench compare -- [--runs N] [--quick]
-//!  [--json PATH] [--systems fast,default,fast-rpo,fast-none,sentinel-1000,sentinel-5000]
+//!  [--json PATH] [--systems fast,default,fast-rpo,fast-none,fast-sentinel-client,sentinel-1000,sentinel-5000]
 //!  [--scenarios a,b,c,d,e,f] [--outage-secs 60]`
 
 mod sentinel;
@@ -107,29 +107,51 @@ struct Run {
     leader_changes: usize,
 }
 
+/// How our system's writer finds the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// Through the `redis-leader` Service.
+    Service,
+    /// As a Sentinel-aware client, through the sidecars' Sentinel-compatible endpoints.
+    Sentinel,
+}
+
 enum System {
-    Ours(Box<KubeGroup>, Profile),
+    Ours(Box<KubeGroup>, Profile, Client),
     Sentinel(SentinelGroup),
 }
 
 impl System {
     fn name(&self) -> String {
         match self {
-            System::Ours(_, p) => format!("this project, {}", p.name),
+            System::Ours(_, p, Client::Service) => format!("this project, {}", p.name),
+            System::Ours(_, p, Client::Sentinel) => {
+                format!("this project, {}, Sentinel client", p.name)
+            }
             System::Sentinel(s) => format!("Sentinel, down-after {} ms", s.down_after_ms),
         }
     }
 
     fn password(&self) -> String {
         match self {
-            System::Ours(g, _) => g.password.clone(),
+            System::Ours(g, _, _) => g.password.clone(),
             System::Sentinel(s) => s.password.clone(),
         }
     }
 
     fn route(&self) -> Route {
         match self {
-            System::Ours(g, _) => Route::Service(g.leader_service()),
+            System::Ours(g, _, Client::Service) => Route::Service(g.leader_service()),
+            // Every address a pod may have: the client asks each endpoint in turn, as
+            // Sentinel clients go through their list of Sentinels.
+            System::Ours(g, _, Client::Sentinel) => Route::Sentinel {
+                sentinels: g
+                    .pod_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(IpAddr::V4(*ip), 26379))
+                    .collect(),
+                master_name: MASTER_NAME.into(),
+            },
             System::Sentinel(s) => Route::Sentinel {
                 sentinels: s.sentinel_addrs(),
                 master_name: MASTER_NAME.into(),
@@ -139,14 +161,14 @@ impl System {
 
     fn all_addrs(&self) -> Vec<SocketAddr> {
         match self {
-            System::Ours(g, _) => g.all_redis_addrs(),
+            System::Ours(g, _, _) => g.all_redis_addrs(),
             System::Sentinel(s) => s.redis_addrs(),
         }
     }
 
     async fn converged(&self) -> Result<IpAddr, String> {
         match self {
-            System::Ours(g, _) => g
+            System::Ours(g, _, _) => g
                 .converged(Duration::from_secs(90))
                 .await
                 .map(|(_, ip)| IpAddr::V4(ip)),
@@ -157,7 +179,7 @@ impl System {
     /// Whether every other node of the group replicates from `master`.
     async fn followed(&self, master: IpAddr) -> bool {
         let (nodes, host): (Vec<SocketAddr>, String) = match self {
-            System::Ours(g, _) => {
+            System::Ours(g, _, _) => {
                 let pods = g.cluster.pod_names();
                 let ips: Vec<SocketAddr> = pods
                     .iter()
@@ -192,7 +214,7 @@ impl System {
     /// equivalent. Returns an API fault id to heal, if any.
     async fn inject(&mut self, sc: Scenario, old: IpAddr) -> Result<Option<u64>, String> {
         match self {
-            System::Ours(g, _) => {
+            System::Ours(g, _, _) => {
                 let pod = g.holder().ok_or("no holder")?;
                 let pid = |c: &str| {
                     g.cluster
@@ -251,7 +273,7 @@ impl System {
     /// After the new master took a write: heal the API cut; restart what was killed.
     async fn recover(&mut self, sc: Scenario, old: IpAddr, fault: Option<u64>) {
         match self {
-            System::Ours(g, _) => {
+            System::Ours(g, _, _) => {
                 if let Some(id) = fault {
                     g.cluster.server.faults().remove(id);
                 }
@@ -478,7 +500,7 @@ impl Cell {
 async fn steady_state(sys: &System) -> Value {
     let window = Duration::from_secs(10);
     match sys {
-        System::Ours(g, _) => {
+        System::Ours(g, _, _) => {
             let pids: Vec<u32> = g
                 .cluster
                 .pod_names()
@@ -547,14 +569,22 @@ async fn main() {
             "fast" => System::Ours(
                 Box::new(KubeGroup::start(3, &Profile::fast()).await),
                 Profile::fast(),
+                Client::Service,
+            ),
+            "fast-sentinel-client" => System::Ours(
+                Box::new(KubeGroup::start(3, &Profile::fast()).await),
+                Profile::fast(),
+                Client::Sentinel,
             ),
             "default" => System::Ours(
                 Box::new(KubeGroup::start(3, &Profile::default_timing()).await),
                 Profile::default_timing(),
+                Client::Service,
             ),
             "fast-rpo" => System::Ours(
                 Box::new(KubeGroup::start(3, &Profile::fast_rpo()).await),
                 Profile::fast_rpo(),
+                Client::Service,
             ),
             // The fast profile in persistence mode `none` (the shipped manifests before
             // issue 19); the others run the shipped `aof`.
@@ -571,6 +601,7 @@ async fn main() {
                     .await,
                 ),
                 Profile::fast_none(),
+                Client::Service,
             ),
             s if s.starts_with("sentinel-") => {
                 let d: u64 = s["sentinel-".len()..]
@@ -626,7 +657,7 @@ async fn main() {
                     }
                     Err(e) => {
                         eprintln!("{name} {}: run {n} failed: {e}", sc.label());
-                        if let System::Ours(g, _) = &sys {
+                        if let System::Ours(g, _, _) = &sys {
                             eprintln!("pod logs (last 30 lines each):\n{}", g.logs(30));
                         }
                         cell.errors.push(e);
@@ -635,7 +666,7 @@ async fn main() {
             }
             cells.push(cell);
         }
-        if let System::Ours(g, _) = sys {
+        if let System::Ours(g, _, _) = sys {
             g.stop().await;
         }
     }
