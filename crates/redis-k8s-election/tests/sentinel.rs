@@ -482,3 +482,111 @@ async fn every_endpoint_announces_each_switch_once() {
     }
     g.stop().await;
 }
+
+/// Reads what the endpoint sends until it closes the connection (or 5 s pass).
+async fn read_to_close(sock: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_errors_and_changes_nothing() {
+    use harness::cluster::Overrides;
+    use tokio::io::AsyncWriteExt;
+    let g = KubeGroup::start_with(
+        3,
+        &Profile::fast(),
+        &Overrides {
+            sidecar_env: vec![("SENTINEL_MAX_CLIENTS", "20")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (leader, _) = g
+        .converged(Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("no leader: {e}\n{}", g.logs(40)));
+    let epoch = g.epoch();
+    let ep = endpoint(&g, &leader);
+    // Malformed RESP: Redis' protocol errors, then the connection closes.
+    for (bytes, want) in [
+        (
+            b"*1\r\n$999999999\r\n".to_vec(),
+            "-ERR Protocol error: invalid bulk length",
+        ),
+        (
+            b"*99999999\r\n".to_vec(),
+            "-ERR Protocol error: invalid multibulk length",
+        ),
+        (
+            b"*1\r\n:5\r\n".to_vec(),
+            "-ERR Protocol error: expected '$', got ':'",
+        ),
+        (
+            vec![b'x'; 2 << 20],
+            "-ERR Protocol error: too big inline request",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(ep).await.unwrap();
+        let _ = s.write_all(&bytes).await;
+        let got = read_to_close(&mut s).await;
+        assert!(got.starts_with(want), "{want}: got {got:?}");
+    }
+    // Unknown commands and wrong arity: errors, the connection stays usable.
+    let mut c = conn(ep, false).await;
+    assert!(
+        ask(&mut c, &["FLUSHALL"])
+            .await
+            .unwrap_err()
+            .contains("unknown command")
+    );
+    assert!(
+        ask(&mut c, &["SENTINEL", "master"])
+            .await
+            .unwrap_err()
+            .contains("wrong number of arguments")
+    );
+    assert_eq!(text(&ask(&mut c, &["PING"]).await.unwrap()), "PONG");
+    // Idle connections up to the limit; the next is refused; closing them frees the room.
+    let mut idle = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let mut s = tokio::net::TcpStream::connect(ep).await.unwrap();
+        s.write_all(b"PING\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if reply.starts_with("-ERR max number of clients reached") {
+            break idle.len();
+        }
+        assert_eq!(reply, "+PONG\r\n");
+        idle.push(s);
+        assert!(Instant::now() < deadline && idle.len() <= 25, "no limit");
+    };
+    // The limit counts every connection (the redis-rs one above included).
+    assert!((18..=20).contains(&refused), "refused after {refused}");
+    drop(idle);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = conn(ep, false).await;
+        if ask(&mut c, &["PING"]).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint never took a client again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The election did not notice.
+    assert_eq!(g.holder().as_deref(), Some(leader.as_str()));
+    assert_eq!(g.epoch(), epoch);
+    g.stop().await;
+}

@@ -140,6 +140,10 @@ pub struct SidecarArgs {
     /// endpoint answers anyone who can reach it (it never reveals the Redis password).
     #[arg(long, env = "SENTINEL_PASSWORD_FILE")]
     pub sentinel_password_file: Option<PathBuf>,
+    /// Most connections the endpoint serves at once (more are refused with Sentinel's
+    /// `max number of clients reached`).
+    #[arg(long, env = "SENTINEL_MAX_CLIENTS", default_value_t = 1000)]
+    pub sentinel_max_clients: usize,
 }
 
 /// `--sentinel-addresses`.
@@ -162,6 +166,8 @@ pub struct SentinelSettings {
     pub addresses: SentinelAddresses,
     /// Its password, if any.
     pub password: Option<String>,
+    /// Most connections at once.
+    pub max_clients: usize,
 }
 
 /// `--failsafe`.
@@ -458,11 +464,15 @@ impl SidecarArgs {
                         "--sentinel-addresses hostname without --headless-service: the endpoint hands out the announce address's host"
                     );
                 }
+                if self.sentinel_max_clients == 0 {
+                    return Err(flag("sentinel-max-clients", "must be at least 1"));
+                }
                 Some(SentinelSettings {
                     listen,
                     master_name: name.clone(),
                     addresses: self.sentinel_addresses,
                     password,
+                    max_clients: self.sentinel_max_clients,
                 })
             }
         };

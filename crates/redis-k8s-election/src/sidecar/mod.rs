@@ -1663,7 +1663,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             my_id: sentinel_view::sentinel_id(&ns, &cfg.lease_name, &cfg.pod_name),
             port: s.listen.port(),
             down_after_ms: cfg.timing.lease_duration.as_millis() as u64,
-            max_clients: 1000,
+            max_clients: s.max_clients,
         });
     let mut rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
     rt.cold_forced = cold_forced;
