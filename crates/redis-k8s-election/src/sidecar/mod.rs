@@ -1633,6 +1633,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         cfg.timing.request_timeout,
     );
     let coord = Coord::new(client, &ns, &cfg.lease_name, cfg.timing.request_timeout);
+    let members_coord = coord.clone();
     let edges = EdgeSet::<Kubernetes> {
         redis,
         lease: coord.clone(),
@@ -1649,6 +1650,21 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
     let sentinel_settings = cfg.sentinel.clone();
     let retry = cfg.timing.retry_period;
+    let peer_node = {
+        let (username, password) = (cfg.redis_username.clone(), cfg.redis_password.clone());
+        let (timeout, lag) = (cfg.redis_timeout, cfg.max_replica_lag_secs);
+        move |host: String, port: u16| NodeConfig {
+            host,
+            port,
+            username: username.clone(),
+            password: password.clone(),
+            timeout,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: lag,
+            announce: None,
+        }
+    };
+    let me = cfg.pod_name.clone();
     let endpoint_config = sentinel_settings
         .as_ref()
         .map(|s| sentinel::command::EndpointConfig {
@@ -1672,7 +1688,8 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _endpoint = match (sentinel_settings, endpoint_config) {
         (Some(settings), Some(ec)) => {
             let listen = settings.listen;
-            let (feed, view) = sentinel_feed::SentinelFeed::new(settings, retry);
+            let (feed, view) =
+                sentinel_feed::SentinelFeed::start(settings, members_coord, me, peer_node, retry);
             let failover = sentinel_feed::SidecarFailover {
                 http_of: feed.http_of.clone(),
                 ..sentinel_failover
@@ -1793,6 +1810,7 @@ async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Fu
     let mut watch = rt.lease.watch();
     let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
     probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut members = rt.sentinel.as_ref().map(|f| f.members.clone());
     tokio::pin!(shutdown);
     loop {
         rt.status.write().expect("status lock").last_loop = Instant::now();
@@ -1827,10 +1845,16 @@ async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Fu
                 rt.feed(Input::Tick).await;
                 rt.update_eligibility().await;
             }
+            // Last: the members task's news only refreshes the Sentinel endpoint's view.
+            Some(()) = async {
+                match &mut members {
+                    Some(m) => m.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            } => rt.update_sentinel_view(),
         }
         rt.ensure_routing().await;
         rt.list_members().await;
-        rt.refresh_sentinel().await;
         rt.publish().await;
         rt.flush_events().await;
     }

@@ -7,36 +7,115 @@ use super::config::SentinelSettings;
 use super::handover::{HandoverError, SwitchoverRequest};
 use super::sentinel_view::{MemberFacts, ViewInput, group_view, sentinel_id};
 use super::*;
+use kube_coord::Coord;
+use redis_node::NodeConfig;
 use sentinel::server::{Failover, FailoverRefusal};
 use sentinel::view::GroupView;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, watch};
 
+/// The members as the members task last listed and probed them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Members {
+    /// Every member but this pod (terminating ones left out).
+    pub(super) facts: Vec<MemberFacts>,
+}
+
 /// What the control loop keeps for the endpoint.
 pub(super) struct SentinelFeed {
     pub(super) settings: SentinelSettings,
     pub(super) tx: watch::Sender<GroupView>,
-    /// The members as last listed and probed (this pod excluded).
-    pub(super) peers: Vec<MemberFacts>,
+    /// The members task's latest listing (read without waiting).
+    pub(super) members: watch::Receiver<Members>,
     /// Each member's HTTP API (`SENTINEL FAILOVER` on a non-leader goes to the leader's).
     pub(super) http_of: Arc<RwLock<HashMap<String, String>>>,
-    pub(super) refresh: Pacer,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SentinelFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl SentinelFeed {
-    pub(super) fn new(
+    /// Starts the members task: once per `period` it lists the group's pods and probes their
+    /// Redis (all at once, each bounded by the Redis timeout). It runs beside the control
+    /// loop, never in it: a peer that hangs must not delay an election.
+    pub(super) fn start(
         settings: SentinelSettings,
-        retry: Duration,
+        coord: Coord,
+        me: String,
+        node_config: impl Fn(String, u16) -> NodeConfig + Send + 'static,
+        period: Duration,
     ) -> (Self, watch::Receiver<GroupView>) {
         let (tx, rx) = watch::channel(GroupView::default());
+        let (members_tx, members) = watch::channel(Members::default());
+        let http_of: Arc<RwLock<HashMap<String, String>>> = Default::default();
+        let http = http_of.clone();
+        let task = tokio::spawn(async move {
+            let mut nodes: HashMap<String, redis_node::RedisNode> = HashMap::new();
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Ok(peers) = coord.peers().await else {
+                    continue;
+                };
+                *http.write().expect("http map lock") = peers
+                    .iter()
+                    .filter(|p| !p.http.is_empty())
+                    .map(|p| (p.name.clone(), p.http.clone()))
+                    .collect();
+                let peers: Vec<_> = peers
+                    .into_iter()
+                    .filter(|p| p.name != me && !p.terminating && !p.address.is_empty())
+                    .collect();
+                for p in &peers {
+                    if !nodes.contains_key(&p.address)
+                        && let Some((host, port)) = split_host_port(&p.address)
+                        && let Ok(n) = redis_node::RedisNode::new(node_config(host, port))
+                    {
+                        nodes.insert(p.address.clone(), n);
+                    }
+                }
+                nodes.retain(|a, _| peers.iter().any(|p| p.address == *a));
+                let probes = futures::future::join_all(peers.iter().map(|p| async {
+                    match nodes.get(&p.address) {
+                        Some(n) => n.probe().await.ok(),
+                        None => None,
+                    }
+                }))
+                .await;
+                let facts = peers
+                    .into_iter()
+                    .zip(probes)
+                    .map(|(p, probe)| MemberFacts {
+                        host: split_host_port(&p.address)
+                            .map(|(h, _)| h)
+                            .unwrap_or_default(),
+                        priority: p
+                            .status
+                            .as_ref()
+                            .map_or(kube_coord::wire::DEFAULT_PRIORITY, |s| s.priority),
+                        name: p.name,
+                        ip: p.ip,
+                        probe,
+                    })
+                    .collect();
+                if members_tx.send(Members { facts }).is_err() {
+                    return;
+                }
+            }
+        });
         (
             Self {
                 settings,
                 tx,
-                peers: Vec::new(),
-                http_of: Arc::new(RwLock::new(HashMap::new())),
-                refresh: Pacer::new(retry),
+                members,
+                http_of,
+                task,
             },
             rx,
         )
@@ -45,7 +124,8 @@ impl SentinelFeed {
 
 impl<E: Edges> Sidecar<E> {
     /// Rebuilds the endpoint's view from what is known now (no I/O): called after every
-    /// decision, so a leader change reaches subscribers without waiting for a listing.
+    /// decision, so a leader change reaches subscribers without waiting for a listing, and
+    /// whenever the members task has news.
     pub(super) fn update_sentinel_view(&mut self) {
         let Some(feed) = &self.sentinel else {
             return;
@@ -68,7 +148,7 @@ impl<E: Edges> Sidecar<E> {
             probe: self.own_probe.clone(),
         };
         let mut members = vec![me];
-        members.extend(feed.peers.iter().cloned());
+        members.extend(feed.members.borrow().facts.iter().cloned());
         let ns = self.namespace.clone();
         let lease = self.cfg.lease_name.clone();
         let id_of = move |pod: &str| sentinel_id(&ns, &lease, pod);
@@ -92,61 +172,6 @@ impl<E: Edges> Sidecar<E> {
                 true
             }
         });
-    }
-
-    /// Once per retry period: the members' addresses and their Redis, for the endpoint's
-    /// replica and Sentinel entries.
-    pub(super) async fn refresh_sentinel(&mut self) {
-        let due = match &self.sentinel {
-            Some(f) => f.refresh.due(Instant::now()),
-            None => false,
-        };
-        if !due || self.api_unavailable() {
-            return;
-        }
-        if let Some(f) = &mut self.sentinel {
-            f.refresh.attempted(Instant::now());
-        }
-        let listed = match self.peers.peers().await {
-            Ok(p) => p,
-            Err(e) => {
-                self.api_error(&e);
-                return;
-            }
-        };
-        let http: HashMap<String, String> = listed
-            .iter()
-            .filter(|p| !p.http.is_empty())
-            .map(|p| (p.name.clone(), p.http.clone()))
-            .collect();
-        let ips: HashMap<String, String> = listed
-            .iter()
-            .map(|p| (p.name.clone(), p.ip.clone()))
-            .collect();
-        let probed = match self.probe_peers().await {
-            Ok(p) => p,
-            Err(e) => {
-                self.api_error(&e);
-                return;
-            }
-        };
-        if let Some(f) = &mut self.sentinel {
-            f.peers = probed
-                .into_iter()
-                .filter(|p| !p.terminating)
-                .map(|p| MemberFacts {
-                    ip: ips.get(&p.name).cloned().unwrap_or_default(),
-                    host: split_host_port(&p.address)
-                        .map(|(h, _)| h)
-                        .unwrap_or_default(),
-                    name: p.name,
-                    priority: p.priority,
-                    probe: p.probe,
-                })
-                .collect();
-            *f.http_of.write().expect("http map lock") = http;
-        }
-        self.update_sentinel_view();
     }
 }
 
