@@ -445,10 +445,34 @@ async fn every_endpoint_announces_each_switch_once() {
             }
         }));
     }
-    // The Lease's holder as the API has it, sampled often: when the change happened.
+    // The Lease's holder as the API has it, sampled every millisecond: when the change
+    // happened.
+    let store = g.cluster.server.store();
+    let holder_of = move || {
+        store
+            .read()
+            .unwrap()
+            .get("leases", "default", "redis")
+            .and_then(|l| {
+                l.pointer("/spec/holderIdentity")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    let watcher = {
+        let old = old.clone();
+        tokio::spawn(async move {
+            loop {
+                if holder_of().is_some_and(|h| h != old) {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
     let (ok, out) = g.switchover().await;
     assert!(ok, "{out}");
-    let changed_by = Instant::now();
+    let changed_at = watcher.await.unwrap();
     let (new, new_ip) = g.converged(Duration::from_secs(60)).await.unwrap();
     assert_ne!(new, old);
     let want = format!("mymaster {old_ip} {REDIS_PORT} {new_ip} {REDIS_PORT}");
@@ -467,16 +491,19 @@ async fn every_endpoint_announces_each_switch_once() {
     }
     let pods: BTreeSet<&str> = got.iter().map(|(p, _, _)| p.as_str()).collect();
     assert_eq!(pods.len(), 3, "one message from each endpoint: {got:?}");
+    let mut after = Vec::new();
     for (pod, payload, at) in &got {
         assert_eq!(payload, &want, "{pod}");
-        // The switchover answered once the Lease changed hands; every endpoint had said so
-        // by then, or very shortly after.
+        let late = at.saturating_duration_since(changed_at);
+        after.push((pod.clone(), late));
+        // Behaviour: announced on the Lease change (its watch), not on some later poll. The
+        // figures (milliseconds) are printed; a loaded machine must not fail the test.
         assert!(
-            at.saturating_duration_since(changed_by) < Duration::from_secs(1),
-            "{pod} announced {:?} after the switchover returned",
-            at.saturating_duration_since(changed_by)
+            late < Duration::from_secs(1),
+            "{pod} announced {late:?} after the change"
         );
     }
+    eprintln!("+switch-master after the Lease change: {after:?}");
     for s in subscribers {
         s.abort();
     }
