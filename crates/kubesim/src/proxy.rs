@@ -115,6 +115,8 @@ impl ServiceProxy {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
+                    // Out of file descriptors: back off rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let endpoints = ready_endpoints(&store.read().expect("store lock"), &sp);

@@ -24,7 +24,7 @@ pub fn now_unix() -> i64 {
 
 /// A `metav1.Time` `secs` seconds from now.
 pub fn time_in(secs: i64) -> String {
-    Timestamp::from_second(now_unix() + secs)
+    Timestamp::from_second(now_unix().saturating_add(secs))
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|_| now_time())
 }

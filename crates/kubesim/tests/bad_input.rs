@@ -395,3 +395,79 @@ fn random_requests_always_get_an_answer() {
     // The server still works after all that.
     assert_eq!(rt.block_on(s.get(L)).code, 200);
 }
+
+/// Durations from requests never overflow the server (issue 17: one watch with
+/// `timeoutSeconds=18446744073709551615` aborted the whole process, taking every pod under
+/// `local` with it; `expirationSeconds=i64::MAX` made a token expired at birth).
+#[tokio::test]
+async fn huge_durations_in_requests_are_answered_as_the_real_server_does() {
+    let s = Sim::new().await;
+    // The longest watch a client can ask for: a stream that stays open (200), and the server
+    // answers other requests meanwhile.
+    let watch = s
+        .http
+        .get(format!(
+            "{}{L}?watch=1&timeoutSeconds=18446744073709551615",
+            s.base
+        ))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("the watch is answered");
+    assert_eq!(watch.status().as_u16(), 200);
+    let mut watch = watch;
+    // No lease exists, so nothing is sent; a stream that ends at once is a watch whose task
+    // died (in a release build, with panic = "abort", the whole server would have).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(1), watch.chunk()).await;
+    assert!(ended.is_err(), "the watch ended at once: {ended:?}");
+    assert_eq!(s.get(L).await.code, 200, "the server lives on");
+    drop(watch);
+    // Negative and non-numeric timeouts: 400, as ever.
+    assert_status(
+        &s.get(&format!("{L}?watch=1&timeoutSeconds=-1")).await,
+        400,
+        "BadRequest",
+    );
+
+    // TokenRequest: beyond 2^32 seconds is invalid (422, the real text); 2^32 itself is a
+    // working token.
+    let sa = s
+        .post(
+            "/api/v1/namespaces/ns/serviceaccounts",
+            json!({"metadata": {"name": "app"}}),
+        )
+        .await;
+    assert_eq!(sa.code, 201, "{}", sa.body);
+    let path = "/api/v1/namespaces/ns/serviceaccounts/app/token";
+    let r = s
+        .post(
+            path,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": i64::MAX}}),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not specify a duration larger than 2^32 seconds"),
+        "{}",
+        r.body
+    );
+    let r = s
+        .post(
+            path,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": 1i64 << 32}}),
+        )
+        .await;
+    assert_eq!(r.code, 201, "{}", r.body);
+    let token = r.body["status"]["token"].as_str().unwrap().to_string();
+    // The token works (it is not expired at birth): the service account may at least ask
+    // who it is allowed to be, and is not refused as unauthenticated.
+    let who = s
+        .req_as(Some(&token), "GET", "/api/v1/namespaces/ns/pods", None, "")
+        .await;
+    assert_ne!(who.code, 401, "a fresh token was refused: {}", who.body);
+}

@@ -52,7 +52,12 @@ pub(super) async fn accept_loop(
         loop {
             tokio::select! {
                 accepted = l.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, _)) = accepted else {
+                        // Out of file descriptors (or the like): the error repeats at once
+                        // until a connection closes, so wait instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(serve_connection(shared.clone(), stream, shutdown.clone()));
                 }

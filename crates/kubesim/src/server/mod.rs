@@ -226,12 +226,17 @@ pub fn kubeconfig(server: &str, ca_data: &str, token: &str, namespace: &str) -> 
     )
 }
 
+/// The longest token a TokenRequest may ask for (the real server refuses more).
+pub(crate) const MAX_TOKEN_EXPIRATION_SECS: i64 = 1 << 32;
+
 pub(crate) fn issue_token(
     store: &mut Store,
     namespace: &str,
     name: &str,
     ttl_secs: i64,
 ) -> Result<String, ApiError> {
+    // Callers validate; this keeps any other path from overflowing the expiry.
+    let ttl_secs = ttl_secs.clamp(0, MAX_TOKEN_EXPIRATION_SECS);
     let sa = store
         .get("serviceaccounts", namespace, name)
         .ok_or_else(|| {
@@ -255,7 +260,7 @@ pub(crate) fn issue_token(
             namespace: namespace.to_string(),
             name: name.to_string(),
             uid,
-            expires_unix: util::now_unix() + ttl_secs,
+            expires_unix: util::now_unix().saturating_add(ttl_secs),
         },
     );
     Ok(token)

@@ -274,7 +274,16 @@ pub(super) async fn route(
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_i64)
                 .unwrap_or(3600);
-            if exp < 600 {
+            // The real server's validation (pkg/apis/authentication/validation): at least ten
+            // minutes, at most 2^32 seconds.
+            let too = if exp < 600 {
+                Some("may not specify a duration less than 10 minutes")
+            } else if exp > MAX_TOKEN_EXPIRATION_SECS {
+                Some("may not specify a duration larger than 2^32 seconds")
+            } else {
+                None
+            };
+            if let Some(why) = too {
                 return Err(ApiError::invalid(
                     "TokenRequest.authentication.k8s.io",
                     "authentication.k8s.io",
@@ -283,7 +292,7 @@ pub(super) async fn route(
                     vec![crate::status::Cause::invalid(
                         "spec.expirationSeconds",
                         &json!(exp),
-                        "may not specify a duration less than 10 minutes",
+                        why,
                     )],
                 ));
             }

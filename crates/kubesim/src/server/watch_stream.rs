@@ -202,7 +202,12 @@ pub(super) async fn run_watch(
 ) {
     let token = spec.token.clone();
     let token = token.as_deref();
-    let deadline = tokio::time::Instant::now() + spec.timeout;
+    // Any u64 of seconds is a valid timeoutSeconds; one too far for the clock means "no
+    // deadline in this process's life" (a century), never an overflow.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(spec.timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
     for line in prelude {
         if !send_line(&shared, token, &tx, line).await {
             return;
