@@ -87,8 +87,47 @@ fn refusal(code: StatusCode, reason: &str, error: String) -> Response {
 /// Compares without an early exit, so the time taken does not tell how much of a guessed
 /// token was right. (Written here: a dependency for six lines is not worth it.)
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Compared as SHA-256 digests: always 32 bytes against 32, so the time taken says
+    // nothing about the token's length (a byte-wise comparison of unequal lengths returns
+    // at once).
+    let digest = |x: &[u8]| ring::digest::digest(&ring::digest::SHA256, x);
+    let (da, db) = (digest(a), digest(b));
+    da.as_ref()
+        .iter()
+        .zip(db.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
+
+/// Checks the admin token from the headers before the handler reads a body: an
+/// unauthenticated client cannot make the sidecar buffer anything.
+async fn admin_gate(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Err(r) = authorized_admin(&s, req.headers()) {
+        return *r;
+    }
+    // A declared length over the cap is refused before a byte of it is read (the body
+    // limit alone only stops reading once the cap is passed).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > ADMIN_BODY_LIMIT as u64) {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request bodies here are at most {ADMIN_BODY_LIMIT} bytes"),
+        );
+    }
+    next.run(req).await
+}
+
+/// The largest body a state-changing request may have (a switchover's is a few dozen bytes).
+const ADMIN_BODY_LIMIT: usize = 4 * 1024;
 
 /// `None` when the request carries the admin token; otherwise the refusal to send.
 fn refuse_unauthorized(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
@@ -406,6 +445,15 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 
 /// The router (GET routes answer HEAD too).
 pub fn router(state: ApiState) -> Router {
+    // State-changing routes: the token first, then at most 4 KiB of body.
+    let admin = Router::new()
+        .route("/switchover", post(switchover))
+        .route("/force-election", post(force_election))
+        .layer(axum::extract::DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_gate,
+        ));
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -413,8 +461,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/replica", get(replica))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/switchover", post(switchover))
-        .route("/force-election", post(force_election))
+        .merge(admin)
         .route(failsafe::ASK_PATH, post(failsafe_ask))
         // Failsafe messages and switchover bodies are small: refuse large ones unread.
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
