@@ -284,6 +284,10 @@ fn make_state_dir(chosen: Option<&Path>) -> Result<StateDir> {
         )),
     };
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    // It holds the kubeconfig, tokens and the pods' Secret volumes: its owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("restricting {}", dir.display())))?;
     Ok(StateDir(dir))
 }
 
@@ -397,7 +401,16 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .unwrap_or_default();
     let admin_token_file = state.0.join("admin-token");
     if let Some(t) = cluster.secret_value("redis-auth", "admin-token") {
-        std::fs::write(&admin_token_file, t.trim()).map_err(io("writing the admin token file"))?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&admin_token_file)
+            .and_then(|mut f| f.write_all(t.trim().as_bytes()))
+            .map_err(io("writing the admin token file"))?;
     }
     let la = cluster.proxy_addr("redis-leader").expect("started above");
     let ra = cluster.proxy_addr("redis").expect("started above");

@@ -246,6 +246,17 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
     let leader = local.wait_line("leader: ", 0, Duration::from_secs(60));
     let leader = leader.split_whitespace().next().unwrap().to_string();
 
+    // Issue 17: the state directory and the files with credentials are the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&local.state), 0o700, "state directory");
+    assert_eq!(
+        mode(&local.kubeconfig()),
+        0o600,
+        "kubeconfig (a bearer token)"
+    );
+    assert_eq!(mode(&local.state.join("admin-token")), 0o600, "admin token");
+
     // redis-cli through the leader Service's port writes; the read port reaches the replicas.
     assert_eq!(local.redis_cli(6380, &["SET", "greeting", "hello"]), "OK");
     wait_until(

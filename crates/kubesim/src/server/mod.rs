@@ -204,9 +204,17 @@ impl ApiServer {
         token: &str,
         namespace: &str,
     ) -> std::io::Result<()> {
-        std::fs::write(
-            path,
-            kubeconfig(&self.url(), &self.shared.tls.ca_data(), token, namespace),
+        // It holds a bearer token: readable by its owner only.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(
+            kubeconfig(&self.url(), &self.shared.tls.ca_data(), token, namespace).as_bytes(),
         )
     }
 
