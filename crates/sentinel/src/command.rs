@@ -347,8 +347,14 @@ fn hello(s: &mut Session, rest: &[Vec<u8>], cfg: &EndpointConfig) -> Reply {
     ])
 }
 
+/// A name Redis accepts for a client (and this endpoint for its master set): printable
+/// ASCII without spaces.
+pub fn is_valid_name(n: &str) -> bool {
+    n.bytes().all(|b| (b'!'..=b'~').contains(&b))
+}
+
 fn valid_name(n: &str) -> Result<(), Reply> {
-    if n.bytes().any(|b| !(b'!'..=b'~').contains(&b)) {
+    if !is_valid_name(n) {
         return Err(Reply::err(
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ));
@@ -482,6 +488,30 @@ fn command(rest: &[Vec<u8>]) -> Reply {
     }
 }
 
+/// The fields every instance entry starts with, as Sentinel's
+/// `addReplySentinelRedisInstance` writes them: who it is, its flags, and the link's timers
+/// (0: nothing pings here).
+fn instance_fields(
+    name: String,
+    host: String,
+    port: u16,
+    runid: String,
+    flags: String,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("name", name),
+        ("ip", host),
+        ("port", port.to_string()),
+        ("runid", runid),
+        ("flags", flags),
+        ("link-pending-commands", "0".into()),
+        ("link-refcount", "1".into()),
+        ("last-ping-sent", "0".into()),
+        ("last-ok-ping-reply", "0".into()),
+        ("last-ping-reply", "0".into()),
+    ]
+}
+
 fn master_entry(view: &GroupView, cfg: &EndpointConfig) -> Reply {
     let (ip, port) = view
         .master
@@ -493,18 +523,13 @@ fn master_entry(view: &GroupView, cfg: &EndpointConfig) -> Reply {
         "master"
     };
     let members = view.sentinels.len() + 1;
-    let mut fields: Vec<(&str, String)> = vec![
-        ("name", cfg.master_name.clone()),
-        ("ip", ip),
-        ("port", port.to_string()),
-        ("runid", view.master_run_id.clone()),
-        ("flags", flags.into()),
-        ("link-pending-commands", "0".into()),
-        ("link-refcount", "1".into()),
-        ("last-ping-sent", "0".into()),
-        ("last-ok-ping-reply", "0".into()),
-        ("last-ping-reply", "0".into()),
-    ];
+    let mut fields = instance_fields(
+        cfg.master_name.clone(),
+        ip,
+        port,
+        view.master_run_id.clone(),
+        flags.into(),
+    );
     if view.master_down {
         fields.push(("s-down-time", "0".into()));
         fields.push(("o-down-time", "0".into()));
@@ -533,17 +558,14 @@ fn replica_entry(r: &ReplicaView, view: &GroupView, cfg: &EndpointConfig) -> Rep
         .master
         .as_ref()
         .map_or((String::from("?"), 0), |a| (a.host.clone(), a.port));
-    Reply::string_map([
-        ("name", r.addr.to_string()),
-        ("ip", r.addr.host.clone()),
-        ("port", r.addr.port.to_string()),
-        ("runid", r.run_id.clone()),
-        ("flags", flags.join(",")),
-        ("link-pending-commands", "0".into()),
-        ("link-refcount", "1".into()),
-        ("last-ping-sent", "0".into()),
-        ("last-ok-ping-reply", "0".into()),
-        ("last-ping-reply", "0".into()),
+    let mut fields = instance_fields(
+        r.addr.to_string(),
+        r.addr.host.clone(),
+        r.addr.port,
+        r.run_id.clone(),
+        flags.join(","),
+    );
+    fields.extend([
         ("down-after-milliseconds", cfg.down_after_ms.to_string()),
         ("info-refresh", "0".into()),
         ("role-reported", "slave".into()),
@@ -561,7 +583,8 @@ fn replica_entry(r: &ReplicaView, view: &GroupView, cfg: &EndpointConfig) -> Rep
         ("slave-priority", r.priority.to_string()),
         ("slave-repl-offset", r.offset.to_string()),
         ("replica-announced", "1".into()),
-    ])
+    ]);
+    Reply::string_map(fields)
 }
 
 fn sentinel_entries(view: &GroupView, cfg: &EndpointConfig) -> Reply {
@@ -569,22 +592,20 @@ fn sentinel_entries(view: &GroupView, cfg: &EndpointConfig) -> Reply {
         view.sentinels
             .iter()
             .map(|p| {
-                Reply::string_map([
-                    ("name", p.id.clone()),
-                    ("ip", p.addr.host.clone()),
-                    ("port", p.addr.port.to_string()),
-                    ("runid", p.id.clone()),
-                    ("flags", "sentinel".into()),
-                    ("link-pending-commands", "0".into()),
-                    ("link-refcount", "1".into()),
-                    ("last-ping-sent", "0".into()),
-                    ("last-ok-ping-reply", "0".into()),
-                    ("last-ping-reply", "0".into()),
+                let mut fields = instance_fields(
+                    p.id.clone(),
+                    p.addr.host.clone(),
+                    p.addr.port,
+                    p.id.clone(),
+                    "sentinel".into(),
+                );
+                fields.extend([
                     ("down-after-milliseconds", cfg.down_after_ms.to_string()),
                     ("last-hello-message", "0".into()),
                     ("voted-leader", "?".into()),
                     ("voted-leader-epoch", "0".into()),
-                ])
+                ]);
+                Reply::string_map(fields)
             })
             .collect(),
     )

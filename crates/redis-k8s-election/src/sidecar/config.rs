@@ -284,6 +284,22 @@ pub enum ConfigError {
     Timing(#[from] TimingError),
 }
 
+/// The secret in file `path` (given with `--{name}`), `trim`med; an unreadable or empty file
+/// is a configuration error naming the flag (the secret itself is never in the message).
+fn secret_file(
+    name: &'static str,
+    path: &std::path::Path,
+    trim: impl Fn(&str) -> &str,
+) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| flag(name, format!("cannot read {}: {e}", path.display())))?;
+    let secret = trim(&text);
+    if secret.is_empty() {
+        return Err(flag(name, format!("{} is empty", path.display())));
+    }
+    Ok(secret.to_string())
+}
+
 fn flag(flag: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Flag {
         flag,
@@ -312,30 +328,19 @@ impl SidecarArgs {
                 format!("{:?} is not HOST:PORT", self.redis_addr),
             )
         })?;
-        let redis_password = match &self.redis_password_file {
-            None => None,
-            Some(p) => {
-                let password = std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        flag(
-                            "redis-password-file",
-                            format!("cannot read {}: {e}", p.display()),
-                        )
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                // An empty file is a Secret not yet written or written wrongly; Redis
-                // would refuse every AUTH with it, so exiting (and being restarted
-                // with the file in place) beats running unable to reach Redis.
-                if password.is_empty() {
-                    return Err(flag(
-                        "redis-password-file",
-                        format!("{} is empty", p.display()),
-                    ));
-                }
-                Some(password)
-            }
-        };
+        // An empty file is a Secret not yet written or written wrongly; Redis would refuse
+        // every AUTH with it, so exiting (and being restarted with the file in place) beats
+        // running unable to reach Redis. Only line endings are trimmed: a password may hold
+        // spaces.
+        let redis_password = self
+            .redis_password_file
+            .as_deref()
+            .map(|p| {
+                secret_file("redis-password-file", p, |t| {
+                    t.trim_end_matches(['\r', '\n'])
+                })
+            })
+            .transpose()?;
         let announce = match (&self.announce_addr, &self.headless_service, &self.pod_ip) {
             (Some(a), _, _) => {
                 split_host_port(a)
@@ -392,22 +397,9 @@ impl SidecarArgs {
                 "must be below 1000000 (the number of replicas that must acknowledge)",
             ));
         }
+        // Read again on each request (rotation); here only checked to be there.
         if let Some(p) = &self.admin_token_file {
-            match std::fs::read_to_string(p) {
-                Ok(t) if !t.trim().is_empty() => {}
-                Ok(_) => {
-                    return Err(flag(
-                        "admin-token-file",
-                        format!("{} is empty", p.display()),
-                    ));
-                }
-                Err(e) => {
-                    return Err(flag(
-                        "admin-token-file",
-                        format!("cannot read {}: {e}", p.display()),
-                    ));
-                }
-            }
+            secret_file("admin-token-file", p, str::trim)?;
         }
         let peer_key = match &self.peer_key_file {
             None => None,
@@ -429,29 +421,13 @@ impl SidecarArgs {
         let sentinel = match self.sentinel_addr {
             None => None,
             Some(listen) => {
-                let password = match &self.sentinel_password_file {
-                    None => None,
-                    Some(p) => {
-                        let pw = std::fs::read_to_string(p)
-                            .map_err(|e| {
-                                flag(
-                                    "sentinel-password-file",
-                                    format!("cannot read {}: {e}", p.display()),
-                                )
-                            })?
-                            .trim()
-                            .to_string();
-                        if pw.is_empty() {
-                            return Err(flag(
-                                "sentinel-password-file",
-                                format!("{} is empty", p.display()),
-                            ));
-                        }
-                        Some(pw)
-                    }
-                };
+                let password = self
+                    .sentinel_password_file
+                    .as_deref()
+                    .map(|p| secret_file("sentinel-password-file", p, str::trim))
+                    .transpose()?;
                 let name = &self.sentinel_master_name;
-                if name.is_empty() || name.bytes().any(|b| !(b'!'..=b'~').contains(&b)) {
+                if name.is_empty() || !sentinel::command::is_valid_name(name) {
                     return Err(flag(
                         "sentinel-master-name",
                         "must be non-empty, without spaces or control characters",

@@ -11,7 +11,7 @@ use super::status::Status;
 use crate::wire::{Refusal, SidecarRole, SwitchoverDone};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -100,14 +100,18 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks the admin token from the headers before the handler reads a body: an
-/// unauthenticated client cannot make the sidecar buffer anything.
+/// unauthenticated client cannot make the sidecar buffer anything. The handler gets the
+/// admin settings as a request extension (the one check, not a second one).
 async fn admin_gate(
     State(s): State<ApiState>,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(r) = authorized_admin(&s, req.headers()) {
-        return *r;
+    match authorized_admin(&s, req.headers()) {
+        Ok(admin) => {
+            req.extensions_mut().insert(admin);
+        }
+        Err(r) => return *r,
     }
     // A declared length over the cap is refused before a byte of it is read (the body
     // limit alone only stops reading once the cap is passed).
@@ -129,11 +133,20 @@ async fn admin_gate(
 /// The largest body a state-changing request may have (a switchover's is a few dozen bytes).
 const ADMIN_BODY_LIMIT: usize = 4 * 1024;
 
+/// The admin token in `file`, trimmed; `None` when the file is missing or empty. Read on
+/// each use, so a rotated Secret takes effect without a restart.
+pub(super) fn read_admin_token(file: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(file)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
 /// `None` when the request carries the admin token; otherwise the refusal to send.
 fn refuse_unauthorized(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
-    let expected = match std::fs::read_to_string(&admin.token_file) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) | Err(_) => {
+    let expected = match read_admin_token(&admin.token_file) {
+        Some(t) => t,
+        None => {
             return Some(refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "token_unreadable",
@@ -225,11 +238,7 @@ fn handover_refusal(e: &HandoverError) -> Response {
     refusal(handover_status(e), e.code(), e.to_string())
 }
 
-async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let admin = match authorized_admin(&s, &headers) {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
+async fn switchover(Extension(admin): Extension<Arc<Admin>>, body: Bytes) -> Response {
     let (to, force) = match switchover_body(&body) {
         Ok(v) => v,
         Err(e) => return refusal(StatusCode::BAD_REQUEST, "bad_request", e),
@@ -271,11 +280,10 @@ async fn switchover(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) 
 /// `POST /force-election` (admin token): a pod in a cold start stops waiting for a majority
 /// of the members and runs for the lease with the members present (the ranking among them
 /// still decides). Answers whether this pod was in a cold start; harmless otherwise.
-async fn force_election(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    let admin = match authorized_admin(&s, &headers) {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
+async fn force_election(
+    State(s): State<ApiState>,
+    Extension(admin): Extension<Arc<Admin>>,
+) -> Response {
     admin
         .cold_forced
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -906,19 +906,8 @@ impl<E: Edges> Sidecar<E> {
             .map_err(|e| e.to_string())
     }
 
-    /// How to reach a peer's Redis (or the leader's). A fence sent there carries our
-    /// `min-replicas-max-lag`; nothing else of the RPO mode applies to a peer.
     fn node_config(&self, host: String, port: u16) -> NodeConfig {
-        NodeConfig {
-            host,
-            port,
-            username: self.cfg.redis_username.clone(),
-            password: self.cfg.redis_password.clone(),
-            timeout: self.cfg.redis_timeout,
-            min_replicas_to_write: 0,
-            min_replicas_max_lag: self.cfg.max_replica_lag_secs,
-            announce: None,
-        }
+        peer_node_config(&self.cfg, host, port)
     }
 
     async fn label_self(&mut self, role: SidecarRole) {
@@ -1552,15 +1541,8 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         })?;
     let cold_forced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (switchover_tx, switchovers) = tokio::sync::mpsc::channel::<SwitchoverRequest>(1);
-    let sentinel_failover = sentinel_feed::SidecarFailover {
-        switchovers: switchover_tx.clone(),
-        http_of: Default::default(),
-        admin_token_file: cfg.admin_token_file.clone(),
-        client: reqwest::Client::builder()
-            .timeout(cfg.handover_timeout + cfg.timing.lease_duration)
-            .build()
-            .unwrap_or_default(),
-    };
+    // `SENTINEL FAILOVER` goes where `POST /switchover` goes.
+    let failover_switchovers = switchover_tx.clone();
     // A few questions may wait; more are refused at once (503) rather than queued.
     let (ask_tx, asks) = tokio::sync::mpsc::channel::<AskRequest>(16);
     if cfg.failsafe {
@@ -1651,20 +1633,16 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     let sentinel_settings = cfg.sentinel.clone();
     let retry = cfg.timing.retry_period;
     let peer_node = {
-        let (username, password) = (cfg.redis_username.clone(), cfg.redis_password.clone());
-        let (timeout, lag) = (cfg.redis_timeout, cfg.max_replica_lag_secs);
-        move |host: String, port: u16| NodeConfig {
-            host,
-            port,
-            username: username.clone(),
-            password: password.clone(),
-            timeout,
-            min_replicas_to_write: 0,
-            min_replicas_max_lag: lag,
-            announce: None,
-        }
+        let cfg = cfg.clone();
+        move |host: String, port: u16| peer_node_config(&cfg, host, port)
     };
     let me = cfg.pod_name.clone();
+    let id_of = {
+        let (ns, lease) = (ns.clone(), cfg.lease_name.clone());
+        move |pod: &str| sentinel_view::sentinel_id(&ns, &lease, pod)
+    };
+    let admin_token_file = cfg.admin_token_file.clone();
+    let failover_timeout = cfg.handover_timeout + cfg.timing.lease_duration;
     let endpoint_config = sentinel_settings
         .as_ref()
         .map(|s| sentinel::command::EndpointConfig {
@@ -1672,11 +1650,9 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             password: s.password.clone(),
             admin_token: cfg
                 .admin_token_file
-                .as_ref()
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty()),
-            my_id: sentinel_view::sentinel_id(&ns, &cfg.lease_name, &cfg.pod_name),
+                .as_deref()
+                .and_then(http::read_admin_token),
+            my_id: id_of(&cfg.pod_name),
             port: s.listen.port(),
             down_after_ms: cfg.timing.lease_duration.as_millis() as u64,
             max_clients: s.max_clients,
@@ -1688,11 +1664,22 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _endpoint = match (sentinel_settings, endpoint_config) {
         (Some(settings), Some(ec)) => {
             let listen = settings.listen;
-            let (feed, view) =
-                sentinel_feed::SentinelFeed::start(settings, members_coord, me, peer_node, retry);
+            let (feed, view) = sentinel_feed::SentinelFeed::start(
+                settings,
+                members_coord,
+                me,
+                id_of,
+                peer_node,
+                retry,
+            );
             let failover = sentinel_feed::SidecarFailover {
+                switchovers: failover_switchovers,
                 http_of: feed.http_of.clone(),
-                ..sentinel_failover
+                admin_token_file,
+                client: reqwest::Client::builder()
+                    .timeout(failover_timeout)
+                    .build()
+                    .unwrap_or_default(),
             };
             rt.sentinel = Some(feed);
             let endpoint = sentinel::server::Endpoint::start(listen, ec, view, Arc::new(failover))
@@ -1710,6 +1697,21 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     drive(rt, inbox, shutdown).await;
     http_task.abort();
     Ok(())
+}
+
+/// How to reach a peer's Redis (or the leader's). A fence sent there carries our
+/// `min-replicas-max-lag`; nothing else of the RPO mode applies to a peer.
+fn peer_node_config(cfg: &SidecarConfig, host: String, port: u16) -> NodeConfig {
+    NodeConfig {
+        host,
+        port,
+        username: cfg.redis_username.clone(),
+        password: cfg.redis_password.clone(),
+        timeout: cfg.redis_timeout,
+        min_replicas_to_write: 0,
+        min_replicas_max_lag: cfg.max_replica_lag_secs,
+        announce: None,
+    }
 }
 
 /// One value of each edge a [`Sidecar`] runs against.

@@ -5,7 +5,7 @@
 
 use super::config::SentinelSettings;
 use super::handover::{HandoverError, SwitchoverRequest};
-use super::sentinel_view::{MemberFacts, ViewInput, group_view, sentinel_id};
+use super::sentinel_view::{MemberFacts, ViewInput, group_view};
 use super::*;
 use kube_coord::Coord;
 use redis_node::NodeConfig;
@@ -15,21 +15,17 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, watch};
 
-/// The members as the members task last listed and probed them.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Members {
-    /// Every member but this pod (terminating ones left out).
-    pub(super) facts: Vec<MemberFacts>,
-}
-
 /// What the control loop keeps for the endpoint.
 pub(super) struct SentinelFeed {
     pub(super) settings: SentinelSettings,
     pub(super) tx: watch::Sender<GroupView>,
-    /// The members task's latest listing (read without waiting).
-    pub(super) members: watch::Receiver<Members>,
+    /// The members as the members task last listed and probed them: every member but this
+    /// pod, terminating ones left out (read without waiting).
+    pub(super) members: watch::Receiver<Vec<MemberFacts>>,
     /// Each member's HTTP API (`SENTINEL FAILOVER` on a non-leader goes to the leader's).
     pub(super) http_of: Arc<RwLock<HashMap<String, String>>>,
+    /// This pod's endpoint ID.
+    my_id: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,11 +43,13 @@ impl SentinelFeed {
         settings: SentinelSettings,
         coord: Coord,
         me: String,
+        id_of: impl Fn(&str) -> String + Send + 'static,
         node_config: impl Fn(String, u16) -> NodeConfig + Send + 'static,
         period: Duration,
     ) -> (Self, watch::Receiver<GroupView>) {
+        let my_id = id_of(&me);
         let (tx, rx) = watch::channel(GroupView::default());
-        let (members_tx, members) = watch::channel(Members::default());
+        let (members_tx, members) = watch::channel(Vec::new());
         let http_of: Arc<RwLock<HashMap<String, String>>> = Default::default();
         let http = http_of.clone();
         let task = tokio::spawn(async move {
@@ -99,12 +97,13 @@ impl SentinelFeed {
                             .status
                             .as_ref()
                             .map_or(kube_coord::wire::DEFAULT_PRIORITY, |s| s.priority),
+                        id: id_of(&p.name),
                         name: p.name,
                         ip: p.ip,
                         probe,
                     })
                     .collect();
-                if members_tx.send(Members { facts }).is_err() {
+                if members_tx.send(facts).is_err() {
                     return;
                 }
             }
@@ -115,6 +114,7 @@ impl SentinelFeed {
                 tx,
                 members,
                 http_of,
+                my_id,
                 task,
             },
             rx,
@@ -140,6 +140,7 @@ impl<E: Edges> Sidecar<E> {
         };
         let me = MemberFacts {
             name: self.cfg.pod_name.clone(),
+            id: feed.my_id.clone(),
             ip: self.cfg.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             host: split_host_port(&self.address)
                 .map(|(h, _)| h)
@@ -148,10 +149,7 @@ impl<E: Edges> Sidecar<E> {
             probe: self.own_probe.clone(),
         };
         let mut members = vec![me];
-        members.extend(feed.members.borrow().facts.iter().cloned());
-        let ns = self.namespace.clone();
-        let lease = self.cfg.lease_name.clone();
-        let id_of = move |pod: &str| sentinel_id(&ns, &lease, pod);
+        members.extend(feed.members.borrow().iter().cloned());
         let previous = feed.tx.borrow().master.clone();
         let view = group_view(&ViewInput {
             leader: leader.as_deref(),
@@ -162,7 +160,6 @@ impl<E: Edges> Sidecar<E> {
             redis_port: self.cfg.redis_port,
             sentinel_port: feed.settings.listen.port(),
             previous_master: previous,
-            id_of: &id_of,
         });
         feed.tx.send_if_modified(|v| {
             if *v == view {
@@ -184,11 +181,16 @@ pub(super) struct SidecarFailover {
     pub(super) client: reqwest::Client,
 }
 
-fn refusal(e: &HandoverError) -> FailoverRefusal {
-    match e {
-        HandoverError::Busy => FailoverRefusal::InProgress,
-        HandoverError::Target(t) => FailoverRefusal::NoGoodReplica(t.to_string()),
-        other => FailoverRefusal::Other(other.to_string()),
+/// Sentinel's reply for a refused hand-over, from its stable code ([`HandoverError::code`],
+/// the `code` of a `/switchover` refusal): the same mapping whether the hand-over was refused
+/// here or by the leader's sidecar.
+fn refusal(code: &str, message: String) -> FailoverRefusal {
+    match code {
+        "busy" => FailoverRefusal::InProgress,
+        // The target refusals (`election::handover::TargetRefusal::code`): no replica fits.
+        "unknown_pod" | "already_leader" | "never_leads" | "terminating" | "not_replica"
+        | "not_caught_up" | "no_candidate" => FailoverRefusal::NoGoodReplica(message),
+        _ => FailoverRefusal::Other(message),
     }
 }
 
@@ -206,7 +208,7 @@ impl SidecarFailover {
         match outcome.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(HandoverError::NotLeader { leader: Some(l) })) => self.forward(&l).await,
-            Ok(Err(e)) => Err(refusal(&e)),
+            Ok(Err(e)) => Err(refusal(e.code(), e.to_string())),
             Err(_) => Err(FailoverRefusal::Other(
                 "the sidecar is shutting down".into(),
             )),
@@ -224,10 +226,8 @@ impl SidecarFailover {
             .ok_or_else(|| other(format!("the leader {leader}'s sidecar is not known yet")))?;
         let token = self
             .admin_token_file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
+            .as_deref()
+            .and_then(super::http::read_admin_token)
             .ok_or_else(|| other("no admin token configured on this sidecar".into()))?;
         let r = self
             .client
@@ -243,13 +243,7 @@ impl SidecarFailover {
             .json()
             .await
             .map_err(|e| other(format!("the leader's sidecar: {e}")))?;
-        Err(match body.code.as_str() {
-            "busy" => FailoverRefusal::InProgress,
-            "no_candidate" | "not_caught_up" | "not_replica" | "terminating" | "unknown_pod" => {
-                FailoverRefusal::NoGoodReplica(body.error)
-            }
-            _ => FailoverRefusal::Other(body.error),
-        })
+        Err(refusal(&body.code, body.error))
     }
 }
 

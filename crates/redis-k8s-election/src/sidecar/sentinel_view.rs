@@ -12,6 +12,8 @@ use sentinel::view::{Addr, GroupView, PeerSentinel, ReplicaView};
 pub struct MemberFacts {
     /// Pod name.
     pub name: String,
+    /// Its endpoint's ID ([`sentinel_id`]).
+    pub id: String,
     /// `status.podIP` (empty: unknown).
     pub ip: String,
     /// Its announce host (a DNS name with pod DNS).
@@ -40,8 +42,6 @@ pub struct ViewInput<'a> {
     pub sentinel_port: u16,
     /// The master the last view named (kept while there is no leader).
     pub previous_master: Option<Addr>,
-    /// Each member's endpoint ID.
-    pub id_of: &'a dyn Fn(&str) -> String,
 }
 
 fn host_of(m: &MemberFacts, mode: SentinelAddresses) -> String {
@@ -94,7 +94,7 @@ pub fn group_view(i: &ViewInput<'_>) -> GroupView {
         .iter()
         .filter(|m| m.name != i.me)
         .map(|m| PeerSentinel {
-            id: (i.id_of)(&m.name),
+            id: m.id.clone(),
             addr: Addr::new(host_of(m, i.addresses), i.sentinel_port),
         })
         .collect();
@@ -129,6 +129,7 @@ mod tests {
     fn member(name: &str, ip: &str) -> MemberFacts {
         MemberFacts {
             name: name.into(),
+            id: sentinel_id("ns", "redis", name),
             ip: ip.into(),
             host: format!("{name}.redis-headless.ns.svc.cluster.local"),
             priority: 100,
@@ -141,7 +142,6 @@ mod tests {
         members: &'a [MemberFacts],
         addresses: SentinelAddresses,
         previous: Option<Addr>,
-        id_of: &'a dyn Fn(&str) -> String,
     ) -> ViewInput<'a> {
         ViewInput {
             leader,
@@ -152,7 +152,6 @@ mod tests {
             redis_port: 6379,
             sentinel_port: 26379,
             previous_master: previous,
-            id_of,
         }
     }
 
@@ -163,13 +162,11 @@ mod tests {
             member("redis-1", "10.0.0.2"),
             member("redis-2", ""),
         ];
-        let id = |p: &str| sentinel_id("ns", "redis", p);
         let v = group_view(&input(
             Some("redis-0"),
             &members,
             SentinelAddresses::Ip,
             None,
-            &id,
         ));
         assert_eq!(v.master, Some(Addr::new("10.0.0.1", 6379)));
         assert!(!v.master_down);
@@ -195,7 +192,6 @@ mod tests {
             &members,
             SentinelAddresses::Hostname,
             None,
-            &id,
         ));
         assert_eq!(
             v.master,
@@ -209,15 +205,8 @@ mod tests {
     #[test]
     fn without_a_leader_the_last_master_stays_flagged_down() {
         let members = [member("redis-0", "10.0.0.1"), member("redis-1", "10.0.0.2")];
-        let id = |p: &str| p.to_string();
         let last = Some(Addr::new("10.0.0.1", 6379));
-        let v = group_view(&input(
-            None,
-            &members,
-            SentinelAddresses::Ip,
-            last.clone(),
-            &id,
-        ));
+        let v = group_view(&input(None, &members, SentinelAddresses::Ip, last.clone()));
         assert_eq!(v.master, last);
         assert!(v.master_down);
         assert_eq!(v.replicas.len(), 2);

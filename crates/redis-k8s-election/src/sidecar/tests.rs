@@ -517,21 +517,25 @@ async fn promotes_on_a_free_lease_and_routes_to_itself() {
     assert_eq!((history.len(), history[0].reason.as_str()), (1, "elected"));
 }
 
+/// Someone else's write: `holder` took the Lease at the next epoch, recording `address`;
+/// the Lease as a watch shows it next.
+fn taken_by(world: &Shared, holder: &str, address: &str) -> ObservedLease {
+    let mut w = world.borrow_mut();
+    let mut l = w.lease.clone().unwrap();
+    l.record.holder = holder.into();
+    l.record.holder_address = address.into();
+    l.record.transitions += 1;
+    w.version += 1;
+    l.version = w.version.to_string();
+    w.lease = Some(l.clone());
+    l
+}
+
 #[tokio::test(start_paused = true)]
 async fn steps_down_and_follows_when_another_pod_holds_the_lease() {
     let (mut rt, world) = leading(&["b"]).await;
     // Someone else's write took the Lease (b, at a new epoch).
-    let taken = {
-        let mut w = world.borrow_mut();
-        let mut l = w.lease.clone().unwrap();
-        l.record.holder = "b".into();
-        l.record.holder_address = "b:6379".into();
-        l.record.transitions += 1;
-        w.version += 1;
-        l.version = w.version.to_string();
-        w.lease = Some(l.clone());
-        l
-    };
+    let taken = taken_by(&world, "b", "b:6379");
     rt.feed(Input::Observed(Some(taken))).await;
     assert_eq!(rt.role(), SidecarRole::Replica);
     let r = redis(&world, "a:6379");
@@ -1085,17 +1089,7 @@ async fn with_pod_dns_names_it_follows_the_holders_name_not_the_annotation() {
     rt.turn().await;
     rt.turn().await;
     assert_eq!(rt.role(), SidecarRole::Leader, "{:?}", kinds(&world));
-    let taken = {
-        let mut w = world.borrow_mut();
-        let mut l = w.lease.clone().unwrap();
-        l.record.holder = "b".into();
-        l.record.holder_address = "attacker.example:6379".into();
-        l.record.transitions += 1;
-        w.version += 1;
-        l.version = w.version.to_string();
-        w.lease = Some(l.clone());
-        l
-    };
+    let taken = taken_by(&world, "b", "attacker.example:6379");
     rt.feed(Input::Observed(Some(taken))).await;
     assert_eq!(rt.role(), SidecarRole::Replica);
     let r = redis(&world, "a:6379");
