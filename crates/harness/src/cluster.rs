@@ -3,6 +3,7 @@
 //! use it, because their faults are the pod's (kill a container, delete the pod, cut one pod's
 //! API access) and their clients go through the `redis-leader` Service's proxy.
 
+use super::measure::Ack;
 use kubesim::cluster::{Cluster, ClusterConfig};
 use kubesim::manifest;
 use serde_json::{Value, json};
@@ -325,6 +326,37 @@ impl KubeGroup {
                 .pointer("/spec/leaseTransitions")?
                 .as_u64()
         })
+    }
+
+    /// The Lease's role-change history, oldest first.
+    pub fn history(&self) -> Vec<kube_coord::history::Entry> {
+        let stored = self.cluster.server.with_store(|s| {
+            s.get("leases", "default", "redis")
+                .and_then(|l| {
+                    l.pointer("/metadata/annotations")?
+                        .get(kube_coord::HISTORY_ANNOTATION)?
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .unwrap_or_default()
+        });
+        kube_coord::history::parse(&stored)
+    }
+
+    /// Asserts that every write in `acks` is in the list `key` on the Redis at `master`
+    /// (with the group's password), naming the first missing ones and the pods' logs.
+    pub async fn assert_none_lost(&self, master: SocketAddr, key: &str, acks: &[Ack]) {
+        let lost = super::measure::lost_writes(master, Some(&self.password), key, acks)
+            .await
+            .unwrap_or_else(|| panic!("the list {key} on {master} is not readable"));
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes lost (first: {:?})\n{}",
+            lost.len(),
+            acks.len(),
+            &lost[..lost.len().min(10)],
+            self.logs(40)
+        );
     }
 
     /// The ready endpoints of `redis-leader` (where the proxy sends new connections).

@@ -4,6 +4,9 @@
 //! with the pod; a pod whose resolver is not the cluster's resolves none of them (the control
 //! case). Needs root (mount namespaces and port 53), as the whole suite does.
 
+mod common;
+
+use common::wait_for;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use kubesim::cluster::{Cluster, ClusterConfig};
@@ -11,7 +14,7 @@ use kubesim::kubelet::plan::ImageRule;
 use kubesim::manifest;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Each pod writes, every 200 ms, what its resolver answers for each name into
 /// `$DATA/<name>` (the IPs, one per line; empty when the name does not resolve) and counts
@@ -87,17 +90,6 @@ spec:
     - {name: data, emptyDir: {}}
     - {name: scripts, configMap: {name: scripts}}
 "#;
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn pod_network() -> (IpAddr, Vec<Ipv4Addr>) {
     // A /24 of its own per test run: the cluster's address (API, DNS) and its pods'.

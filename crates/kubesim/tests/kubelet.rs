@@ -4,14 +4,14 @@
 
 mod common;
 
-use common::Sim;
+use common::{Sim, wait_for};
 use kubesim::controllers::StatefulSetController;
 use kubesim::kubelet::plan::ImageRule;
 use kubesim::kubelet::{Kubelet, KubeletConfig};
 use kubesim::manifest;
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -90,17 +90,6 @@ spec:
         - {name: conf, secret: {secretName: conf, defaultMode: 0440}}
         - {name: data, emptyDir: {}}
 "#;
-
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn pod(sim: &Sim, name: &str) -> Option<Value> {
     sim.server

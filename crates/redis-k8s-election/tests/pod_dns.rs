@@ -6,7 +6,7 @@
 //! comes back under the same names, with its data (the shipped AOF persistence).
 
 use harness::cluster::{KubeGroup, Profile, REDIS_PORT};
-use harness::measure::{ClientWriter, Route, lost_writes, probe_redis};
+use harness::measure::{ClientWriter, Route, probe_redis};
 use redis_node::info::Role;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -19,17 +19,7 @@ fn dns_name(pod: &str) -> String {
 
 /// The Lease's role-change history: (from, to, reason) per entry.
 fn history(g: &KubeGroup) -> Vec<(String, String, String)> {
-    let stored = g.cluster.server.with_store(|s| {
-        s.get("leases", "default", "redis")
-            .and_then(|l| {
-                l.pointer("/metadata/annotations")?
-                    .get(kube_coord::HISTORY_ANNOTATION)?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .unwrap_or_default()
-    });
-    kube_coord::history::parse(&stored)
+    g.history()
         .into_iter()
         .map(|e| (e.from, e.to, e.reason))
         .collect()
@@ -156,22 +146,12 @@ async fn pods_deleted_in_turn_and_all_at_once_keep_their_names_and_every_write()
     follow_by_name(&g, &leader, leader_ip).await;
     assert!(writer.wait_for(100, Duration::from_secs(30)).await);
     let acks = writer.finish().await;
-    let lost = lost_writes(
+    g.assert_none_lost(
         SocketAddr::new(IpAddr::V4(leader_ip), REDIS_PORT),
-        Some(&g.password),
         "log",
         &acks,
     )
-    .await
-    .expect("the leader's list is readable");
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost (first: {:?})\n{}",
-        lost.len(),
-        acks.len(),
-        &lost[..lost.len().min(10)],
-        g.logs(40)
-    );
+    .await;
     eprintln!(
         "pod DNS: {} acknowledged writes, leader changes {:?}",
         acks.len(),

@@ -8,7 +8,7 @@
 //! data, releases the lease at once.
 
 use harness::cluster::{KubeGroup, Profile, REDIS_PORT};
-use harness::measure::{ClientWriter, Route, lost_writes, send_signal};
+use harness::measure::{ClientWriter, Route, send_signal};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -78,45 +78,20 @@ async fn pod_killed_whole(cut_from_api: bool) {
         .await
         .unwrap_or_else(|e| panic!("not converged after the kill: {e}\n{}", g.logs(40)));
     assert_ne!(new, old, "the restarted pod took its lease back");
-    let history = g.cluster.server.with_store(|s| {
-        s.get("leases", "default", "redis")
-            .and_then(|l| {
-                l.pointer("/metadata/annotations")?
-                    .get(kube_coord::HISTORY_ANNOTATION)?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .unwrap_or_default()
-    });
-    let last = kube_coord::history::parse(&history)
-        .pop()
-        .expect("a history entry");
+    let history = g.history();
+    let last = history.last().expect("a history entry");
     let how = if cut_from_api { "expired" } else { "released" };
     assert_eq!(
         (last.from.as_str(), last.to.as_str(), last.reason.as_str()),
         (old.as_str(), new.as_str(), how),
-        "history: {history}"
+        "history: {history:?}"
     );
 
     // Every acknowledged write, before and after the kill, is on the new master: the
     // restarted empty Redis handed nothing to its peers.
     assert!(writer.wait_for(200, Duration::from_secs(20)).await);
     let acks = writer.finish().await;
-    let lost = lost_writes(
-        SocketAddr::new(first.node, REDIS_PORT),
-        Some(&g.password),
-        "log",
-        &acks,
-    )
-    .await
-    .expect("the new master's list is readable");
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost (first: {:?})\n{}",
-        lost.len(),
-        acks.len(),
-        &lost[..lost.len().min(10)],
-        g.logs(40)
-    );
+    g.assert_none_lost(SocketAddr::new(first.node, REDIS_PORT), "log", &acks)
+        .await;
     g.stop().await;
 }

@@ -297,25 +297,33 @@ host, port = s.discover_master("mymaster")
 print(f"{host}:{port}")
 "#;
 
+/// Runs a client script (`cmd`), failing the test with its stderr and the pods' logs if it
+/// fails; what it printed (the master's address).
+fn run_client(g: &KubeGroup, what: &str, cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        g.logs(30)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn redis_py(g: &KubeGroup, via: SocketAddr, proto: &str, key: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", REDIS_PY])
-        .args([
+    run_client(
+        g,
+        &format!("redis-py ({proto})"),
+        Command::new("python3").args(["-c", REDIS_PY]).args([
             via.ip().to_string(),
             via.port().to_string(),
             g.password.clone(),
             proto.to_string(),
             key.to_string(),
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "redis-py ({proto}) failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        g.logs(30)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+        ]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -376,24 +384,19 @@ fn ioredis(g: &KubeGroup, via: SocketAddr, key: &str) -> String {
         "ioredis is not installed: run `npm ci --prefix {}` (.ci/run does)",
         dir.display()
     );
-    let out = Command::new("node")
-        .current_dir(&dir)
-        .arg("sentinel-client.js")
-        .args([
-            via.ip().to_string(),
-            via.port().to_string(),
-            g.password.clone(),
-            key.to_string(),
-        ])
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "ioredis failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        g.logs(30)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    run_client(
+        g,
+        "ioredis",
+        Command::new("node")
+            .current_dir(&dir)
+            .arg("sentinel-client.js")
+            .args([
+                via.ip().to_string(),
+                via.port().to_string(),
+                g.password.clone(),
+                key.to_string(),
+            ]),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

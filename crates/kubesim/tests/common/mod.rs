@@ -6,7 +6,7 @@
 use kubesim::{ApiServer, Config};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The administrator token every test server accepts.
 pub const TOKEN: &str = "T";
@@ -246,5 +246,18 @@ impl Watch {
                 other => panic!("expected an event, got {other:?}"),
             }
         }
+    }
+}
+
+/// Polls `f` every 50 ms until it gives a value; fails the test naming `what` after `within`.
+/// (For tests that watch processes and files from a blocking section.)
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
