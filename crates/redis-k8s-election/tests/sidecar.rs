@@ -506,3 +506,108 @@ async fn state_changing_requests_are_refused_before_their_body_is_read() {
     // The sidecar is as it was: still the leader, still answering.
     assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
 }
+
+/// A fresh connection's `GET {path}`: its status line, or `None` without one within `within`.
+async fn fresh_get(http: std::net::SocketAddr, path: &str, within: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(within, async {
+        let mut s = tokio::net::TcpStream::connect(http).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: sidecar\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .map(str::to_string)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Whether the server closes `s` (EOF or reset) within `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Issue 17: with a low file limit, 600 idle sockets failed the leader's liveness probe (the
+/// kubelet restarted its sidecar and the lease changed hands without a hand-over), and clients
+/// that never finish their headers or sit idle were never dropped. Now the oldest connection
+/// makes room for a new one, so `/livez` is answered whatever the other clients hold, and
+/// slow or idle clients are closed at the header timeout. On the old server the probes go
+/// unanswered (accept fails once the file limit is reached) and the slow clients stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_never_starve_the_liveness_probe() {
+    use tokio::io::AsyncWriteExt;
+    let mut g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    // A replica's sidecar, restarted with a short header timeout and a low file limit.
+    let r = (leader + 1) % 3;
+    g.sidecars[r] = None;
+    g.sidecar_args = vec!["--http-header-timeout".into(), "1s".into()];
+    g.start_sidecar(r);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while g.code(r, "/livez", false).await != 200 {
+        assert!(Instant::now() < deadline, "restarted sidecar never live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = g.sidecars[r].as_ref().unwrap().child.id() as libc::pid_t;
+    let low = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 256,
+    };
+    // SAFETY: prlimit with a valid rlimit and no old-limit pointer.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &low, std::ptr::null_mut()) },
+        0
+    );
+    let http = g.sidecars[r].as_ref().unwrap().http;
+
+    // More idle connections than the file limit allows, each opened and left alone.
+    let mut idle = Vec::new();
+    for i in 0..400 {
+        let s = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(http))
+            .await
+            .unwrap_or_else(|_| panic!("idle connection {i} not accepted within 3 s"));
+        idle.push(s.unwrap());
+    }
+    for probe in 0..5 {
+        let line = fresh_get(http, "/livez", Duration::from_secs(3)).await;
+        assert_eq!(
+            line.as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "probe {probe} with 400 idle connections open"
+        );
+    }
+
+    // A client that never finishes its headers, and one idle after a request, are closed.
+    let mut slow = tokio::net::TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"GET /livez HTTP/1.1\r\nHost: sidecar\r\n")
+        .await
+        .unwrap();
+    let mut kept = tokio::net::TcpStream::connect(http).await.unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: sidecar\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)).await,
+        "a client that never finished its headers is still connected"
+    );
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5)).await,
+        "an idle kept-alive connection is still open"
+    );
+    drop(idle);
+    // The group never noticed.
+    assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
+}

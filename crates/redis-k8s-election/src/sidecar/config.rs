@@ -108,6 +108,14 @@ pub struct SidecarArgs {
     /// HTTP API address.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:9121")]
     pub http_addr: SocketAddr,
+    /// Most HTTP connections open at once: a new one closes the oldest, so probes are always
+    /// answered.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 128)]
+    pub http_max_connections: usize,
+    /// Time an HTTP client has to send a request's headers; also the longest idle time of a
+    /// kept-alive connection. A request's body must arrive within twice this.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_header_timeout: Duration,
     /// File holding the bearer token that HTTP requests changing state (switchover) must
     /// carry. Without it those requests are refused. Read on each request, so a rotated
     /// Secret takes effect without a restart.
@@ -226,6 +234,8 @@ pub struct SidecarConfig {
     pub max_replica_lag_secs: u32,
     /// HTTP API address.
     pub http_addr: SocketAddr,
+    /// What one HTTP client may hold.
+    pub http_limits: super::serve::ServeLimits,
     /// The admin bearer token's file, if state-changing requests are enabled.
     pub admin_token_file: Option<PathBuf>,
     /// The peer key, when one is configured (failsafe messages need it).
@@ -452,6 +462,17 @@ impl SidecarArgs {
                 })
             }
         };
+        if self.http_max_connections == 0 {
+            return Err(flag("http-max-connections", "must be at least 1"));
+        }
+        if self.http_header_timeout.is_zero() {
+            return Err(flag("http-header-timeout", "must be above zero"));
+        }
+        let http_limits = super::serve::ServeLimits {
+            max_connections: self.http_max_connections,
+            header_timeout: self.http_header_timeout,
+            body_timeout: self.http_header_timeout * 2,
+        };
         let pod_ip = self
             .pod_ip
             .as_deref()
@@ -483,6 +504,7 @@ impl SidecarArgs {
             min_replicas: self.min_replicas,
             max_replica_lag_secs,
             http_addr: self.http_addr,
+            http_limits,
             admin_token_file: self.admin_token_file,
         })
     }

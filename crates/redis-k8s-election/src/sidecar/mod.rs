@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 mod sentinel_feed;
 pub mod sentinel_view;
+pub mod serve;
 pub mod status;
 
 use crate::wire::{self, PodSummary, SidecarRole};
@@ -1496,6 +1497,7 @@ async fn kube_client(cfg: &SidecarConfig) -> Result<(kube::Client, String), Star
 
 /// Runs the sidecar until `shutdown` resolves; then releases the lease if it holds it.
 pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    serve::raise_open_file_limit();
     let (client, ns) = kube_client(&cfg).await?;
     let address = cfg.announce.resolve(&cfg.pod_name, &ns);
     tracing::info!(
@@ -1603,10 +1605,9 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
     } else {
         cfg.http_addr.to_string()
     };
+    let http_limits = cfg.http_limits;
     let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, api).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
+        serve::serve(listener, api, http_limits).await;
     });
     let events = EventRecorder::new(
         client.clone(),
