@@ -309,6 +309,15 @@ impl ApiError {
         )
     }
 
+    /// 504 `Timeout`: the request (here, its body) did not arrive within the server's time.
+    pub fn timeout() -> Self {
+        Self::plain(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within the allotted timeout".to_string(),
+        )
+    }
+
     /// 500 `InternalError`.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();

@@ -360,14 +360,53 @@ fn random_requests_always_get_an_answer() {
         failure_persistence: None,
         ..ProptestConfig::default()
     };
+    // Every query parameter the server reads, with values from the plausible to the absurd
+    // (issue 17: one timeoutSeconds aborted the server).
+    let param_names = prop::sample::select(vec![
+        "watch",
+        "timeoutSeconds",
+        "limit",
+        "continue",
+        "resourceVersion",
+        "resourceVersionMatch",
+        "labelSelector",
+        "fieldSelector",
+        "allowWatchBookmarks",
+        "sendInitialEvents",
+        "dryRun",
+        "fieldManager",
+        "force",
+        "propagationPolicy",
+        "gracePeriodSeconds",
+        "fieldValidation",
+        "pretty",
+    ]);
+    let param_values = prop_oneof![
+        Just(String::new()),
+        Just("18446744073709551615".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just("-9223372036854775808".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("1e400".to_string()),
+        Just("%FF%FE".to_string()),
+        "[0-9]{1,22}",
+        "[a-zA-Z0-9=,!()%.-]{0,16}",
+    ];
+    let query = prop::collection::vec((param_names, param_values), 0..5);
     proptest!(config, |(method in methods, prefix in prefixes, suffix in "[a-z0-9/%.?&=_-]{0,24}",
+                        query in query,
                         ct in content_types, body in proptest::collection::vec(any::<u8>(), 0..64),
                         json_body in prop::option::of(prop::sample::select(vec![
                             json!({}), json!([]), json!(null), json!({"metadata": 5}),
                             json!({"metadata": {"name": "l1", "resourceVersion": "1"}}),
                             json!([{"op": "remove", "path": "/spec"}]),
                         ])))| {
-        let path = format!("{prefix}{suffix}");
+        let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = if query.is_empty() {
+            format!("{prefix}{suffix}")
+        } else {
+            format!("{prefix}{suffix}?{}", query.join("&"))
+        };
         let bytes = match &json_body { Some(j) => serde_json::to_vec(j).unwrap(), None => body };
         let r = rt.block_on(async {
             s.http

@@ -228,6 +228,42 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o440, "defaultMode 0440 read as octal");
+    // The Secret's volume is read-only inside the pod, as a real kubelet mounts it: Redis
+    // (root here) cannot rewrite the config file it was started from (issue 17: `CONFIG
+    // REWRITE` rewrote the Secret-mounted auth.conf). Where containers share the host's mount
+    // namespace (not root) the files are plain files and this cannot hold.
+    if kubelet.in_cluster_files() {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                &ip0,
+                "-p",
+                "6379",
+                "-a",
+                "s3cret",
+                "--no-auth-warning",
+            ])
+            .args(["CONFIG", "REWRITE"])
+            .output()
+            .expect("redis-cli is installed");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(answer.contains("Read-only file system"), "{answer}");
+        // The control: the emptyDir beside it is writable.
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                &ip0,
+                "-p",
+                "6379",
+                "-a",
+                "s3cret",
+                "--no-auth-warning",
+            ])
+            .args(["SAVE"])
+            .output()
+            .expect("redis-cli is installed");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    }
 
     // A crashed container is restarted and the pod is Ready again.
     let pid = kubelet.container_pid("ns", "kv-1", "redis").unwrap();

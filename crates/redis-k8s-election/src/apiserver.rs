@@ -19,6 +19,13 @@ pub struct ApiserverArgs {
     /// How many changes watches can resume from before they get 410 Expired.
     #[arg(long, default_value_t = kubesim::store::DEFAULT_HISTORY)]
     watch_history: usize,
+    /// Time a client has to send a request's headers; also the longest idle time of a
+    /// kept-alive connection.
+    #[arg(long, default_value = "32s", value_parser = humantime::parse_duration)]
+    header_timeout: std::time::Duration,
+    /// Time a client has to send a request's body (504 after it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    body_timeout: std::time::Duration,
 }
 
 /// Why the API server could not run. Each names the flag to fix.
@@ -56,6 +63,10 @@ pub async fn run(args: ApiserverArgs) -> Result<(), ApiserverError> {
         listen: args.listen,
         admin_tokens: tokens.clone(),
         history: args.watch_history.max(1),
+        header_timeout: args
+            .header_timeout
+            .max(std::time::Duration::from_millis(100)),
+        body_timeout: args.body_timeout.max(std::time::Duration::from_millis(100)),
     };
     let server =
         kubesim::ApiServer::start(config)

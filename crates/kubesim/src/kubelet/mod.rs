@@ -127,6 +127,9 @@ struct PodRuntime {
     uid: String,
     ip: Ipv4Addr,
     dir: PathBuf,
+    /// The pod's Secret and ConfigMap volumes: read-only inside its containers, as a real
+    /// kubelet mounts them (where containers run in their own mount namespaces).
+    read_only_volumes: Vec<String>,
     grace: Duration,
     start_time: String,
     containers: Mutex<Vec<ContainerView>>,
@@ -465,6 +468,13 @@ fn start_pod(shared: &Arc<Shared>, pod: &Value) {
             .state_dir
             .join("pods")
             .join(format!("{ns}_{name}_{short_uid}")),
+        read_only_volumes: spec
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter(|v| v.secret.is_some() || v.config_map.is_some())
+            .map(|v| v.name.clone())
+            .collect(),
         grace: Duration::from_secs(grace),
         start_time: util::now_time(),
         containers: Mutex::new(containers),

@@ -43,6 +43,10 @@ pub(super) struct NamespaceMounts {
     pub(super) source: CString,
     /// Pod files bound read-only over the host's (`/etc/resolv.conf`, `/etc/hosts`).
     pub(super) files: Vec<FileBind>,
+    /// Secret and ConfigMap volume directories, bound read-only over themselves: a process
+    /// running as root (Redis' `CONFIG REWRITE` of a config file from a Secret) cannot change
+    /// them, while the kubelet's updates (outside the namespace) still show.
+    pub(super) read_only_dirs: Vec<CString>,
 }
 
 /// One file bound over another in the container's mount namespace.
@@ -94,7 +98,15 @@ pub(super) fn namespace_mounts(shared: &Shared, rt: &PodRuntime) -> Option<Names
             });
         }
     }
+    let read_only_dirs = rt
+        .read_only_volumes
+        .iter()
+        .map(|v| rt.dir.join("volumes").join(v))
+        .filter(|d| d.is_dir())
+        .filter_map(|d| c(&d))
+        .collect();
     Some(NamespaceMounts {
+        read_only_dirs,
         secrets: c(&run.join("secrets"))?,
         kubernetes_io: c(&run.join("secrets/kubernetes.io"))?,
         target: c(&run.join("secrets/kubernetes.io/serviceaccount"))?,
@@ -182,6 +194,9 @@ pub(super) fn mount_service_account(m: &NamespaceMounts) -> std::io::Result<()> 
                 libc::close(fd);
             }
             check(bind_read_only(&f.source, &f.target))?;
+        }
+        for d in &m.read_only_dirs {
+            check(bind_read_only(d, d))?;
         }
     }
     Ok(())

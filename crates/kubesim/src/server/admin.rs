@@ -6,7 +6,7 @@ use super::*;
 pub(super) async fn admin(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let (_, body) = match read_body(req).await {
+    let (_, body) = match read_body(shared, req).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };

@@ -87,10 +87,10 @@ pub(super) async fn serve_connection(
             if let Ok(Ok(tls)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
             {
-                serve_http(shared.clone(), TokioIo::new(tls)).await;
+                serve_http(shared.clone(), tls).await;
             }
         } else {
-            serve_http(shared.clone(), TokioIo::new(stream)).await;
+            serve_http(shared.clone(), stream).await;
         }
     };
     tokio::select! {
@@ -100,16 +100,47 @@ pub(super) async fn serve_connection(
     }
 }
 
-pub(super) async fn serve_http<I>(shared: Arc<Shared>, io: I)
+/// Serves HTTP/1.1 on `io` until the client leaves, a header or idle timeout passes, or a
+/// request ends the connection; then closes it gently (see [`linger`]).
+pub(super) async fn serve_http<T>(shared: Arc<Shared>, io: T)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = shared.header_timeout;
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         async move { handle(shared, req).await }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .keep_alive(true)
-        .serve_connection(io, svc)
-        .await;
+        .serve_connection(TokioIo::new(io), svc);
+    if let Ok(parts) = conn.without_shutdown().await {
+        linger(parts.io.into_inner()).await;
+    }
+}
+
+/// Closes a connection whose client may still be sending (a body refused unread, such as an
+/// oversized one answered 413): the write side is shut first (over TLS with close_notify),
+/// then what still arrives is read and dropped for a short while. Closing a socket with
+/// unread data sends a reset, which can reach the client before it has read the answer: the
+/// client saw a broken pipe instead of the 413 (Go's server lingers the same way).
+async fn linger<T>(mut io: T)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut left = 2 * MAX_BODY;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }

@@ -57,6 +57,12 @@ pub struct Config {
     pub admin_tokens: Vec<String>,
     /// How many changes watches can resume from.
     pub history: usize,
+    /// Time a client has to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle (the real server's `ReadHeaderTimeout` is 32 s).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body (the real server answers 504 when a
+    /// request takes longer than its `--request-timeout`, 60 s by default).
+    pub body_timeout: Duration,
 }
 
 impl Config {
@@ -66,6 +72,8 @@ impl Config {
             listen,
             admin_tokens: vec![admin_token.into()],
             history: crate::store::DEFAULT_HISTORY,
+            header_timeout: Duration::from_secs(32),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -83,6 +91,8 @@ struct Shared {
     /// when the outage has already ended by the time the connection task looks.
     cuts: watch::Sender<u64>,
     server_address: String,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// A running kubesim API server.
@@ -119,6 +129,8 @@ impl ApiServer {
             outage: watch::channel(false).0,
             cuts: watch::channel(0).0,
             server_address: addr.to_string(),
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
             requests: std::sync::atomic::AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);

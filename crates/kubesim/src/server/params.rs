@@ -47,9 +47,26 @@ pub(super) fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-pub(super) async fn read_body(req: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
+/// The request's body: at most [`MAX_BODY`] bytes (a larger declared length is refused before
+/// any of it is read), received within the server's body timeout.
+pub(super) async fn read_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
-    match Limited::new(body, MAX_BODY).collect().await {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    let collected =
+        tokio::time::timeout(shared.body_timeout, Limited::new(body, MAX_BODY).collect())
+            .await
+            .map_err(|_| ApiError::timeout())?;
+    match collected {
         Ok(c) => Ok((parts.headers, c.to_bytes())),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -264,7 +264,7 @@ pub(super) async fn route(
             )
         }
         "create" if target.subresource == "token" => {
-            let (headers, body) = read_body(req).await?;
+            let (headers, body) = read_body(&shared, req).await?;
             let b = if body.is_empty() {
                 json!({})
             } else {
@@ -316,7 +316,7 @@ pub(super) async fn route(
         }
         "create" => {
             let opts = write_options(&q, "CreateOptions")?;
-            let (headers, body) = read_body(req).await?;
+            let (headers, body) = read_body(&shared, req).await?;
             let body = decode_write_body(&headers, &body)?;
             let mut store = shared.store.write().expect("store lock");
             let out = api::create(&mut store, rt, &ns, body, &opts)?;
@@ -324,7 +324,7 @@ pub(super) async fn route(
         }
         "update" => {
             let opts = write_options(&q, "UpdateOptions")?;
-            let (headers, body) = read_body(req).await?;
+            let (headers, body) = read_body(&shared, req).await?;
             let body = decode_write_body(&headers, &body)?;
             let mut store = shared.store.write().expect("store lock");
             let out = api::update(&mut store, rt, &ns, &target.name, body, part, &opts)?;
@@ -332,7 +332,7 @@ pub(super) async fn route(
         }
         "patch" => {
             let opts = write_options(&q, "PatchOptions")?;
-            let (headers, body) = read_body(req).await?;
+            let (headers, body) = read_body(&shared, req).await?;
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -352,14 +352,14 @@ pub(super) async fn route(
             Ok(json_response(out.code, &out.body, &out.warnings))
         }
         "delete" => {
-            let (_, body) = read_body(req).await?;
+            let (_, body) = read_body(&shared, req).await?;
             let opts = delete_options(&q, &body)?;
             let mut store = shared.store.write().expect("store lock");
             let out = api::delete(&mut store, rt, &ns, &target.name, &opts)?;
             Ok(json_response(out.code, &out.body, &out.warnings))
         }
         "deletecollection" => {
-            let (_, body) = read_body(req).await?;
+            let (_, body) = read_body(&shared, req).await?;
             let del = delete_options(&q, &body)?;
             let opts = list_opts.expect("parsed for deletecollection");
             let mut store = shared.store.write().expect("store lock");

@@ -41,9 +41,14 @@ impl Sim {
 
     /// Starts a server keeping `history` changes for watches.
     pub async fn with_history(history: usize) -> Self {
+        Self::with_config(|c| c.history = history).await
+    }
+
+    /// Starts a server with its settings changed by `change`.
+    pub async fn with_config(change: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), TOKEN);
         config.admin_tokens.push(TOKEN2.to_string());
-        config.history = history;
+        change(&mut config);
         let server = ApiServer::start(config).await.expect("server starts");
         let base = server.http_url();
         let sim = Self {
