@@ -153,7 +153,8 @@ pub fn shipped_objects(
             .unwrap_or_else(|| panic!("the shipped Redis arguments have no {flag}"));
         args[at + 1] = json!(value);
     }
-    objects
+    // The manifests ship no credentials (issue 17): each group gets its own, as `local` does.
+    redis_k8s_election::credentials::with_auth_secret(objects)
 }
 
 /// A running group on kubesim.

@@ -54,7 +54,7 @@ pub static BIN: std::sync::LazyLock<std::path::PathBuf> = std::sync::LazyLock::n
 });
 pub const TOKEN: &str = "T";
 /// The sidecars' admin bearer token (switchover).
-pub const ADMIN_TOKEN: &str = "admin-secret";
+pub const ADMIN_TOKEN: &str = "admin-secret-for-the-tests";
 /// Redis starts fenced (as the shipped manifests start it): undecided means read-only from
 /// its first instant, and only a promotion unfences it.
 ///

@@ -15,6 +15,7 @@
 
 pub mod apiserver;
 pub mod cli;
+pub mod credentials;
 pub mod ctl;
 pub mod local;
 pub mod sidecar;

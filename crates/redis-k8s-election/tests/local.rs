@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::{process_alive, signal};
 
-const PASSWORD: &str = "change-me-redis-password";
-
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_redis-k8s-election")
 }
@@ -142,10 +140,26 @@ impl Local {
             .ok()
     }
 
+    /// The Redis password this run made (the Secret `redis-auth`, as `kubectl` reads it).
+    fn password(&self) -> String {
+        use base64::Engine;
+        let b64 = self.kubectl(&[
+            "get",
+            "secret",
+            "redis-auth",
+            "-o",
+            "jsonpath={.data.password}",
+        ]);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .expect("base64");
+        String::from_utf8(bytes).unwrap()
+    }
+
     fn redis_cli(&self, port: u16, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", &self.ip.to_string(), "-p", &port.to_string()])
-            .args(["-a", PASSWORD, "--no-auth-warning"])
+            .args(["-a", &self.password(), "--no-auth-warning"])
             .args(args)
             .output()
             .expect("redis-cli is installed");
@@ -256,6 +270,20 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         "kubeconfig (a bearer token)"
     );
     assert_eq!(mode(&local.state.join("admin-token")), 0o600, "admin token");
+    // The manifests ship no credentials; this run made its own, random, and the connection
+    // lines carry them.
+    let password = local.password();
+    assert_eq!(
+        redis_k8s_election::sidecar::config::credential_weakness(&password),
+        None
+    );
+    assert!(
+        local
+            .output()
+            .contains(&format!("-a {password} --no-auth-warning")),
+        "{}",
+        local.output()
+    );
 
     // redis-cli through the leader Service's port writes; the read port reaches the replicas.
     assert_eq!(local.redis_cli(6380, &["SET", "greeting", "hello"]), "OK");
@@ -313,7 +341,7 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         let _in_runtime = rt.enter();
         ClientWriter::start(
             Route::Service(std::net::SocketAddr::new(local.ip.into(), 6380)),
-            Some(PASSWORD.to_string()),
+            Some(local.password()),
             "log".into(),
         )
     };
@@ -493,6 +521,17 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
     local.wait_line("Ctrl-C stops", 0, Duration::from_secs(30));
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes");
     let dir = shipped.to_str().unwrap();
+    // The manifests ship no credentials: the Secret comes first, from the shipped generator.
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret.yaml");
+    let made = Command::new("sh")
+        .arg(shipped.join("make-secret.sh"))
+        .output()
+        .expect("sh runs");
+    assert!(made.status.success());
+    std::fs::write(&secret, &made.stdout).unwrap();
+    let made = local.kubectl(&["apply", "--validate=false", "-f", secret.to_str().unwrap()]);
+    assert!(made.contains("secret/redis-auth created"), "{made}");
     // kubesim serves no OpenAPI documents, hence --validate=false (the server still checks
     // the objects).
     let applied = local.kubectl(&["apply", "--validate=false", "-k", dir]);

@@ -79,13 +79,66 @@ fn the_kustomization_renders_every_manifest() {
         "kind: ServiceAccount",
         "kind: Role",
         "kind: RoleBinding",
-        "kind: Secret",
         "kind: Service",
         "kind: StatefulSet",
         "kind: PodDisruptionBudget",
     ] {
         assert!(text.contains(kind), "{kind} missing from:\n{text}");
     }
+    // Issue 17: no credential is shipped (the Secret is made by make-secret.sh).
+    assert!(!text.contains("kind: Secret"), "{text}");
+}
+
+/// `make-secret.sh` writes a valid Secret with every key the manifests read, random each
+/// time, each value one the sidecar accepts.
+#[test]
+fn make_secret_writes_a_valid_secret_with_fresh_strong_values() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/make-secret.sh");
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let out = Command::new("sh").arg(&script).output().expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.path().join(format!("secret-{i}.yaml"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        let v = validate(std::slice::from_ref(&path));
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let value = |key: &str| -> String {
+            let line = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("{key} missing:\n{text}"));
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(line)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let pw = value("password");
+        assert_eq!(
+            value("auth.conf"),
+            format!("requirepass {pw}\nmasterauth {pw}\n")
+        );
+        for key in ["password", "admin-token", "peer-key"] {
+            assert_eq!(
+                redis_k8s_election::sidecar::config::credential_weakness(&value(key)),
+                None,
+                "{key}"
+            );
+        }
+        runs.push((pw, value("admin-token"), value("peer-key")));
+    }
+    assert_ne!(runs[0].0, runs[1].0);
+    assert_ne!(runs[0].1, runs[1].1);
+    assert_ne!(runs[0].2, runs[1].2);
 }
 
 /// The persistence components render with kubectl's kustomize, validate, and mean the same

@@ -172,9 +172,16 @@ fn configuration_errors_exit_2_naming_the_flag() {
             "--kubeconfig",
         ),
     ] {
+        assert_exits_2_naming(&args, flag, flag);
+    }
+}
+
+/// Runs the sidecar with `args`; it must exit 2 with `flag` and `why` on stderr.
+fn assert_exits_2_naming(args: &[&str], flag: &str, why: &str) {
+    {
         let out = Command::new(&*BIN)
             .arg("sidecar")
-            .args(&args)
+            .args(args)
             .env_remove("KUBECONFIG")
             .output()
             .unwrap();
@@ -184,12 +191,92 @@ fn configuration_errors_exit_2_naming_the_flag() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains(why), "{args:?}: {err}");
+    }
+}
+
+/// Issue 17: the shipped Secret's placeholders were accepted without a word. A credential
+/// that is a known placeholder or shorter than 16 characters stops the sidecar at start, with
+/// the flag and file named and the value never shown; the control, a random credential in
+/// the same place, passes that check (and fails later, on the missing kubeconfig).
+#[test]
+fn placeholder_and_short_credentials_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, value).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let base = [
+        "--lease-name",
+        "r",
+        "--pod-name",
+        "p",
+        "--pod-ip",
+        "1.2.3.4",
+    ];
+    let cases = [
+        (
+            "--redis-password-file",
+            file("pw", "change-me-redis-password\n"),
+            "placeholder",
+        ),
+        (
+            "--redis-password-file",
+            file("pw2", "CHANGE_ME_please_0123456789"),
+            "placeholder",
+        ),
+        (
+            "--redis-password-file",
+            file("pw3", "foobared"),
+            "placeholder",
+        ),
+        (
+            "--admin-token-file",
+            file("tok", "change-me-admin-token"),
+            "placeholder",
+        ),
+        (
+            "--admin-token-file",
+            file("tok2", "short-token"),
+            "fewer than 16",
+        ),
+        (
+            "--peer-key-file",
+            file("key", "change-me-peer-key-change-me-peer-key"),
+            "placeholder",
+        ),
+        (
+            "--sentinel-password-file",
+            file("spw", "tiny"),
+            "fewer than 16",
+        ),
+    ];
+    for (flag, path, why) in &cases {
+        let mut args: Vec<&str> = base.to_vec();
+        if *flag == "--sentinel-password-file" {
+            args.extend(["--sentinel-addr", "127.0.0.1:26379"]);
+        }
+        args.extend([*flag, path.as_str()]);
+        assert_exits_2_naming(&args, flag, why);
+        let out = Command::new(&*BIN)
+            .arg("sidecar")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains(flag),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            !err.contains("change-me") && !err.contains("short-token"),
+            "the value is shown: {err}"
         );
     }
+    // The control: a random credential passes; the sidecar gets as far as the kubeconfig.
+    let good = file("good", "3f9a1c0e7b2d4c6a8e1f0b3d5c7a9e2f\n");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--redis-password-file", &good, "--admin-token-file", &good]);
+    args.extend(["--kubeconfig", "/nonexistent"]);
+    assert_exits_2_naming(&args, "--kubeconfig", "--kubeconfig");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +493,7 @@ async fn rbac_role_is_sufficient_and_every_rule_is_needed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_protected_group_replicates_and_fails_over() {
-    let mut g = Group::start_with_password(3, "s3cret pass").await;
+    let mut g = Group::start_with_password(3, "s3cret pass for the tests").await;
     let checker = Checker::start_with_password(addrs(&g), g.password.clone());
     let leader = g.converged(Duration::from_secs(30)).await;
     // Replicas need masterauth to sync from a master that requires a password.

@@ -307,7 +307,45 @@ fn secret_file(
     if secret.is_empty() {
         return Err(flag(name, format!("{} is empty", path.display())));
     }
+    if let Some(why) = credential_weakness(secret) {
+        return Err(flag(name, format!("{} {why}", path.display())));
+    }
     Ok(secret.to_string())
+}
+
+/// The shortest credential the sidecar accepts: 16 characters (the peer key's minimum too).
+pub const MIN_CREDENTIAL_LEN: usize = 16;
+
+/// Why `secret` must not be used as a credential, if it must not: shorter than
+/// [`MIN_CREDENTIAL_LEN`], or a placeholder from an example (the manifests once shipped
+/// `change-me-…` values that worked, and Redis' own example password is `foobared`). A
+/// group started with a known value is open to anyone who read the same example, so the
+/// sidecar refuses to start rather than run so. The secret itself is never in the answer.
+pub fn credential_weakness(secret: &str) -> Option<String> {
+    let folded: String = secret
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    const PLACEHOLDERS: [&str; 6] = [
+        "changeme",
+        "foobared",
+        "replaceme",
+        "yourpassword",
+        "placeholder",
+        "examplepassword",
+    ];
+    if PLACEHOLDERS.iter().any(|p| folded.contains(p)) {
+        return Some(
+            "holds a placeholder from an example; make a random one, e.g. `openssl rand -hex 24` (docs/deploy.md, \"Security\")".into(),
+        );
+    }
+    if secret.chars().count() < MIN_CREDENTIAL_LEN {
+        return Some(format!(
+            "holds fewer than {MIN_CREDENTIAL_LEN} characters; make a random one, e.g. `openssl rand -hex 24` (docs/deploy.md, \"Security\")"
+        ));
+    }
+    None
 }
 
 fn flag(flag: &'static str, why: impl Into<String>) -> ConfigError {
@@ -410,6 +448,12 @@ impl SidecarArgs {
         // Read again on each request (rotation); here only checked to be there.
         if let Some(p) = &self.admin_token_file {
             secret_file("admin-token-file", p, str::trim)?;
+        }
+        if let Some(p) = &self.peer_key_file
+            && let Ok(text) = std::fs::read_to_string(p)
+            && let Some(why) = credential_weakness(text.trim())
+        {
+            return Err(flag("peer-key-file", format!("{} {why}", p.display())));
         }
         let peer_key = match &self.peer_key_file {
             None => None,
@@ -555,9 +599,31 @@ mod tests {
             err.contains("--redis-password-file") && err.contains("is empty"),
             "{err}"
         );
-        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::write(&file, "s3cret with spaces, long enough\n").unwrap();
         let c = parse(&["--redis-password-file", path]).unwrap();
-        assert_eq!(c.redis_password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.redis_password.as_deref(),
+            Some("s3cret with spaces, long enough")
+        );
+    }
+
+    #[test]
+    fn weak_credentials() {
+        for weak in [
+            "change-me-redis-password",
+            "Change_Me_0123456789abcdef",
+            "CHANGEME-CHANGEME-CHANGEME",
+            "foobared",
+            "my-foobared-password-here",
+            "short",
+            "fifteen chars!!",
+        ] {
+            assert!(credential_weakness(weak).is_some(), "{weak}");
+            assert!(!credential_weakness(weak).unwrap().contains(weak), "{weak}");
+        }
+        for strong in ["3f9a1c0e7b2d4c6a8e1f0b3d", "sixteen chars!!!"] {
+            assert_eq!(credential_weakness(strong), None, "{strong}");
+        }
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub(super) fn read_admin_token(file: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(file)
         .ok()
         .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+        .filter(|t| super::config::credential_weakness(t).is_none())
 }
 
 /// `None` when the request carries the admin token; otherwise the refusal to send.
@@ -151,7 +151,7 @@ fn refuse_unauthorized(admin: &Admin, headers: &HeaderMap) -> Option<Response> {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "token_unreadable",
                 format!(
-                    "the admin token file {} is missing or empty",
+                    "the admin token file {} is missing, empty, too short or a placeholder",
                     admin.token_file.display()
                 ),
             ));
