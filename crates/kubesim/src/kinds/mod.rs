@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod event;
 pub mod lease;
 pub mod namespace;
+pub mod network_policy;
 pub mod pdb;
 pub mod pod;
 pub mod pvc;
@@ -114,6 +115,7 @@ pub static ALL: &[&ResourceType] = &[
     &rbac::ROLE_BINDINGS,
     &stateful_set::STATEFUL_SETS,
     &pdb::POD_DISRUPTION_BUDGETS,
+    &network_policy::NETWORK_POLICIES,
     &pvc::PERSISTENT_VOLUME_CLAIMS,
 ];
 
