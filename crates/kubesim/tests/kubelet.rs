@@ -328,3 +328,89 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
         assert!(!testkit::process_alive(pid), "shutdown ended {pid}");
     }
 }
+
+const ONE_CONTAINER_TOKEN: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: split}
+spec:
+  serviceAccountName: app
+  automountServiceAccountToken: false
+  containers:
+    - name: with
+      image: bash:5
+      command: [bash, -c]
+      args:
+        - |
+          if [ -r /var/run/secrets/kubernetes.io/serviceaccount/token ] || [ -n "$KUBECONFIG" ]; then echo "token: yes"; else echo "token: no"; fi
+          exec sleep 1000
+      volumeMounts:
+        - {name: sa, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+    - name: without
+      image: bash:5
+      command: [bash, -c]
+      args:
+        - |
+          if [ -r /var/run/secrets/kubernetes.io/serviceaccount/token ] || [ -n "$KUBECONFIG" ]; then echo "token: yes"; else echo "token: no"; fi
+          exec sleep 1000
+  volumes:
+    - name: sa
+      projected:
+        sources:
+          - serviceAccountToken: {path: token, expirationSeconds: 3607}
+          - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+          - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
+"#;
+
+/// Issue 17: the service-account token reached every container of the pod, the Redis
+/// container too. With `automountServiceAccountToken: false` and the token projected into
+/// one container, only that container has it (the control: the container beside it has
+/// none), as on a real kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projected_token_reaches_only_the_container_that_mounts_it() {
+    let sim = Sim::new().await;
+    let state = tempfile::tempdir().unwrap();
+    let images = vec![ImageRule {
+        repository: "bash".into(),
+        entrypoint: vec!["bash".into()],
+        programs: Default::default(),
+    }];
+    let config = KubeletConfig::new(
+        "node-1",
+        pod_network(),
+        state.path().to_path_buf(),
+        images,
+        sim.server.addr(),
+        sim.server.ca_pem(),
+    );
+    let kubelet = Kubelet::start(sim.server.store(), config).unwrap();
+    let objects = manifest::parse_documents("test", ONE_CONTAINER_TOKEN).unwrap();
+    sim.server
+        .with_store(|s| manifest::apply(s, "ns", &objects))
+        .unwrap();
+    let dir = tokio::task::block_in_place(|| {
+        wait_for("the pod's directory", Duration::from_secs(20), || {
+            kubelet.pod_dir("ns", "split")
+        })
+    });
+    let said = |container: &str| {
+        let log = dir.join(format!("logs/{container}.log"));
+        tokio::task::block_in_place(|| {
+            wait_for(
+                &format!("{container}'s output"),
+                Duration::from_secs(10),
+                || {
+                    std::fs::read_to_string(&log)
+                        .ok()
+                        .filter(|l| l.contains("token: "))
+                },
+            )
+        })
+    };
+    assert!(said("with").contains("token: yes"), "{}", said("with"));
+    assert!(said("without").contains("token: no"), "{}", said("without"));
+}

@@ -26,7 +26,7 @@ pub(super) async fn run_container(
             secret_lookup(&shared, &rt.namespace),
             &shared.config.images,
             &mounts,
-            &base_env(&shared, &rt),
+            &base_env(&shared, &rt, &c.name),
         );
         let plan = match plan {
             Ok(p) => p,
@@ -46,8 +46,16 @@ pub(super) async fn run_container(
         };
         let started = Instant::now();
         let started_at = util::now_time();
-        let spawned = container_command(&shared, &rt, &plan.program, &plan.args, &plan.env, &log)
-            .and_then(|mut cmd| cmd.spawn());
+        let spawned = container_command(
+            &shared,
+            &rt,
+            &c.name,
+            &plan.program,
+            &plan.args,
+            &plan.env,
+            &log,
+        )
+        .and_then(|mut cmd| cmd.spawn());
         let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {

@@ -127,6 +127,11 @@ struct PodRuntime {
     uid: String,
     ip: Ipv4Addr,
     dir: PathBuf,
+    /// The containers that get the service-account files: all of them unless the pod sets
+    /// `automountServiceAccountToken: false`; then those that mount the service-account
+    /// projection (a `projected` volume with a `serviceAccountToken` source) at the
+    /// standard path, as a real kubelet serves such a manifest.
+    service_account_containers: std::collections::BTreeSet<String>,
     /// The pod's Secret and ConfigMap volumes: read-only inside its containers, as a real
     /// kubelet mounts them (where containers run in their own mount namespaces).
     read_only_volumes: Vec<String>,
@@ -468,6 +473,11 @@ fn start_pod(shared: &Arc<Shared>, pod: &Value) {
             .state_dir
             .join("pods")
             .join(format!("{ns}_{name}_{short_uid}")),
+        service_account_containers: spec
+            .spec
+            .as_ref()
+            .map(volumes::service_account_containers)
+            .unwrap_or_default(),
         read_only_volumes: spec
             .spec
             .iter()
@@ -622,7 +632,7 @@ fn write_status(shared: &Shared, rt: &PodRuntime) {
 }
 
 /// The environment every container gets from the kubelet before its own.
-fn base_env(shared: &Shared, rt: &PodRuntime) -> Vec<(String, String)> {
+fn base_env(shared: &Shared, rt: &PodRuntime, container: &str) -> Vec<(String, String)> {
     let api = shared.config.api_server;
     let mut env = vec![
         (
@@ -647,7 +657,7 @@ fn base_env(shared: &Shared, rt: &PodRuntime) -> Vec<(String, String)> {
         ),
         ("KUBERNETES_PORT".to_string(), format!("tcp://{api}")),
     ];
-    if !shared.mount_namespaces {
+    if !shared.mount_namespaces && rt.service_account_containers.contains(container) {
         env.push((
             "KUBECONFIG".to_string(),
             rt.dir

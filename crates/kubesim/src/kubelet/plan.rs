@@ -83,6 +83,8 @@ pub struct LaunchPlan {
     pub args: Vec<String>,
     /// The whole environment, in order.
     pub env: Vec<(String, String)>,
+    /// The container's name: what its commands (hooks, exec probes) run as.
+    pub container: String,
 }
 
 /// Why a container cannot start: shown as its waiting reason and message.
@@ -136,6 +138,7 @@ pub fn launch_plan(
         None => mounts.map(first),
     };
     Ok(LaunchPlan {
+        container: container.name.clone(),
         program,
         args: rest.iter().map(|a| mounts.map(a)).collect(),
         env: env

@@ -118,8 +118,8 @@ pub(super) async fn run_exec(
         return Err("empty command".into());
     };
     let log = rt.dir.join("logs").join("exec.log");
-    let mut cmd =
-        container_command(shared, rt, program, args, &plan.env, &log).map_err(|e| e.to_string())?;
+    let mut cmd = container_command(shared, rt, &plan.container, program, args, &plan.env, &log)
+        .map_err(|e| e.to_string())?;
     let status = cmd
         .status()
         .await

@@ -43,6 +43,8 @@ pub(super) struct NamespaceMounts {
     pub(super) source: CString,
     /// Pod files bound read-only over the host's (`/etc/resolv.conf`, `/etc/hosts`).
     pub(super) files: Vec<FileBind>,
+    /// The container gets the service-account directory (see `PodRuntime`).
+    pub(super) service_account: bool,
     /// Secret and ConfigMap volume directories, bound read-only over themselves: a process
     /// running as root (Redis' `CONFIG REWRITE` of a config file from a Secret) cannot change
     /// them, while the kubelet's updates (outside the namespace) still show.
@@ -63,7 +65,11 @@ fn c_path(p: &Path) -> Option<CString> {
     CString::new(p.as_os_str().as_encoded_bytes()).ok()
 }
 
-pub(super) fn namespace_mounts(shared: &Shared, rt: &PodRuntime) -> Option<NamespaceMounts> {
+pub(super) fn namespace_mounts(
+    shared: &Shared,
+    rt: &PodRuntime,
+    service_account: bool,
+) -> Option<NamespaceMounts> {
     let run = run_dir()?;
     let c = c_path;
     let mut files = Vec::new();
@@ -106,6 +112,7 @@ pub(super) fn namespace_mounts(shared: &Shared, rt: &PodRuntime) -> Option<Names
         .filter_map(|d| c(&d))
         .collect();
     Some(NamespaceMounts {
+        service_account,
         read_only_dirs,
         secrets: c(&run.join("secrets"))?,
         kubernetes_io: c(&run.join("secrets/kubernetes.io"))?,
@@ -171,10 +178,12 @@ pub(super) fn mount_service_account(m: &NamespaceMounts) -> std::io::Result<()> 
             libc::MS_NOSUID | libc::MS_NODEV,
             c"mode=755".as_ptr().cast(),
         ))?;
-        for d in [&m.secrets, &m.kubernetes_io, &m.target] {
-            check(libc::mkdir(d.as_ptr(), 0o755))?;
+        if m.service_account {
+            for d in [&m.secrets, &m.kubernetes_io, &m.target] {
+                check(libc::mkdir(d.as_ptr(), 0o755))?;
+            }
+            check(bind_read_only(&m.source, &m.target))?;
         }
-        check(bind_read_only(&m.source, &m.target))?;
         for f in &m.files {
             for d in &f.make_dirs {
                 if libc::mkdir(d.as_ptr(), 0o755) != 0 && *libc::__errno_location() != libc::EEXIST
@@ -208,6 +217,7 @@ pub(super) fn mount_service_account(m: &NamespaceMounts) -> std::io::Result<()> 
 pub(super) fn container_command(
     shared: &Shared,
     rt: &PodRuntime,
+    container: &str,
     program: &str,
     args: &[String],
     env: &[(String, String)],
@@ -227,7 +237,11 @@ pub(super) fn container_command(
         .open(log)?;
     cmd.stdout(out.try_clone()?).stderr(out);
     let mounts = if shared.mount_namespaces {
-        namespace_mounts(shared, rt)
+        namespace_mounts(
+            shared,
+            rt,
+            rt.service_account_containers.contains(container),
+        )
     } else {
         None
     };

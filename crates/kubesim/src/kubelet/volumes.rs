@@ -89,6 +89,11 @@ pub(super) fn prepare_pod_files(
             continue;
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
+        if is_service_account_projection(v) {
+            // Its files are the pod's service-account files, bound at the standard path in
+            // the containers that mount it (`PodRuntime::service_account_containers`).
+            continue;
+        }
         if v.empty_dir.is_some() {
             // The kubelet makes emptyDir world-writable so any container user can use it.
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
@@ -112,7 +117,7 @@ pub(super) fn prepare_pod_files(
             )
         } else {
             return Err(format!(
-                "volume {:?}: only emptyDir, persistentVolumeClaim, secret and configMap volumes are supported by kubesim",
+                "volume {:?}: only emptyDir, persistentVolumeClaim, secret, configMap and the service-account projection are supported by kubesim",
                 v.name
             ));
         };
@@ -194,10 +199,57 @@ pub(super) fn prepare_pod_files(
             write_atomically(&target, &bytes, mode).map_err(io)?;
         }
     }
-    if spec.automount_service_account_token != Some(false) {
+    if !service_account_containers(spec).is_empty() {
         write_service_account(shared, rt, spec)?;
     }
     Ok(())
+}
+
+/// Whether `v` is the service-account projection: a `projected` volume whose sources are a
+/// `serviceAccountToken` and at most the `kube-root-ca.crt` ConfigMap and the namespace (what
+/// the API server's automount injects, and what manifests that mount the token into one
+/// container only write by hand).
+fn is_service_account_projection(v: &k8s_openapi::api::core::v1::Volume) -> bool {
+    let Some(p) = &v.projected else {
+        return false;
+    };
+    let sources = p.sources.as_deref().unwrap_or_default();
+    sources.iter().any(|s| s.service_account_token.is_some())
+        && sources.iter().all(|s| {
+            s.service_account_token.is_some()
+                || s.config_map
+                    .as_ref()
+                    .is_some_and(|c| c.name == "kube-root-ca.crt")
+                || s.downward_api.is_some()
+        })
+}
+
+/// The containers that get the service-account files (`PodRuntime`).
+pub(super) fn service_account_containers(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+) -> std::collections::BTreeSet<String> {
+    let all = spec.automount_service_account_token != Some(false);
+    let projections: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| is_service_account_projection(v))
+        .map(|v| v.name.as_str())
+        .collect();
+    spec.containers
+        .iter()
+        .filter(|c| {
+            all || c.volume_mounts.iter().flatten().any(|m| {
+                projections.contains(&m.name.as_str())
+                    && [
+                        SERVICE_ACCOUNT_DIR,
+                        "/run/secrets/kubernetes.io/serviceaccount",
+                    ]
+                    .contains(&m.mount_path.trim_end_matches('/'))
+            })
+        })
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 pub(super) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -248,7 +300,7 @@ pub(super) async fn renew_token_loop(
     rt: Arc<PodRuntime>,
     spec: k8s_openapi::api::core::v1::PodSpec,
 ) {
-    if spec.automount_service_account_token == Some(false) {
+    if service_account_containers(&spec).is_empty() {
         return;
     }
     loop {
