@@ -160,8 +160,11 @@ pub fn shipped_objects(
 /// A running group on kubesim.
 pub struct KubeGroup {
     pub cluster: Cluster,
-    /// The Redis password from the shipped Secret.
+    /// The application user's Redis password (Redis' `default` user) from the Secret.
     pub password: String,
+    /// The `admin` user's password from the Secret: the harness observes Redis as it (the
+    /// application user may not read the configuration a probe reads).
+    pub admin_password: String,
     /// The admin token file for `switchover`.
     pub admin_token_file: PathBuf,
     /// Every address the kubelet may give a pod.
@@ -264,6 +267,11 @@ impl KubeGroup {
             .expect("the shipped Secret has a password")
             .trim()
             .to_string();
+        let admin_password = cluster
+            .secret_value("redis-auth", "admin-password")
+            .expect("the Secret has an admin password")
+            .trim()
+            .to_string();
         let admin_token_file = dir.path().join("admin-token");
         std::fs::write(
             &admin_token_file,
@@ -276,6 +284,7 @@ impl KubeGroup {
         Self {
             cluster,
             password,
+            admin_password,
             admin_token_file,
             pod_ips,
             replicas,
@@ -297,6 +306,14 @@ impl KubeGroup {
     }
 
     /// Where clients write: the `redis-leader` Service's proxy.
+    /// The `admin` user, as the harness observes the group's Redis.
+    pub fn admin(&self) -> super::measure::Auth<'_> {
+        super::measure::Auth {
+            user: Some("admin"),
+            password: &self.admin_password,
+        }
+    }
+
     pub fn leader_service(&self) -> SocketAddr {
         self.cluster.proxy_addr("redis-leader").expect("started")
     }
@@ -428,7 +445,7 @@ impl KubeGroup {
         let host = self
             .announced_host(&holder)
             .ok_or_else(|| format!("{holder} has no IP"))?;
-        super::measure::replicas_follow(&addrs, master, &host, Some(&self.password)).await?;
+        super::measure::replicas_follow(&addrs, master, &host, Some(self.admin())).await?;
         // Every sidecar agrees: the holder's says it leads, the others' that they replicate
         // (a pod's Ready condition lags its sidecar by up to a probe period).
         for (pod, ip) in &pods {

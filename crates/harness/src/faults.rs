@@ -655,7 +655,7 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
                     ));
                 }
                 if g.cluster.container_pid(&replica, "redis") != Some(replica_pid)
-                    && linked_to(replica_ip, &leader_host, &g.password).await
+                    && linked_to(replica_ip, &leader_host, g.admin()).await
                 {
                     break;
                 }
@@ -672,10 +672,10 @@ async fn inject(g: &KubeGroup, step: &Step, pod: &str, leader_ip: Ipv4Addr) -> R
 
 /// Whether the Redis at `ip` replicates from the leader (announced as `leader_host`) with its
 /// link up.
-async fn linked_to(ip: Ipv4Addr, leader_host: &str, password: &str) -> bool {
+async fn linked_to(ip: Ipv4Addr, leader_host: &str, auth: super::measure::Auth<'_>) -> bool {
     let addr = SocketAddr::new(IpAddr::V4(ip), REDIS_PORT);
     matches!(
-        super::measure::probe_redis(addr, Some(password)).await.map(|p| p.info.role),
+        super::measure::probe_redis(addr, Some(auth)).await.map(|p| p.info.role),
         Ok(redis_node::info::Role::Replica { master_host, link_up: true, .. })
             if master_host.eq_ignore_ascii_case(leader_host)
     )

@@ -320,14 +320,36 @@ pub async fn missing_from_list(
     Some(seqs.into_iter().filter(|s| !stored.contains(s)).collect())
 }
 
+/// Who the harness is to a Redis: an ACL user (`None`: `default`) and its password. The
+/// shipped manifests' application user may not read the configuration a probe reads, so
+/// groups on them are observed as their `admin` user.
+#[derive(Clone, Copy, Debug)]
+pub struct Auth<'a> {
+    /// The ACL user; `None` for `default`.
+    pub user: Option<&'a str>,
+    /// Its password.
+    pub password: &'a str,
+}
+
+impl<'a> Auth<'a> {
+    /// The `default` user with `password` (a password alone, as `requirepass` sets it).
+    pub fn default_user(password: &'a str) -> Self {
+        Auth {
+            user: None,
+            password,
+        }
+    }
+}
+
 /// A probe of the Redis at `addr` as the sidecar reads it (`redis_node`), bounded by 300 ms.
 pub async fn probe_redis(
     addr: SocketAddr,
-    password: Option<&str>,
+    auth: Option<Auth<'_>>,
 ) -> Result<redis_node::Probe, String> {
     let mut cfg = redis_node::NodeConfig::new(addr.ip().to_string(), addr.port());
     cfg.timeout = Duration::from_millis(300);
-    cfg.password = password.map(str::to_string);
+    cfg.username = auth.and_then(|a| a.user).map(str::to_string);
+    cfg.password = auth.map(|a| a.password.to_string());
     redis_node::RedisNode::new(cfg)
         .map_err(|e| format!("{addr}: {e}"))?
         .probe()
@@ -343,11 +365,11 @@ pub async fn replicas_follow(
     nodes: &[SocketAddr],
     master: SocketAddr,
     expected_host: &str,
-    password: Option<&str>,
+    auth: Option<Auth<'_>>,
 ) -> Result<(), String> {
     use redis_node::info::Role;
     for n in nodes {
-        let probe = probe_redis(*n, password).await?;
+        let probe = probe_redis(*n, auth).await?;
         let follows = match &probe.info.role {
             Role::Master => n.ip() == master.ip(),
             Role::Replica {

@@ -58,6 +58,10 @@ const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../deploy/kubernetes/rbac.yaml"),
     ),
     (
+        "networkpolicy.yaml",
+        include_str!("../../../deploy/kubernetes/networkpolicy.yaml"),
+    ),
+    (
         "services.yaml",
         include_str!("../../../deploy/kubernetes/services.yaml"),
     ),

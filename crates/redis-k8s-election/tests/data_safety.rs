@@ -50,8 +50,8 @@ fn addr(ip: Ipv4Addr) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), REDIS_PORT)
 }
 
-async fn probe(ip: Ipv4Addr, password: &str) -> Result<redis_node::Probe, String> {
-    probe_redis(addr(ip), Some(password)).await
+async fn probe(ip: Ipv4Addr, g: &KubeGroup) -> Result<redis_node::Probe, String> {
+    probe_redis(addr(ip), Some(g.admin())).await
 }
 
 /// The leader and its IP once its Redis is a writable master and every other pod's Redis has
@@ -63,7 +63,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
         return Err(format!("{} of {} pods", pods.len(), g.replicas));
     }
     let leader_ip = g.cluster.pod_ip(&leader).ok_or("the leader has no IP")?;
-    let p = probe(leader_ip, &g.password).await?;
+    let p = probe(leader_ip, &g).await?;
     if p.info.role != Role::Master || p.fenced {
         return Err(format!(
             "the leader's Redis is {:?}, fenced {}",
@@ -73,7 +73,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
     let leader_host = g.announced_host(&leader).ok_or("the leader has no IP")?;
     for pod in pods.iter().filter(|p| **p != leader) {
         let ip = g.cluster.pod_ip(pod).ok_or(format!("{pod} has no IP"))?;
-        match probe(ip, &g.password).await?.info.role {
+        match probe(ip, &g).await?.info.role {
             Role::Replica {
                 master_host,
                 master_port,
@@ -341,7 +341,7 @@ async fn frozen_leader_resumes(rpo_mode: bool) -> Resumed {
         Duration::from_secs(10),
         "the resumed Redis drops its replicas",
         &g,
-        async || match probe(old_ip, &password).await?.info.connected_replicas {
+        async || match probe(old_ip, &g).await?.info.connected_replicas {
             0 => Ok(()),
             n => Err(format!("{n} replicas")),
         },

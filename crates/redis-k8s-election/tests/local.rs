@@ -287,6 +287,19 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
 
     // redis-cli through the leader Service's port writes; the read port reaches the replicas.
     assert_eq!(local.redis_cli(6380, &["SET", "greeting", "hello"]), "OK");
+    // Issue 17: the printed password is the application user's, which cannot take the group
+    // over (through the Services a client ran FLUSHALL and read requirepass).
+    for refused in [
+        &["FLUSHALL"][..],
+        &["CONFIG", "GET", "requirepass"],
+        &["REPLICAOF", "NO", "ONE"],
+        &["CONFIG", "SET", "min-replicas-to-write", "0"],
+    ] {
+        for port in [6380, 6381] {
+            let answer = local.redis_cli(port, refused);
+            assert!(answer.contains("NOPERM"), "{refused:?} on {port}: {answer}");
+        }
+    }
     wait_until(
         "the write readable through the read port",
         Duration::from_secs(10),
@@ -536,7 +549,8 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
     // the objects).
     let applied = local.kubectl(&["apply", "--validate=false", "-k", dir]);
     assert!(
-        applied.contains("statefulset.apps/redis created"),
+        applied.contains("statefulset.apps/redis created")
+            && applied.contains("networkpolicy.networking.k8s.io/redis created"),
         "{applied}"
     );
     local.wait_line("leader: ", 0, Duration::from_secs(60));

@@ -82,6 +82,7 @@ fn the_kustomization_renders_every_manifest() {
         "kind: Service",
         "kind: StatefulSet",
         "kind: PodDisruptionBudget",
+        "kind: NetworkPolicy",
     ] {
         assert!(text.contains(kind), "{kind} missing from:\n{text}");
     }
@@ -123,11 +124,24 @@ fn make_secret_writes_a_valid_secret_with_fresh_strong_values() {
             .unwrap()
         };
         let pw = value("password");
+        // The same users and rules as `local` and the tests get.
         assert_eq!(
             value("auth.conf"),
-            format!("requirepass {pw}\nmasterauth {pw}\n")
+            redis_k8s_election::credentials::auth_conf([
+                &pw,
+                &value("replication-password"),
+                &value("sidecar-password"),
+                &value("admin-password"),
+            ])
         );
-        for key in ["password", "admin-token", "peer-key"] {
+        for key in [
+            "password",
+            "replication-password",
+            "sidecar-password",
+            "admin-password",
+            "admin-token",
+            "peer-key",
+        ] {
             assert_eq!(
                 redis_k8s_election::sidecar::config::credential_weakness(&value(key)),
                 None,

@@ -47,7 +47,7 @@ async fn back_on_new_ip(g: &KubeGroup, pod: &str, old: Ipv4Addr) -> Ipv4Addr {
 /// each replica under the replica's DNS name (its `replica-announce-ip`).
 async fn follow_by_name(g: &KubeGroup, leader: &str, leader_ip: Ipv4Addr) {
     let addr = |ip: Ipv4Addr| SocketAddr::new(IpAddr::V4(ip), REDIS_PORT);
-    let pw = Some(g.password.as_str());
+    let pw = Some(g.admin());
     for pod in PODS.iter().filter(|p| **p != leader) {
         let ip = g.cluster.pod_ip(pod).expect("a running pod has an IP");
         let role = probe_redis(addr(ip), pw).await.unwrap().info.role;

@@ -698,3 +698,76 @@ async fn idle_and_slow_clients_never_starve_the_liveness_probe() {
     // The group never noticed.
     assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
 }
+
+/// Issue 17: on a replica, `REPLICAOF NO ONE` and `CONFIG SET min-replicas-to-write 0` made a
+/// second writable master that acknowledged a write, and the replica stayed unfenced. Its
+/// sidecar now fences it and points it at the leader again within a retry period, with an
+/// Event. (The old sidecar re-pointed it but left it unfenced: one more `REPLICAOF NO ONE`
+/// made it writable again at once; the fence check below fails on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_someone_promoted_is_fenced_and_pointed_back_with_an_event() {
+    let g = Group::start(3).await;
+    let checker = Checker::start(addrs(&g));
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let r = (leader + 1) % 3;
+    let rogue = g.redis[r].as_ref().unwrap();
+    assert_eq!(rogue.command(&["REPLICAOF", "NO", "ONE"]).unwrap(), "+OK");
+    assert_eq!(
+        rogue
+            .command(&["CONFIG", "SET", "min-replicas-to-write", "0"])
+            .unwrap(),
+        "+OK"
+    );
+    let leader_addr = g.redis_addr(leader);
+    let (lhost, lport) = leader_addr.rsplit_once(':').unwrap();
+    let (rhost, rport) = rogue.host_port();
+    let cli = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", &rhost, "-p", &rport.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = cli(&["INFO", "replication"]);
+        let fence = cli(&["CONFIG", "GET", "min-replicas-to-write"]);
+        let pointed = info.contains("role:slave")
+            && info.contains(&format!("master_host:{lhost}"))
+            && info.contains(&format!("master_port:{lport}"));
+        if pointed && fence.contains("2147483647") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not fenced and pointed back within 10 s: {info}\n{fence}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Even promoted once more by hand, it takes no write: the fence holds.
+    assert_eq!(rogue.command(&["REPLICAOF", "NO", "ONE"]).unwrap(), "+OK");
+    assert!(
+        refuses_writes(rogue),
+        "a second REPLICAOF NO ONE made it writable"
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::default_namespaced(g.kube.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let evs = events.list(&Default::default()).await.unwrap();
+        if evs.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Reconciled")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("was a writable master"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Reconciled Event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The group is as it was: same leader, and it points the rogue back again.
+    assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
+    drop(checker);
+}

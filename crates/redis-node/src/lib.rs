@@ -36,6 +36,11 @@ pub struct NodeConfig {
     pub username: Option<String>,
     /// Password for AUTH, if any (never logged).
     pub password: Option<String>,
+    /// The ACL user replicas authenticate as to their master (`masteruser`), when it is not
+    /// `username`: a replication user allowed only `PSYNC`, `REPLCONF` and `PING`.
+    pub replication_username: Option<String>,
+    /// Its password (`masterauth`), when it is not `password`.
+    pub replication_password: Option<String>,
     /// Bound on connecting and on every command: a Redis slower than this counts as hung.
     pub timeout: Duration,
     /// `min-replicas-to-write` when not fenced (the RPO mode's `--min-replicas`; 0 = off).
@@ -56,6 +61,8 @@ impl NodeConfig {
             port,
             username: None,
             password: None,
+            replication_username: None,
+            replication_password: None,
             timeout: Duration::from_secs(1),
             min_replicas_to_write: 0,
             min_replicas_max_lag: DEFAULT_MIN_REPLICAS_MAX_LAG,
@@ -407,9 +414,9 @@ impl RedisNode {
 
     /// Makes this Redis a replica of `host:port`.
     ///
-    /// With AUTH configured, the same credentials are set as `masteruser`/`masterauth` first:
-    /// every Redis of a group shares them, and a replica cannot sync from a master that
-    /// requires a password without them. With an announce address, that is set first too, so
+    /// With AUTH configured, the replication credentials (or, without any, this connection's
+    /// own) are set as `masteruser`/`masterauth` first: every Redis of a group shares them,
+    /// and a replica cannot sync from a master that requires a password without them. With an announce address, that is set first too, so
     /// that the master lists this replica (and its acknowledged offset) under it.
     pub async fn follow(&self, host: &str, port: u16) -> Result<(), NodeError> {
         if let Some((ip, announce_port)) = &self.cfg.announce {
@@ -430,7 +437,12 @@ impl RedisNode {
                 tracing::warn!(error = %e, "setting replica-announce-ip/-port failed; following anyway");
             }
         }
-        if let Some(user) = &self.cfg.username {
+        if let Some(user) = self
+            .cfg
+            .replication_username
+            .as_ref()
+            .or(self.cfg.username.as_ref())
+        {
             let _: () = self
                 .run(
                     "CONFIG SET",
@@ -438,7 +450,12 @@ impl RedisNode {
                 )
                 .await?;
         }
-        if let Some(password) = &self.cfg.password {
+        if let Some(password) = self
+            .cfg
+            .replication_password
+            .as_ref()
+            .or(self.cfg.password.as_ref())
+        {
             let _: () = self
                 .run(
                     "CONFIG SET",

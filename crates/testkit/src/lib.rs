@@ -73,9 +73,29 @@ impl RedisServer {
             .unwrap_or_else(|| panic!("redis-server did not start on {addr}"))
     }
 
+    /// Starts `redis-server` from the config file `conf` (its first argument, as in the
+    /// shipped manifests: `CONFIG REWRITE` writes there) with `extra` arguments after it.
+    /// Readiness is a PING answered with anything (`-NOAUTH`, `-NOPERM` count as up).
+    pub fn start_with_conf(conf: &std::path::Path, extra: &[&str]) -> Self {
+        let mut all = vec![conf.to_str().expect("UTF-8 path")];
+        all.extend_from_slice(extra);
+        for _ in 0..5 {
+            if let Some(s) = Self::try_start_at(free_loopback_addr(), &all) {
+                return s;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
     fn try_start_at(addr: SocketAddr, extra: &[&str]) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args: Vec<String> = vec![
+        // A config file, when given, must be redis-server's first argument.
+        let (conf, extra) = match extra.first() {
+            Some(f) if !f.starts_with("--") => (vec![f.to_string()], &extra[1..]),
+            _ => (Vec::new(), extra),
+        };
+        let mut args: Vec<String> = conf;
+        args.extend([
             "--bind".into(),
             addr.ip().to_string(),
             "--port".into(),
@@ -90,7 +110,7 @@ impl RedisServer {
             "no".into(),
             "--logfile".into(),
             dir.path().join("redis.log").display().to_string(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new("redis-server")
             .args(&args)
@@ -119,10 +139,9 @@ impl RedisServer {
                 return false;
             }
             // A server with requirepass answers -NOAUTH: it is up all the same.
-            if self
-                .command(&["PING"])
-                .is_some_and(|r| r == "+PONG" || r.starts_with("-NOAUTH"))
-            {
+            if self.command(&["PING"]).is_some_and(|r| {
+                r == "+PONG" || r.starts_with("-NOAUTH") || r.starts_with("-NOPERM")
+            }) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));

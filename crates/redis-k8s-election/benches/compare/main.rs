@@ -132,6 +132,15 @@ impl System {
         }
     }
 
+    /// Who observes the Redis servers: our group's `admin` user (its application user may
+    /// not read the configuration a probe reads), Sentinel's `default` user.
+    fn observer(&self) -> Observer {
+        match self {
+            System::Ours(g, _, _) => Observer(Some("admin"), g.admin_password.clone()),
+            System::Sentinel(s) => Observer(None, s.password.clone()),
+        }
+    }
+
     fn password(&self) -> String {
         match self {
             System::Ours(g, _, _) => g.password.clone(),
@@ -204,7 +213,7 @@ impl System {
             &nodes,
             SocketAddr::new(master, REDIS_PORT),
             &host,
-            Some(&self.password()),
+            Some(self.observer().auth()),
         )
         .await
         .is_ok()
@@ -947,5 +956,17 @@ fn print_tables(cells: &[Cell], steady: &[(String, Value)], runs: usize, started
             ms(percentile(&u, 1.0)),
             ms(percentile(&follow_after, 0.5)),
         );
+    }
+}
+
+/// A Redis user (`None`: `default`) and its password.
+struct Observer(Option<&'static str>, String);
+
+impl Observer {
+    fn auth(&self) -> harness::measure::Auth<'_> {
+        harness::measure::Auth {
+            user: self.0,
+            password: &self.1,
+        }
     }
 }

@@ -241,7 +241,7 @@ impl SentinelGroup {
             &self.redis_addrs(),
             SocketAddr::new(ip, 6379),
             &ip.to_string(),
-            Some(&self.password),
+            Some(harness::measure::Auth::default_user(&self.password)),
         )
         .await?;
         Ok(ip)

@@ -114,6 +114,16 @@ pub fn problems(
                 ));
             }
         }
+        if !lease.holder.is_empty()
+            && !is_holder
+            && m.redis_role() == Some(RedisRole::Replica)
+            && m.redis().is_some_and(|r| !r.fenced)
+        {
+            out.push(format!(
+                "{}: its Redis is an unfenced replica: one REPLICAOF NO ONE would make it a second writable master (its sidecar fences it within a retry period)",
+                m.pod
+            ));
+        }
         if !lease.holder.is_empty() && !is_holder && m.redis_role() == Some(RedisRole::Master) {
             out.push(format!(
                 "{}: its Redis is a master but the leader is {}",
@@ -466,8 +476,8 @@ mod tests {
     fn healthy() -> Vec<Member> {
         vec![
             member("a", "leader", "master", "", false),
-            member("b", "replica", "replica", "a:6379", false),
-            member("c", "replica", "replica", "a:6379", false),
+            member("b", "replica", "replica", "a:6379", true),
+            member("c", "replica", "replica", "a:6379", true),
         ]
     }
 
@@ -513,6 +523,18 @@ mod tests {
         });
         let text = render(Some(&lease()), &m, &[], 1010);
         assert!(text.contains("Data safety: RPO mode off"), "{text}");
+    }
+
+    #[test]
+    fn an_unfenced_replica_is_a_disagreement() {
+        let mut m = healthy();
+        edit(&mut m[1], |s| s["redis"]["fenced"] = json!(false));
+        let p = problems(Some(&lease()), &m, Some("a"), "redis-leader");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("b: its Redis is an unfenced replica"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub struct SidecarArgs {
     /// File holding the Redis password (never taken on the command line).
     #[arg(long, env = "REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// The ACL user replicas authenticate as to their master (`masteruser`); default: the
+    /// sidecar's own (`--redis-username`).
+    #[arg(long, env = "REPLICATION_USER")]
+    pub replication_user: Option<String>,
+    /// File holding that user's password (`masterauth`); default: the sidecar's own.
+    #[arg(long, env = "REPLICATION_PASSWORD_FILE")]
+    pub replication_password_file: Option<PathBuf>,
     /// How peers reach this Redis (`host:port`).
     #[arg(long, env = "ANNOUNCE_ADDR")]
     pub announce_addr: Option<String>,
@@ -206,6 +213,10 @@ pub struct SidecarConfig {
     pub redis_port: u16,
     /// Redis user.
     pub redis_username: Option<String>,
+    /// `masteruser` for replicas, when not `redis_username`.
+    pub replication_username: Option<String>,
+    /// `masterauth` for replicas, when not `redis_password`.
+    pub replication_password: Option<String>,
     /// Redis password (read from the file).
     pub redis_password: Option<String>,
     /// Announce address, or how to build it once the namespace is known.
@@ -389,6 +400,15 @@ impl SidecarArgs {
                 })
             })
             .transpose()?;
+        let replication_password = self
+            .replication_password_file
+            .as_deref()
+            .map(|p| {
+                secret_file("replication-password-file", p, |t| {
+                    t.trim_end_matches(['\r', '\n'])
+                })
+            })
+            .transpose()?;
         let announce = match (&self.announce_addr, &self.headless_service, &self.pod_ip) {
             (Some(a), _, _) => {
                 split_host_port(a)
@@ -534,6 +554,8 @@ impl SidecarArgs {
             redis_host,
             redis_port,
             redis_username: self.redis_username,
+            replication_username: self.replication_user.filter(|u| !u.is_empty()),
+            replication_password,
             redis_password,
             announce,
             leader_service: self.leader_service.filter(|s| !s.is_empty()),

@@ -1101,7 +1101,7 @@ impl<E: Edges> Sidecar<E> {
         if let Ok(p) = &probe
             && !self.leader_redis_restarted(p).await
         {
-            self.reconcile_follower(&p.info.role).await;
+            self.reconcile_follower(p).await;
             self.reconcile_leader(p).await;
         }
         self.update_eligibility().await;
@@ -1220,25 +1220,52 @@ impl<E: Edges> Sidecar<E> {
         self.event(EventKind::Reconciled, note).await;
     }
 
-    /// A follower whose Redis is not replicating from the leader (it restarted, or someone
-    /// changed it) is pointed at the leader again, at most once per retry period. The elector
-    /// only says `Follow` when the leader changes; this keeps the Redis in that role.
-    async fn reconcile_follower(&mut self, role: &RedisRole) {
+    /// A follower whose Redis is not a fenced replica of the leader (it restarted, or someone
+    /// changed it: `REPLICAOF NO ONE` and `min-replicas-to-write 0` made a second writable
+    /// master) is fenced first, so it takes no write from the moment this runs, then pointed at
+    /// the leader again, at most once per retry period, with an Event. The elector only says
+    /// `Follow` when the leader changes; this keeps the Redis in that role.
+    async fn reconcile_follower(&mut self, probe: &redis_node::Probe) {
         let Role::Follower { address, .. } = self.elector.role().clone() else {
             return;
         };
         let Some((host, port)) = split_host_port(&address) else {
             return;
         };
-        let following = matches!(role, RedisRole::Replica { master_host, master_port, .. } if *master_host == host && *master_port == port);
-        if following || !self.repair.due(Instant::now()) {
+        let following = matches!(&probe.info.role, RedisRole::Replica { master_host, master_port, .. } if *master_host == host && *master_port == port);
+        if (following && probe.fenced) || !self.repair.due(Instant::now()) {
             return;
         }
         self.repair.attempted(Instant::now());
-        tracing::info!(%address, "the local Redis is not replicating from the leader; pointing it there again");
-        if let Err(e) = self.redis.follow(&host, port).await {
-            tracing::warn!(error = %e, "REPLICAOF failed; retried after one retry period");
+        let was = match &probe.info.role {
+            RedisRole::Master if probe.fenced => "a fenced master".to_string(),
+            RedisRole::Master => "a writable master".to_string(),
+            RedisRole::Replica {
+                master_host,
+                master_port,
+                ..
+            } if !following => format!("replicating from {master_host}:{master_port}"),
+            RedisRole::Replica { .. } => "an unfenced replica".to_string(),
+        };
+        tracing::warn!(%address, was = %was, "the local Redis is not a fenced replica of the leader; fencing it and pointing it there again");
+        let mut problems = Vec::new();
+        if let Err(e) = self.redis.fence().await {
+            problems.push(format!("fence: {e}"));
         }
+        if !following && let Err(e) = self.redis.follow(&host, port).await {
+            problems.push(format!("REPLICAOF: {e}"));
+        }
+        let note = if problems.is_empty() {
+            format!(
+                "the local Redis was {was}; fenced it and pointed it at the leader ({address}) again"
+            )
+        } else {
+            format!(
+                "the local Redis was {was}; fencing it and pointing it at the leader failed (retried): {}",
+                problems.join("; ")
+            )
+        };
+        self.event(EventKind::Reconciled, note).await;
     }
 
     /// Data-aware candidacy ([`Candidacy`]). Only a candidate (no valid leader known) may
@@ -1512,6 +1539,8 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         port: cfg.redis_port,
         username: cfg.redis_username.clone(),
         password: cfg.redis_password.clone(),
+        replication_username: cfg.replication_username.clone(),
+        replication_password: cfg.replication_password.clone(),
         timeout: cfg.redis_timeout,
         min_replicas_to_write: cfg.min_replicas,
         min_replicas_max_lag: cfg.max_replica_lag_secs,
@@ -1708,6 +1737,8 @@ fn peer_node_config(cfg: &SidecarConfig, host: String, port: u16) -> NodeConfig 
         port,
         username: cfg.redis_username.clone(),
         password: cfg.redis_password.clone(),
+        replication_username: cfg.replication_username.clone(),
+        replication_password: cfg.replication_password.clone(),
         timeout: cfg.redis_timeout,
         min_replicas_to_write: 0,
         min_replicas_max_lag: cfg.max_replica_lag_secs,
