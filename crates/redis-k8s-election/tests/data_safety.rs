@@ -63,7 +63,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
         return Err(format!("{} of {} pods", pods.len(), g.replicas));
     }
     let leader_ip = g.cluster.pod_ip(&leader).ok_or("the leader has no IP")?;
-    let p = probe(leader_ip, &g).await?;
+    let p = probe(leader_ip, g).await?;
     if p.info.role != Role::Master || p.fenced {
         return Err(format!(
             "the leader's Redis is {:?}, fenced {}",
@@ -73,7 +73,7 @@ async fn replicas_pointed_at_leader(g: &KubeGroup) -> Result<(String, Ipv4Addr),
     let leader_host = g.announced_host(&leader).ok_or("the leader has no IP")?;
     for pod in pods.iter().filter(|p| **p != leader) {
         let ip = g.cluster.pod_ip(pod).ok_or(format!("{pod} has no IP"))?;
-        match probe(ip, &g).await?.info.role {
+        match probe(ip, g).await?.info.role {
             Role::Replica {
                 master_host,
                 master_port,
