@@ -323,6 +323,17 @@ impl Group {
             g.redis.push(Some(g.start_redis_for(i, addr)));
             g.sidecars.push(None);
             g.start_sidecar(i);
+            // The node's part: the pod IP, which the sidecar API's published address must be
+            // on for peers and the CLI to use it (`kube_coord::Peer::vouched_http`).
+            let ip = g.sidecar_http[i].expect("the sidecar has an address").ip();
+            kube::Api::<Pod>::default_namespaced(g.kube.clone())
+                .patch_status(
+                    &name(i),
+                    &Default::default(),
+                    &kube::api::Patch::Merge(json!({"status": {"podIP": ip.to_string()}})),
+                )
+                .await
+                .unwrap();
         }
         g
     }

@@ -336,6 +336,78 @@ pub struct Peer {
     pub ip: String,
 }
 
+impl Peer {
+    /// Where this pod's sidecar API listens, as the API vouches for it. The `http` annotation
+    /// is a hint that anyone allowed to patch pods can write (the sidecars' own service
+    /// account can): a patched one made `switchover` send the admin token to a listener of
+    /// the attacker's. It is taken only when its host is the pod's IP (`status.podIP`,
+    /// written by the node alone); otherwise the reason it is not.
+    pub fn vouched_http(&self) -> Result<&str, String> {
+        if self.http.is_empty() {
+            return Err("the pod does not publish its HTTP address".into());
+        }
+        if self.ip.is_empty() {
+            return Err("the pod has no IP yet".into());
+        }
+        let host = self
+            .http
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or_default();
+        let same = host == self.ip
+            || matches!(
+                (host.parse::<std::net::IpAddr>(), self.ip.parse::<std::net::IpAddr>()),
+                (Ok(a), Ok(b)) if a == b
+            );
+        if same {
+            Ok(&self.http)
+        } else {
+            Err(format!(
+                "its published HTTP address {} is not on its pod IP {}: ignored",
+                self.http, self.ip
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::Peer;
+
+    fn peer(http: &str, ip: &str) -> Peer {
+        Peer {
+            name: "redis-1".into(),
+            address: String::new(),
+            http: http.into(),
+            labels: Default::default(),
+            status: None,
+            terminating: false,
+            ip: ip.into(),
+        }
+    }
+
+    #[test]
+    fn the_http_annotation_counts_only_on_the_pod_ip() {
+        assert_eq!(
+            peer("10.0.0.7:9121", "10.0.0.7").vouched_http(),
+            Ok("10.0.0.7:9121")
+        );
+        assert_eq!(
+            peer("[fd00::7]:9121", "fd00::7").vouched_http(),
+            Ok("[fd00::7]:9121")
+        );
+        for (http, ip) in [
+            ("10.0.0.66:9121", "10.0.0.7"),
+            ("evil.example:9121", "10.0.0.7"),
+            ("10.0.0.7:9121", ""),
+            ("", "10.0.0.7"),
+            ("10.0.0.7", "10.0.0.7"),
+        ] {
+            assert!(peer(http, ip).vouched_http().is_err(), "{http} on {ip}");
+        }
+    }
+}
+
 /// Kubernetes access for one sidecar.
 #[derive(Clone)]
 pub struct Coord {

@@ -641,8 +641,14 @@ mod tests {
             images.iter().any(|i| i.starts_with(SIDECAR_IMAGE)),
             "{images:?}"
         );
-        let mode = set.pointer("/spec/template/spec/volumes/1/secret/defaultMode");
-        assert_eq!(mode, Some(&serde_json::json!(0o440)));
+        let auth = set
+            .pointer("/spec/template/spec/volumes")
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "auth")
+            .unwrap();
+        assert_eq!(auth["secret"]["defaultMode"], serde_json::json!(0o440));
     }
 
     /// The sidecar's announce address: the pod's DNS name by default; its IP (and no longer the

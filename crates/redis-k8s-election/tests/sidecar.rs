@@ -771,3 +771,46 @@ async fn a_replica_someone_promoted_is_fenced_and_pointed_back_with_an_event() {
     assert_eq!(g.converged(Duration::from_secs(10)).await, leader);
     drop(checker);
 }
+
+/// Issue 17: peers were found through the pods' `…/http` annotation, which anyone allowed to
+/// patch pods can write: a patched one made the CLI send the admin token to a listener of the
+/// attacker's. The annotation now counts only on the pod's IP. Here a replica's sidecar is
+/// stopped (so nothing rewrites its annotation), the annotation is pointed at a listener of
+/// the test's on another address, and `force-election`, which sends the admin token to every
+/// pod, must tell the other two and never connect to that listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hijacked_http_annotation_gets_no_admin_token() {
+    let mut g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let r = (leader + 1) % 3;
+    g.sidecars[r] = None;
+    let attacker = tokio::net::TcpListener::bind(testkit::free_loopback_addr())
+        .await
+        .unwrap();
+    let forged = attacker.local_addr().unwrap().to_string();
+    kube::Api::<Pod>::default_namespaced(g.kube.clone())
+        .patch(
+            &name(r),
+            &Default::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "redis-k8s-election.io/http": forged,
+            }}})),
+        )
+        .await
+        .unwrap();
+    let (ok, out, err) = g.cli(&["force-election"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("{}: not told", name(r))) && out.contains("is not on its pod IP"),
+        "{out}"
+    );
+    let connected = tokio::time::timeout(Duration::from_millis(500), attacker.accept()).await;
+    assert!(
+        connected.is_err(),
+        "the CLI connected to the forged address {forged}"
+    );
+    // The control: the other pods were told.
+    for i in (0..3).filter(|i| *i != r) {
+        assert!(!out.contains(&format!("{}: not told", name(i))), "{out}");
+    }
+}

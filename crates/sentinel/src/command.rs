@@ -10,6 +10,37 @@ use std::collections::BTreeSet;
 /// protocol it follows.
 pub const REDIS_VERSION: &str = "7.0.15";
 
+/// Where the admin token comes from: asked on each `AUTH admin`, so that a token rotated in
+/// its Secret takes effect without a restart (as the sidecar's `POST /switchover` reads its
+/// file on each request). `None` from it refuses every `AUTH admin`.
+#[derive(Clone)]
+pub struct TokenSource(std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl TokenSource {
+    /// A token read by `read` each time it is needed.
+    pub fn new(read: impl Fn() -> Option<String> + Send + Sync + 'static) -> Self {
+        TokenSource(std::sync::Arc::new(read))
+    }
+
+    /// A token that never changes.
+    pub fn fixed(token: impl Into<String>) -> Self {
+        let token = token.into();
+        Self::new(move || Some(token.clone()))
+    }
+
+    /// The token now.
+    pub fn current(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str("TokenSource(..)")
+    }
+}
+
 /// How the endpoint is set up.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
@@ -18,7 +49,7 @@ pub struct EndpointConfig {
     /// Sentinel's `requirepass`: required of every client when set.
     pub password: Option<String>,
     /// The group's admin token: `AUTH admin <token>` allows `SENTINEL FAILOVER`.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<TokenSource>,
     /// This endpoint's ID (40 hex digits).
     pub my_id: String,
     /// The port it listens on (`INFO`'s `tcp_port`).
@@ -250,8 +281,8 @@ fn same(a: &str, b: &str) -> bool {
 fn check_credentials(user: &str, pass: &str, cfg: &EndpointConfig) -> Result<bool, Reply> {
     let wrong = || Reply::err("WRONGPASS invalid username-password pair or user is disabled.");
     match user {
-        "admin" => match &cfg.admin_token {
-            Some(t) if same(t, pass) => Ok(true),
+        "admin" => match cfg.admin_token.as_ref().and_then(TokenSource::current) {
+            Some(t) if same(&t, pass) => Ok(true),
             _ => Err(wrong()),
         },
         "default" => match &cfg.password {
@@ -849,7 +880,7 @@ mod tests {
         EndpointConfig {
             master_name: "mymaster".into(),
             password: password.map(str::to_string),
-            admin_token: Some("admin-secret".into()),
+            admin_token: Some(TokenSource::fixed("admin-secret")),
             my_id: "ab".repeat(20),
             port: 26379,
             down_after_ms: 10_000,
@@ -1052,6 +1083,29 @@ mod tests {
             run(&mut s, &c, "SENTINEL failover mymaster").next,
             Next::Failover
         );
+    }
+
+    /// The admin token is asked for on each `AUTH admin`: a rotated token works at once and
+    /// the old one no longer does, without a restart.
+    #[test]
+    fn a_rotated_admin_token_takes_effect_at_once() {
+        let token = std::sync::Arc::new(std::sync::Mutex::new(Some("first-token".to_string())));
+        let mut c = cfg(None);
+        c.admin_token = Some(TokenSource::new({
+            let token = token.clone();
+            move || token.lock().unwrap().clone()
+        }));
+        let wrong = Reply::err("WRONGPASS invalid username-password pair or user is disabled.");
+        let mut s = Session::new(7);
+        assert_eq!(one(&mut s, &c, "AUTH admin first-token"), Reply::ok());
+        *token.lock().unwrap() = Some("second-token".into());
+        let mut s = Session::new(8);
+        assert_eq!(one(&mut s, &c, "AUTH admin first-token"), wrong);
+        assert_eq!(one(&mut s, &c, "AUTH admin second-token"), Reply::ok());
+        // No token (a file gone or rejected): no admin at all.
+        *token.lock().unwrap() = None;
+        assert_eq!(one(&mut s, &c, "AUTH admin second-token"), wrong);
+        assert_eq!(format!("{:?}", c.admin_token), "Some(TokenSource(..))");
     }
 
     #[test]

@@ -193,11 +193,8 @@ async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
         .map_err(api("listing the group's pods"))?;
     let mut out = Vec::new();
     for p in peers {
-        let (status, unreachable) = if p.http.is_empty() {
-            (
-                None,
-                Some("the pod does not publish its HTTP address".into()),
-            )
+        let (status, unreachable) = if let Err(why) = p.vouched_http() {
+            (None, Some(why))
         } else {
             let url = format!("http://{}/status", p.http);
             match http.get(&url).send().await {
@@ -334,12 +331,15 @@ pub async fn force_election(a: ForceElectionArgs) -> Result<()> {
     let http = http_client(a.timeout)?;
     let mut told = 0;
     for p in &peers {
-        if p.http.is_empty() {
-            println!("{}: not running (no HTTP address on its pod)", p.name);
-            continue;
-        }
+        let addr = match p.vouched_http() {
+            Ok(a) => a,
+            Err(why) => {
+                println!("{}: not told ({why})", p.name);
+                continue;
+            }
+        };
         let reply = http
-            .post(format!("http://{}/force-election", p.http))
+            .post(format!("http://{addr}/force-election"))
             .bearer_auth(&token)
             .send()
             .await;
@@ -395,15 +395,18 @@ pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
         .peers()
         .await
         .map_err(api("listing the group's pods"))?;
-    let Some(http) = peers
+    let http = match peers
         .iter()
         .find(|p| p.name == leader)
-        .map(|p| p.http.clone())
-        .filter(|h| !h.is_empty())
-    else {
-        return Err(CtlError::Refused(format!(
-            "the leader {leader} does not publish its HTTP address on its pod"
-        )));
+        .map(|p| p.vouched_http())
+    {
+        Some(Ok(h)) => h.to_string(),
+        Some(Err(why)) => {
+            return Err(CtlError::Refused(format!("the leader {leader}: {why}")));
+        }
+        None => {
+            return Err(CtlError::Refused(format!("the leader {leader} has no pod")));
+        }
     };
     let mut body = serde_json::Map::new();
     if let Some(to) = &a.to {

@@ -796,10 +796,18 @@ impl<E: Edges> Sidecar<E> {
             Ok(peers) => {
                 let members = peers
                     .into_iter()
-                    .filter(|p| !p.http.is_empty() && !p.terminating)
-                    .map(|p| Member {
-                        name: p.name,
-                        http: p.http,
+                    .filter(|p| !p.terminating)
+                    .filter_map(|p| match p.vouched_http() {
+                        Ok(http) => Some(Member {
+                            name: p.name.clone(),
+                            http: http.to_string(),
+                        }),
+                        Err(why) => {
+                            if !p.http.is_empty() {
+                                tracing::warn!(pod = %p.name, why = %why, "not a failsafe member");
+                            }
+                            None
+                        }
                     })
                     .collect();
                 self.feed(Input::Members(members)).await;
@@ -1622,9 +1630,13 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             })
         }),
     });
+    // Peers take the published address only when it is on the pod's IP (`vouched_http`):
+    // listening on every address, publish the pod IP where it is known.
     let http_announce = if cfg.http_addr.ip().is_unspecified() {
-        let host = split_host_port(&address)
-            .map(|(h, _)| h)
+        let host = cfg
+            .pod_ip
+            .map(|ip| ip.to_string())
+            .or_else(|| split_host_port(&address).map(|(h, _)| h))
             .unwrap_or_else(|| "127.0.0.1".into());
         if host.contains(':') {
             format!("[{host}]:{}", cfg.http_addr.port())
@@ -1678,10 +1690,10 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         .map(|s| sentinel::command::EndpointConfig {
             master_name: s.master_name.clone(),
             password: s.password.clone(),
-            admin_token: cfg
-                .admin_token_file
-                .as_deref()
-                .and_then(http::read_admin_token),
+            // Read on each `AUTH admin`, as `/switchover` reads it on each request.
+            admin_token: cfg.admin_token_file.clone().map(|file| {
+                sentinel::command::TokenSource::new(move || http::read_admin_token(&file))
+            }),
             my_id: id_of(&cfg.pod_name),
             port: s.listen.port(),
             down_after_ms: cfg.timing.lease_duration.as_millis() as u64,

@@ -63,8 +63,7 @@ impl SentinelFeed {
                 };
                 *http.write().expect("http map lock") = peers
                     .iter()
-                    .filter(|p| !p.http.is_empty())
-                    .map(|p| (p.name.clone(), p.http.clone()))
+                    .filter_map(|p| Some((p.name.clone(), p.vouched_http().ok()?.to_string())))
                     .collect();
                 let peers: Vec<_> = peers
                     .into_iter()

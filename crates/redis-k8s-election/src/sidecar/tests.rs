@@ -335,11 +335,12 @@ fn pod(name: &str) -> Peer {
     Peer {
         name: name.into(),
         address: format!("{name}:6379"),
+        // The fake pod IP is its name, so the fake HTTP address is on it (`vouched_http`).
         http: format!("{name}:9121"),
         labels: Default::default(),
         status: None,
         terminating: false,
-        ip: format!("ip-{name}"),
+        ip: name.into(),
     }
 }
 
