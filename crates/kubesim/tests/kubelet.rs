@@ -105,21 +105,18 @@ fn ready(p: &Value) -> bool {
         })
 }
 
-fn redis_ping(ip: &str) -> bool {
+/// `redis-cli` against the pod's Redis at `ip`, with the Secret's password: its answer.
+fn redis_cli(ip: &str, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
-        .args([
-            "-h",
-            ip,
-            "-p",
-            "6379",
-            "-a",
-            "s3cret",
-            "--no-auth-warning",
-            "PING",
-        ])
+        .args(["-h", ip, "-p", "6379", "-a", "s3cret", "--no-auth-warning"])
+        .args(args)
         .output()
         .expect("redis-cli is installed");
-    String::from_utf8_lossy(&out.stdout).trim() == "PONG"
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn redis_ping(ip: &str) -> bool {
+    redis_cli(ip, &["PING"]) == "PONG"
 }
 
 fn pod_network() -> Vec<Ipv4Addr> {
@@ -233,36 +230,10 @@ async fn pods_run_as_processes_with_probes_restarts_and_graceful_deletion() {
     // REWRITE` rewrote the Secret-mounted auth.conf). Where containers share the host's mount
     // namespace (not root) the files are plain files and this cannot hold.
     if kubelet.in_cluster_files() {
-        let out = std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                &ip0,
-                "-p",
-                "6379",
-                "-a",
-                "s3cret",
-                "--no-auth-warning",
-            ])
-            .args(["CONFIG", "REWRITE"])
-            .output()
-            .expect("redis-cli is installed");
-        let answer = String::from_utf8_lossy(&out.stdout);
+        let answer = redis_cli(&ip0, &["CONFIG", "REWRITE"]);
         assert!(answer.contains("Read-only file system"), "{answer}");
         // The control: the emptyDir beside it is writable.
-        let out = std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                &ip0,
-                "-p",
-                "6379",
-                "-a",
-                "s3cret",
-                "--no-auth-warning",
-            ])
-            .args(["SAVE"])
-            .output()
-            .expect("redis-cli is installed");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+        assert_eq!(redis_cli(&ip0, &["SAVE"]), "OK");
     }
 
     // A crashed container is restarted and the pod is Ready again.

@@ -36,6 +36,17 @@ pub const USERS: [(&str, &str, &str); 4] = [
     ("admin", ADMIN_RULES, "admin-password"),
 ];
 
+/// Every key of the Secret that holds a credential (all but `auth.conf`, which repeats the
+/// passwords): what `make-secret.sh` and [`generated_auth_secret`] fill with random values.
+pub const CREDENTIAL_KEYS: [&str; 6] = [
+    "password",
+    "replication-password",
+    "sidecar-password",
+    "admin-password",
+    "admin-token",
+    "peer-key",
+];
+
 /// Redis' `auth.conf`: the users, each with its password and rules, and the replication
 /// user as `masteruser`. `passwords` in the order of [`USERS`].
 pub fn auth_conf(passwords: [&str; 4]) -> String {
@@ -107,14 +118,7 @@ mod tests {
     fn generated_credentials_are_accepted_and_differ_each_time() {
         let a = generated_auth_secret();
         let b = generated_auth_secret();
-        for key in [
-            "password",
-            "replication-password",
-            "sidecar-password",
-            "admin-password",
-            "admin-token",
-            "peer-key",
-        ] {
+        for key in CREDENTIAL_KEYS {
             let v = a["stringData"][key].as_str().unwrap();
             assert_eq!(credential_weakness(v), None, "{key}");
             assert_ne!(v, b["stringData"][key].as_str().unwrap(), "{key}");

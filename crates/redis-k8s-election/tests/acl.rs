@@ -197,41 +197,19 @@ fn the_application_user_works_with_data_but_cannot_take_the_group_over() {
     let dir = tempfile::tempdir().unwrap();
     let r = redis(dir.path(), "a", &auth_conf([APP, REPL, SIDECAR, ADMIN]));
     let (host, port) = r.host_port();
-    let cli = |user: &str, pw: &str, args: &[&str]| -> String {
+    // `redis-cli` with `auth` (`--user U --pass P`, or `-a P` alone) and `args`: its answer.
+    let run = |auth: &[&str], args: &[&str]| -> String {
         let out = std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                &host,
-                "-p",
-                &port.to_string(),
-                "--user",
-                user,
-                "--pass",
-                pw,
-                "--no-auth-warning",
-            ])
+            .args(["-h", &host, "-p", &port.to_string(), "--no-auth-warning"])
+            .args(auth)
             .args(args)
             .output()
             .expect("redis-cli is installed");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    let cli = |user: &str, pw: &str, args: &[&str]| run(&["--user", user, "--pass", pw], args);
     // A password alone (as Sentinel-era clients send it) is the application user.
-    let app = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                &host,
-                "-p",
-                &port.to_string(),
-                "-a",
-                APP,
-                "--no-auth-warning",
-            ])
-            .args(args)
-            .output()
-            .expect("redis-cli is installed");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let app = |args: &[&str]| run(&["-a", APP], args);
     // Data commands and what clients read to check a master work (the Redis is fenced as
     // shipped, so a write is refused for that reason, not for a permission).
     assert_eq!(app(&["PING"]), "PONG");

@@ -134,14 +134,7 @@ fn make_secret_writes_a_valid_secret_with_fresh_strong_values() {
                 &value("admin-password"),
             ])
         );
-        for key in [
-            "password",
-            "replication-password",
-            "sidecar-password",
-            "admin-password",
-            "admin-token",
-            "peer-key",
-        ] {
+        for key in redis_k8s_election::credentials::CREDENTIAL_KEYS {
             assert_eq!(
                 redis_k8s_election::sidecar::config::credential_weakness(&value(key)),
                 None,
