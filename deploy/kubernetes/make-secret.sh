@@ -23,7 +23,7 @@ admin=$(hex 24)
 auth_conf() {
   printf 'user default reset on >%s ~* &* +@all -@admin -@dangerous +info +role\n' "$app"
   printf 'user replication reset on >%s resetchannels -@all +psync +replconf\n' "$repl"
-  printf 'user sidecar reset on >%s resetchannels -@all +info +config|get +config|set +config|rewrite +client|kill +client|pause +client|unpause +replicaof %%RW~redis-k8s-election:* +get +set\n' "$sidecar"
+  printf 'user sidecar reset on >%s resetchannels -@all +info +config|get +config|set +client|kill +client|pause +client|unpause +replicaof %%RW~redis-k8s-election:* +get +set\n' "$sidecar"
   printf 'user admin reset on >%s ~* &* +@all\n' "$admin"
   printf 'masteruser replication\nmasterauth %s\n' "$repl"
 }

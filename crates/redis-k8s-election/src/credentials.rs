@@ -23,7 +23,7 @@ pub const REPLICATION_RULES: &str = "resetchannels -@all +psync +replconf";
 
 /// What the sidecar may do: exactly the commands it sends (`redis-node`), on the one key it
 /// writes (the checkpoint). A test removes each in turn and shows what breaks.
-pub const SIDECAR_RULES: &str = "resetchannels -@all +info +config|get +config|set +config|rewrite +client|kill +client|pause +client|unpause +replicaof %RW~redis-k8s-election:* +get +set";
+pub const SIDECAR_RULES: &str = "resetchannels -@all +info +config|get +config|set +client|kill +client|pause +client|unpause +replicaof %RW~redis-k8s-election:* +get +set";
 
 /// What operators may do (`redis-cli --user admin`): everything.
 pub const ADMIN_RULES: &str = "~* &* +@all";

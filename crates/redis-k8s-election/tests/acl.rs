@@ -59,7 +59,7 @@ fn node(r: &RedisServer, user: &str, password: &str) -> RedisNode {
 
 /// Everything the sidecar does to a Redis (`redis-node`, as the control loop and the
 /// hand-over call it): on `a`, probe, fence, unfence with a checkpoint, write a checkpoint,
-/// pause and unpause writes, drop clients, promote, rewrite its config; on `b`, follow `a`
+/// pause and unpause writes, drop clients, promote; on `b`, follow `a`
 /// until the link is up. The first operation refused, by name.
 async fn sidecar_workload(
     a: &RedisNode,
@@ -84,9 +84,6 @@ async fn sidecar_workload(
         .map_err(step("pause writes"))?;
     a.unpause().await.map_err(step("unpause"))?;
     a.drop_clients().await.map_err(step("drop clients"))?;
-    if !a.rewrite_config(&p).await.map_err(step("rewrite config"))? {
-        return Err("rewrite config: Redis has no config file".into());
-    }
     b.fence().await.map_err(step("fence the replica"))?;
     b.follow(a_host, a_port).await.map_err(step("follow"))?;
     replica_links(b).await?;

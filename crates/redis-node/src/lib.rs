@@ -1,5 +1,5 @@
 //! The local Redis as the sidecar sees it: probe, promote, follow, fence and unfence, drop
-//! clients, rewrite the config.
+//! clients, pause writes.
 //!
 //! **Fencing** uses `min-replicas-to-write`: set to its maximum, a master refuses every write
 //! at once with `-NOREPLICAS` while still serving reads, and any peer can apply it remotely,
@@ -470,16 +470,5 @@ impl RedisNode {
             .run("REPLICAOF", redis::cmd("REPLICAOF").arg(host).arg(port))
             .await?;
         Ok(())
-    }
-
-    /// `CONFIG REWRITE` when Redis runs from a config file; `Ok(false)` when it has none.
-    pub async fn rewrite_config(&self, probe: &Probe) -> Result<bool, NodeError> {
-        if probe.info.config_file.is_empty() {
-            return Ok(false);
-        }
-        let _: () = self
-            .run("CONFIG REWRITE", redis::cmd("CONFIG").arg("REWRITE"))
-            .await?;
-        Ok(true)
     }
 }

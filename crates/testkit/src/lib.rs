@@ -74,7 +74,7 @@ impl RedisServer {
     }
 
     /// Starts `redis-server` from the config file `conf` (its first argument, as in the
-    /// shipped manifests: `CONFIG REWRITE` writes there) with `extra` arguments after it.
+    /// shipped manifests) with `extra` arguments after it.
     /// Readiness is a PING answered with anything (`-NOAUTH`, `-NOPERM` count as up).
     pub fn start_with_conf(conf: &std::path::Path, extra: &[&str]) -> Self {
         let mut all = vec![conf.to_str().expect("UTF-8 path")];

@@ -86,8 +86,6 @@ pub trait RedisControl {
     fn pause_writes(&self, timeout: Duration) -> impl Future<Output = Result<(), NodeError>>;
     /// `CLIENT UNPAUSE`.
     fn unpause(&self) -> impl Future<Output = Result<(), NodeError>>;
-    /// Persists the role into the config file when Redis has one; whether it wrote.
-    fn rewrite_config(&self, probe: &Probe) -> impl Future<Output = Result<bool, NodeError>>;
 }
 
 /// Connections to Redis servers: the peers' and the leader's.
@@ -271,9 +269,6 @@ impl RedisControl for RedisNode {
     }
     async fn unpause(&self) -> Result<(), NodeError> {
         RedisNode::unpause(self).await
-    }
-    async fn rewrite_config(&self, probe: &Probe) -> Result<bool, NodeError> {
-        RedisNode::rewrite_config(self, probe).await
     }
 }
 

@@ -627,7 +627,6 @@ impl<E: Edges> Sidecar<E> {
                 }
                 if let Ok(p) = self.redis.probe().await {
                     self.leader_run_id = Some(p.info.run_id.clone()).filter(|r| !r.is_empty());
-                    let _ = self.redis.rewrite_config(&p).await;
                 }
                 self.metrics.failovers.inc();
                 self.metrics
@@ -657,9 +656,6 @@ impl<E: Edges> Sidecar<E> {
                             tracing::warn!(error = %e, "REPLICAOF failed; retried on the next change");
                         }
                         let _ = self.redis.drop_clients().await;
-                        if let Ok(p) = self.redis.probe().await {
-                            let _ = self.redis.rewrite_config(&p).await;
-                        }
                         self.leader_node = None;
                     }
                     None => {

@@ -326,9 +326,6 @@ impl RedisControl for FakeNode {
     async fn unpause(&self) -> Result<(), NodeError> {
         self.with(|r| r.paused = false)
     }
-    async fn rewrite_config(&self, _probe: &Probe) -> Result<bool, NodeError> {
-        self.with(|_| false)
-    }
 }
 
 fn pod(name: &str) -> Peer {
