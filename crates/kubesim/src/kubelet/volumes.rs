@@ -199,7 +199,7 @@ pub(super) fn prepare_pod_files(
             write_atomically(&target, &bytes, mode).map_err(io)?;
         }
     }
-    if !service_account_containers(spec).is_empty() {
+    if !rt.service_account_containers.is_empty() {
         write_service_account(shared, rt, spec)?;
     }
     Ok(())
@@ -300,7 +300,7 @@ pub(super) async fn renew_token_loop(
     rt: Arc<PodRuntime>,
     spec: k8s_openapi::api::core::v1::PodSpec,
 ) {
-    if service_account_containers(&spec).is_empty() {
+    if rt.service_account_containers.is_empty() {
         return;
     }
     loop {

@@ -469,12 +469,6 @@ impl SidecarArgs {
         if let Some(p) = &self.admin_token_file {
             secret_file("admin-token-file", p, str::trim)?;
         }
-        if let Some(p) = &self.peer_key_file
-            && let Ok(text) = std::fs::read_to_string(p)
-            && let Some(why) = credential_weakness(text.trim())
-        {
-            return Err(flag("peer-key-file", format!("{} {why}", p.display())));
-        }
         let peer_key = match &self.peer_key_file {
             None => None,
             Some(p) => Some(Arc::new(

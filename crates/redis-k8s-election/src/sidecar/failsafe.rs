@@ -53,6 +53,14 @@ pub enum KeyError {
         /// Its length.
         len: usize,
     },
+    /// The key is a placeholder from an example (`super::config::credential_weakness`).
+    #[error("{path} {why}")]
+    Weak {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl PeerKey {
@@ -68,6 +76,16 @@ impl PeerKey {
             return Err(KeyError::Short {
                 path: path.display().to_string(),
                 len: key.len(),
+            });
+        }
+        // A key in text, as Secrets hold it, is held to the other credentials' rule (a
+        // binary key cannot be an example's placeholder).
+        if let Ok(text) = std::str::from_utf8(key)
+            && let Some(why) = super::config::credential_weakness(text)
+        {
+            return Err(KeyError::Weak {
+                path: path.display().to_string(),
+                why,
             });
         }
         Ok(Self::from_bytes(key))
