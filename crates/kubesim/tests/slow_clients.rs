@@ -59,6 +59,12 @@ async fn until_closed(io: &mut (impl AsyncRead + Unpin), within: Duration) -> Op
     }
 }
 
+/// Writes `bytes` to `io` and flushes them.
+async fn send(io: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    io.write_all(bytes).await.unwrap();
+    io.flush().await.unwrap();
+}
+
 /// A client that stops halfway through its headers, one that sends a whole request and then
 /// sits idle, and one that announces a body it never finishes: each is closed soon after the
 /// timeout, and the body's sender gets the real server's 504 first.
@@ -66,10 +72,7 @@ async fn slow_clients_are_closed<S: AsyncRead + AsyncWrite + Unpin>(
     mut connect: impl AsyncFnMut() -> S,
 ) {
     let mut half = connect().await;
-    half.write_all(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    half.flush().await.unwrap();
+    send(&mut half, b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n").await;
     assert!(
         until_closed(&mut half, Duration::from_secs(5))
             .await
@@ -78,28 +81,18 @@ async fn slow_clients_are_closed<S: AsyncRead + AsyncWrite + Unpin>(
     );
 
     let mut idle = connect().await;
-    idle.write_all(
-        format!("GET /version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    idle.flush().await.unwrap();
+    let get = format!("GET /version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    send(&mut idle, get.as_bytes()).await;
     let got = until_closed(&mut idle, Duration::from_secs(5))
         .await
         .expect("an idle kept-alive connection is still open");
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 
     let mut body = connect().await;
-    body.write_all(
-        format!(
-            "POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"metadata\""
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    body.flush().await.unwrap();
+    let post = format!(
+        "POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"metadata\""
+    );
+    send(&mut body, post.as_bytes()).await;
     let got = until_closed(&mut body, Duration::from_secs(5))
         .await
         .expect("a body that never ends holds its connection");
