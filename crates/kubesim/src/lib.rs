@@ -33,7 +33,7 @@ mod statefulset;
 mod status;
 pub mod store;
 mod table;
-mod tls;
+pub mod tls;
 mod util;
 mod validation;
 

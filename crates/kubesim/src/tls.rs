@@ -33,6 +33,63 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+/// A certificate authority made per run, issuing leaf certificates as cert-manager's CA
+/// issuer would: what `local --tls` puts into the Secret `redis-tls` (`ca.crt`, `tls.crt`,
+/// `tls.key`) and what tests sign their certificates with.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A fresh CA (ECDSA P-256) named `common_name`.
+    pub fn generate(common_name: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM (`ca.crt`).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A leaf certificate for `names` (DNS names, wildcards or IP addresses), good for
+    /// serving and as a client certificate: `(tls.crt, tls.key)`, both PEM, the key PKCS#8.
+    pub fn issue(&self, names: &[&str]) -> Result<(String, String), TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("redis-k8s-election"),
+        );
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 impl ServingCert {
     /// Generates a CA and a server certificate for `ip` plus loopback and the API's
     /// in-cluster DNS names.

@@ -109,6 +109,42 @@ pub fn with_auth_secret(mut objects: Vec<Value>) -> Vec<Value> {
     objects
 }
 
+/// The Secret the `components/tls` component mounts, in cert-manager's layout.
+pub const TLS_SECRET: &str = "redis-tls";
+
+/// The names the group's certificate must carry in namespace `ns`: every pod's DNS name
+/// (what the sidecars check their Redis and its peers against), the Services (what clients
+/// connect to) and loopback; `extra` adds more (local's listen address).
+pub fn tls_names(ns: &str, extra: &[String]) -> Vec<String> {
+    let mut names = vec![format!("*.redis-headless.{ns}.svc.cluster.local")];
+    for svc in ["redis-headless", "redis", "redis-leader", "redis-sentinel"] {
+        names.push(format!("{svc}.{ns}.svc.cluster.local"));
+        names.push(format!("{svc}.{ns}.svc"));
+        names.push(svc.to_string());
+    }
+    names.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
+    names.extend(extra.iter().cloned());
+    names.dedup();
+    names
+}
+
+/// The `redis-tls` Secret (`kubernetes.io/tls`: `tls.crt`, `tls.key`, `ca.crt`, as
+/// cert-manager writes it) with a certificate for `names` signed by `ca`.
+pub fn tls_secret(
+    ca: &kubesim::tls::Ca,
+    names: &[String],
+) -> Result<Value, kubesim::tls::TlsError> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (cert, key) = ca.issue(&names)?;
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": TLS_SECRET},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key, "ca.crt": ca.pem()},
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

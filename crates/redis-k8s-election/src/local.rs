@@ -35,6 +35,9 @@ pub enum LocalError {
     /// `--replicas` with manifests that have no StatefulSet.
     #[error("--replicas: the manifests have no StatefulSet")]
     NoStatefulSet,
+    /// The CA or certificate of `--tls` cannot be made.
+    #[error("--tls: making the group's certificate: {0}")]
+    Tls(String),
     /// kubesim, the pods or the Service ports did not start.
     #[error("starting the local cluster (--address, --api-port, --leader-port, --read-port)")]
     Cluster(#[source] kubesim::cluster::ClusterError),
@@ -89,7 +92,14 @@ const SHIPPED: &[(&str, &str)] = &[
         "components/announce-pod-ip/kustomization.yaml",
         include_str!("../../../deploy/kubernetes/components/announce-pod-ip/kustomization.yaml"),
     ),
+    (
+        "components/tls/kustomization.yaml",
+        include_str!("../../../deploy/kubernetes/components/tls/kustomization.yaml"),
+    ),
 ];
+
+/// The shipped component that turns on TLS (`local --tls`).
+const TLS: &str = "components/tls";
 
 /// The shipped component that makes pods announce their IPs instead of their DNS names.
 const ANNOUNCE_POD_IP: &str = "components/announce-pod-ip";
@@ -194,6 +204,12 @@ pub struct LocalArgs {
     /// directory and are removed on exit.
     #[arg(long, value_name = "DIR")]
     keep_data: Option<PathBuf>,
+    /// TLS for clients, replication, the sidecars and the Sentinel endpoint (the shipped
+    /// `components/tls`): a CA and the group's certificate are made for this run, and the
+    /// connection lines use `redis-cli --tls --cacert <state dir>/ca.crt`. Plain clients are
+    /// refused.
+    #[arg(long, conflicts_with_all = ["manifests", "empty"])]
+    tls: bool,
 }
 
 /// The hosts of a loopback network, handed out as pod IPs, and its first host (the cluster
@@ -229,7 +245,7 @@ fn parse_pod_network(s: &str) -> std::result::Result<PodNetwork, String> {
     })
 }
 
-fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool) -> Result<Vec<Value>> {
+fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool, tls: bool) -> Result<Vec<Value>> {
     let read = |name: &str| {
         SHIPPED
             .iter()
@@ -249,6 +265,9 @@ fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool) -> Result<Vec<
     if !pod_dns {
         extra.push(ANNOUNCE_POD_IP.to_string());
     }
+    if tls {
+        extra.push(TLS.to_string());
+    }
     Ok(manifest::load_kustomization(
         "deploy/kubernetes/kustomization.yaml",
         k,
@@ -256,6 +275,20 @@ fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool) -> Result<Vec<
         &|r| read(r).map(str::to_string),
         &extra,
     )?)
+}
+
+/// Writes `text` to a new file `path` with `mode`.
+fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 /// Removes the state directory when `local` ends, however it ends.
@@ -372,7 +405,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     } else {
         let mut objects = match &a.manifests {
             Some(dir) => manifest::load_dir(dir)?,
-            None => shipped_manifests(a.persistence, cluster.pod_dns())?,
+            None => shipped_manifests(a.persistence, cluster.pod_dns(), a.tls)?,
         };
         if let Some(n) = a.replicas {
             let Some(name) = objects
@@ -386,7 +419,19 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             manifest::set_replicas(&mut objects, &name, n);
         }
         // The manifests ship no credentials: this run's are made here, at random.
-        crate::credentials::with_auth_secret(objects)
+        let mut objects = crate::credentials::with_auth_secret(objects);
+        if a.tls {
+            // What cert-manager would make: a CA of this run's own and the group's
+            // certificate, for the pods' DNS names, the Services and this address.
+            let ca = kubesim::tls::Ca::generate("redis-k8s-election local CA")
+                .map_err(|e| LocalError::Tls(e.to_string()))?;
+            let names = crate::credentials::tls_names(&a.namespace, &[a.address.to_string()]);
+            let secret = crate::credentials::tls_secret(&ca, &names)
+                .map_err(|e| LocalError::Tls(e.to_string()))?;
+            write_private(&state.0.join("ca.crt"), &ca.pem(), 0o644)?;
+            objects.insert(0, secret);
+        }
+        objects
     };
     cluster.apply(&objects).map_err(LocalError::Cluster)?;
     for ap in &cluster.applied {
@@ -402,17 +447,13 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .unwrap_or_default();
     let admin_token_file = state.0.join("admin-token");
     if let Some(t) = cluster.secret_value("redis-auth", "admin-token") {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&admin_token_file)
-            .and_then(|mut f| f.write_all(t.trim().as_bytes()))
-            .map_err(io("writing the admin token file"))?;
+        write_private(&admin_token_file, t.trim(), 0o600)?;
     }
+    let tls_flags = if a.tls {
+        format!("--tls --cacert {} ", state.0.join("ca.crt").display())
+    } else {
+        String::new()
+    };
     let la = cluster.proxy_addr("redis-leader").expect("started above");
     let ra = cluster.proxy_addr("redis").expect("started above");
     println!();
@@ -423,12 +464,12 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl get pods,svc,endpoints,leases,events");
     println!(
-        "writes (Service redis-leader): redis-cli -h {} -p {}{auth}",
+        "writes (Service redis-leader): redis-cli {tls_flags}-h {} -p {}{auth}",
         la.ip(),
         la.port()
     );
     println!(
-        "reads  (Service redis):        redis-cli -h {} -p {}{auth}",
+        "reads  (Service redis):        redis-cli {tls_flags}-h {} -p {}{auth}",
         ra.ip(),
         ra.port()
     );
@@ -437,9 +478,18 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .filter(|_| a.manifests.is_none() && !a.empty)
     {
         println!(
-            "sentinel (Service redis-sentinel): {}:{}, master name mymaster",
+            "sentinel (Service redis-sentinel): {}:{}, master name mymaster{}",
             sa.ip(),
-            sa.port()
+            sa.port(),
+            if a.tls {
+                format!(
+                    ", over TLS (redis-cli {tls_flags}-h {} -p {})",
+                    sa.ip(),
+                    sa.port()
+                )
+            } else {
+                String::new()
+            }
         );
     }
     println!(
@@ -622,7 +672,7 @@ mod tests {
 
     #[test]
     fn shipped_manifests_parse_and_name_both_images() {
-        let objs = shipped_manifests(PersistenceMode::Aof, true).unwrap();
+        let objs = shipped_manifests(PersistenceMode::Aof, true, false).unwrap();
         let set = objs.iter().find(|o| o["kind"] == "StatefulSet").unwrap();
         let images: Vec<&str> = set
             .pointer("/spec/template/spec/containers")
@@ -681,7 +731,7 @@ mod tests {
             PersistenceMode::Rdb,
             PersistenceMode::None,
         ] {
-            let names = env_of(&shipped_manifests(mode, true).unwrap());
+            let names = env_of(&shipped_manifests(mode, true, false).unwrap());
             let has = |env: &[(String, String)], k: &str, v: &str| {
                 env.iter().any(|(a, b)| a == k && b == v)
             };
@@ -690,7 +740,7 @@ mod tests {
                 "{mode:?}"
             );
             assert!(!names.iter().any(|(k, _)| k == "ANNOUNCE_ADDR"), "{mode:?}");
-            let ips = env_of(&shipped_manifests(mode, false).unwrap());
+            let ips = env_of(&shipped_manifests(mode, false, false).unwrap());
             assert!(has(&ips, "ANNOUNCE_ADDR", "$(POD_IP):6379"), "{mode:?}");
             // POD_IP is defined before ANNOUNCE_ADDR refers to it.
             let pos = |k: &str| ips.iter().position(|(a, _)| a == k).unwrap();
@@ -706,7 +756,7 @@ mod tests {
             (PersistenceMode::Rdb, "appendonly no", true),
             (PersistenceMode::None, "appendonly no", false),
         ] {
-            let objs = shipped_manifests(mode, true).unwrap();
+            let objs = shipped_manifests(mode, true, false).unwrap();
             let conf = objs
                 .iter()
                 .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "redis-persistence")

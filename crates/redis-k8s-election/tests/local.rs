@@ -617,3 +617,162 @@ fn keep_data_brings_the_whole_group_back_with_its_writes_after_a_kill() {
     assert_eq!(again.redis_cli(6380, &["LINDEX", "log", "499"]), "499");
     assert!(again.interrupt(Duration::from_secs(60)).success());
 }
+
+/// Runs the redis-cli command a `local` line prints (everything after `redis-cli`) with
+/// `args` appended; its trimmed output, errors included.
+fn printed_cli(line: &str, args: &[&str]) -> String {
+    let printed = line
+        .split_once("redis-cli ")
+        .map(|(_, rest)| rest.trim_end_matches(')'))
+        .unwrap_or_else(|| panic!("no redis-cli command in {line:?}"));
+    let out = Command::new("redis-cli")
+        .args(printed.split_whitespace())
+        .args(args)
+        .output()
+        .expect("redis-cli is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+/// Issue 17: `local --tls` runs the group with TLS everywhere. Through the lines it prints,
+/// redis-cli writes and reads, the replicas acknowledge (so replication runs over TLS: Redis
+/// has no plain port), a Redis crash fails over and a switchover hands over, each followed by
+/// writes over TLS, and the Sentinel endpoint answers over TLS. Plain clients are refused on
+/// every port; redis-py checks the certificate and its name.
+#[test]
+fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
+    let local = Local::start(&["--tls"]);
+    let leader = local.wait_line("leader: ", 0, Duration::from_secs(90));
+    let leader = leader.split_whitespace().next().unwrap().to_string();
+    let writes = local.wait_line("writes (Service redis-leader): ", 0, Duration::ZERO);
+    let reads = local.wait_line("reads  (Service redis):        ", 0, Duration::ZERO);
+    let sentinel = local.wait_line("sentinel (Service redis-sentinel): ", 0, Duration::ZERO);
+    let ca = local.state.join("ca.crt");
+    for line in [&writes, &reads, &sentinel] {
+        assert!(
+            line.contains(&format!("--tls --cacert {}", ca.display())),
+            "{line}"
+        );
+    }
+    assert_eq!(printed_cli(&writes, &["SET", "k0", "before"]), "OK");
+    // Both replicas acknowledge: their links to the leader are up, over TLS.
+    wait_until(
+        "both replicas to acknowledge",
+        Duration::from_secs(30),
+        || printed_cli(&writes, &["WAIT", "2", "2000"]) == "2",
+    );
+    wait_until(
+        "the read port to serve the write",
+        Duration::from_secs(10),
+        || printed_cli(&reads, &["GET", "k0"]) == "before",
+    );
+
+    // Plain clients are refused on every port; the same command over TLS is the control.
+    let ip = local.ip.to_string();
+    let password = local.password();
+    for port in ["6380", "6381", "26379"] {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                &ip,
+                "-p",
+                port,
+                "-a",
+                &password,
+                "--no-auth-warning",
+                "PING",
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("PONG"),
+            "plain PING on {port} answered: {said}"
+        );
+    }
+    assert_eq!(printed_cli(&writes, &["PING"]), "PONG");
+    // A real client library that checks the certificate chain and the name (the address it
+    // connects to is among the certificate's names); without the CA it is refused.
+    let py = |cafile: &str| {
+        let script = format!(
+            "import redis,sys\n\
+             r = redis.Redis(host='{ip}', port=6380, password=sys.argv[1], ssl=True, \
+             ssl_ca_certs={cafile}, ssl_check_hostname=True, socket_timeout=5)\n\
+             r.set('py', 'tls')\nprint(r.get('py').decode())"
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script, &password])
+            .output()
+            .expect("python3 with redis-py (.ci/run installs it)");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert_eq!(py(&format!("'{}'", ca.display())).trim(), "tls");
+    assert!(
+        py("None").contains("CERTIFICATE_VERIFY_FAILED"),
+        "redis-py trusted the group's certificate without its CA"
+    );
+
+    // The Sentinel endpoint, over TLS, names the leader by its DNS name (the certificate's).
+    let master = printed_cli(
+        &sentinel,
+        &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+    );
+    assert!(
+        master.starts_with(&format!(
+            "{leader}.redis-headless.default.svc.cluster.local"
+        )),
+        "{master}"
+    );
+
+    // Failover after the leader's Redis crashes; writes go on over TLS.
+    signal(local.pid(&leader, "redis").unwrap(), "-KILL");
+    let next = local.wait_line("leader: ", 1, Duration::from_secs(60));
+    let next = next.split_whitespace().next().unwrap().to_string();
+    assert_ne!(next, leader);
+    wait_until(
+        "a write after the failover",
+        Duration::from_secs(30),
+        || printed_cli(&writes, &["SET", "k1", "after-failover"]) == "OK",
+    );
+    assert_eq!(printed_cli(&writes, &["GET", "k0"]), "before");
+
+    // A switchover hands over to a caught-up replica; writes go on over TLS.
+    wait_until(
+        "both replicas to acknowledge again",
+        Duration::from_secs(60),
+        || printed_cli(&writes, &["WAIT", "2", "2000"]) == "2",
+    );
+    let out = Command::new(bin())
+        .arg("switchover")
+        .arg("--kubeconfig")
+        .arg(local.kubeconfig())
+        .arg("--admin-token-file")
+        .arg(local.state.join("admin-token"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "switchover: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third = local.wait_line("leader: ", 2, Duration::from_secs(60));
+    assert_ne!(third.split_whitespace().next().unwrap(), next);
+    wait_until(
+        "a write after the switchover",
+        Duration::from_secs(30),
+        || printed_cli(&writes, &["SET", "k2", "after-switchover"]) == "OK",
+    );
+    for (k, v) in [("k0", "before"), ("k1", "after-failover"), ("py", "tls")] {
+        assert_eq!(printed_cli(&writes, &["GET", k]), v, "{k}");
+    }
+}

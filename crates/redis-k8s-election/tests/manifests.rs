@@ -215,3 +215,113 @@ fn each_persistence_component_renders_validates_and_reads_the_same_in_kubesim() 
         );
     }
 }
+
+/// The TLS component renders with kubectl's kustomize (alone and with the other components),
+/// validates, and kubesim's reader makes the same StatefulSet of it: Redis on the TLS port
+/// only (`--port 0`), replication over TLS, the Secret `redis-tls` mounted in both
+/// containers, the sidecar told the three files. The persistence `--include` stays last.
+#[test]
+fn the_tls_component_renders_validates_and_reads_the_same_in_kubesim() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    for others in [&[][..], &["persistence-rdb", "announce-pod-ip"]] {
+        let dir = tempfile::Builder::new()
+            .prefix("kustomize-")
+            .tempdir_in(&target)
+            .unwrap();
+        let mut k = String::from(
+            "resources:\n  - ../../deploy/kubernetes\ncomponents:\n  - ../../deploy/kubernetes/components/tls\n",
+        );
+        for c in others {
+            k.push_str(&format!("  - ../../deploy/kubernetes/components/{c}\n"));
+        }
+        std::fs::write(dir.path().join("kustomization.yaml"), &k).unwrap();
+        let out = Command::new("kubectl")
+            .arg("kustomize")
+            .arg(dir.path())
+            .output()
+            .expect("kubectl on PATH");
+        assert!(
+            out.status.success(),
+            "{others:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = dir.path().join("rendered.yaml");
+        std::fs::write(&rendered, &out.stdout).unwrap();
+        let v = validate(std::slice::from_ref(&rendered));
+        assert!(
+            v.status.success(),
+            "{others:?}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        let from_kubectl: Vec<serde_json::Value> =
+            kubesim::manifest::parse_documents("rendered", &String::from_utf8_lossy(&out.stdout))
+                .unwrap();
+        std::fs::remove_file(&rendered).unwrap();
+        let from_kubesim = kubesim::manifest::load_dir(dir.path()).unwrap();
+        let set = |objs: &[serde_json::Value]| {
+            objs.iter()
+                .find(|o| o["kind"] == "StatefulSet")
+                .cloned()
+                .unwrap()
+        };
+        let set_k = set(&from_kubectl);
+        assert_eq!(set_k["spec"], set(&from_kubesim)["spec"], "{others:?}");
+        let containers = set_k["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        let args: Vec<&str> = containers[0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| {
+            let i = args.iter().position(|a| *a == flag).unwrap_or_else(|| {
+                panic!("{flag} not in {args:?}");
+            });
+            args[i + 1]
+        };
+        assert_eq!(after("--port"), "0", "{args:?}");
+        assert_eq!(after("--tls-port"), "6379");
+        assert_eq!(after("--tls-replication"), "yes");
+        assert_eq!(after("--tls-cert-file"), "/etc/redis-tls/tls.crt");
+        assert_eq!(after("--tls-key-file"), "/etc/redis-tls/tls.key");
+        assert_eq!(after("--tls-ca-cert-file"), "/etc/redis-tls/ca.crt");
+        assert_eq!(args[args.len() - 2], "--include", "{args:?}");
+        for c in containers {
+            assert!(
+                c["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["name"] == "tls" && m["mountPath"] == "/etc/redis-tls"),
+                "{}",
+                c["name"]
+            );
+        }
+        let env: Vec<String> = containers[1]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{}={}", e["name"].as_str().unwrap(), e["value"]))
+            .collect();
+        for want in [
+            "TLS_CA_FILE=\"/etc/redis-tls/ca.crt\"",
+            "TLS_CERT_FILE=\"/etc/redis-tls/tls.crt\"",
+            "TLS_KEY_FILE=\"/etc/redis-tls/tls.key\"",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
+        }
+        let volume = set_k["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tls")
+            .cloned()
+            .unwrap();
+        assert_eq!(volume["secret"]["secretName"], "redis-tls");
+    }
+}

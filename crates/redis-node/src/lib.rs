@@ -51,6 +51,56 @@ pub struct NodeConfig {
     /// `-port`), so that the master lists it under the address its peers use, not its
     /// connection's source address (which, with several pods on one host, is 127.0.0.1).
     pub announce: Option<(String, u16)>,
+    /// TLS to this Redis (its `tls-port`); `None` for plain TCP.
+    pub tls: Option<NodeTls>,
+}
+
+/// How to reach a Redis over TLS: whom to trust, the name its certificate must carry, and
+/// the certificate to present when Redis asks for one (`tls-auth-clients yes`).
+///
+/// The connection goes to [`NodeConfig::host`], but the certificate is checked against
+/// `server_name`: the sidecar reaches its Redis at the pod IP, which no certificate
+/// names (pod IPs change with every re-creation), while the group's certificate names the
+/// pods' DNS names.
+#[derive(Clone)]
+pub struct NodeTls {
+    /// PEM certificates of the CA that signed Redis' certificate (`ca.crt`).
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate chain and private key presented as a client certificate.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The DNS name (or IP) Redis' certificate must carry.
+    pub server_name: String,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: the identity holds a private key.
+        f.debug_struct("NodeTls")
+            .field("server_name", &self.server_name)
+            .field("client_identity", &self.client_identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves every name to [`NodeConfig::host`]: redis-rs takes the name it verifies the
+/// certificate against from the address it dials, so a TLS connection is made to
+/// `server_name` and this resolver sends it to the real host.
+struct DialHost(String);
+
+impl redis::io::AsyncDNSResolver for DialHost {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((self.0.as_str(), port))
+                .await?
+                .collect();
+            Ok(Box::new(addrs.into_iter())
+                as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
+    }
 }
 
 impl NodeConfig {
@@ -67,6 +117,7 @@ impl NodeConfig {
             min_replicas_to_write: 0,
             min_replicas_max_lag: DEFAULT_MIN_REPLICAS_MAX_LAG,
             announce: None,
+            tls: None,
         }
     }
 }
@@ -167,15 +218,38 @@ impl RedisNode {
         if let Some(p) = &cfg.password {
             settings = settings.set_password(p);
         }
-        let info = ConnectionAddr::Tcp(cfg.host.clone(), cfg.port)
+        let target = match &cfg.tls {
+            None => ConnectionAddr::Tcp(cfg.host.clone(), cfg.port),
+            Some(t) => ConnectionAddr::TcpTls {
+                host: t.server_name.clone(),
+                port: cfg.port,
+                insecure: false,
+                tls_params: None,
+            },
+        };
+        let info = target
             .into_connection_info()
             .map_err(|source| NodeError::Unreachable {
                 addr: addr.clone(),
                 source,
             })?
             .set_redis_settings(settings);
-        let client =
-            redis::Client::open(info).map_err(|source| NodeError::Unreachable { addr, source })?;
+        let client = match &cfg.tls {
+            None => redis::Client::open(info),
+            Some(t) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: t.client_identity.as_ref().map(|(cert, key)| {
+                        redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }
+                    }),
+                    root_cert: Some(t.ca_pem.clone()),
+                },
+            ),
+        }
+        .map_err(|source| NodeError::Unreachable { addr, source })?;
         Ok(Self {
             cfg,
             client,
@@ -200,9 +274,12 @@ impl RedisNode {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = redis::AsyncConnectionConfig::new()
+        let mut config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.cfg.timeout))
             .set_response_timeout(Some(self.cfg.timeout));
+        if self.cfg.tls.is_some() {
+            config = config.set_dns_resolver(DialHost(self.cfg.host.clone()));
+        }
         let fut = self
             .client
             .get_multiplexed_async_connection_with_config(&config);

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,8 @@ pub trait Failover: Send + Sync + 'static {
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
 /// A client that does not read its replies for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS client must finish its handshake within this, or is disconnected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Shared {
     cfg: EndpointConfig,
@@ -52,6 +54,7 @@ struct Shared {
     commands: AtomicU64,
     started: Instant,
     failover: Arc<dyn Failover>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A running endpoint; dropping it stops it (open connections end with their tasks).
@@ -61,12 +64,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Listens on `listen`, answering from `view`.
+    /// Listens on `listen`, answering from `view`; over TLS only when `tls` is given (as
+    /// Sentinel's `tls-port` with `port 0`: a plain client's first bytes fail the handshake).
     pub async fn start(
         listen: SocketAddr,
         cfg: EndpointConfig,
         view: watch::Receiver<GroupView>,
         failover: Arc<dyn Failover>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -80,6 +85,7 @@ impl Endpoint {
             commands: AtomicU64::new(0),
             started: Instant::now(),
             failover,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         });
         let publisher = tokio::spawn(publish(shared.clone()));
         let acceptor = tokio::spawn(accept(listener, shared));
@@ -119,35 +125,57 @@ async fn publish(shared: Arc<Shared>) {
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let Ok((sock, _)) = listener.accept().await else {
             // Out of file descriptors and the like: wait, never spin.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = sock.set_nodelay(true);
-        if shared.clients.fetch_add(1, Ordering::SeqCst) >= shared.cfg.max_clients {
+        let full = shared.clients.fetch_add(1, Ordering::SeqCst) >= shared.cfg.max_clients;
+        if full {
+            // Refused: it is not a client, whatever it takes to tell it so.
             shared.clients.fetch_sub(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    WRITE_TIMEOUT,
-                    sock.write_all(b"-ERR max number of clients reached\r\n"),
-                )
-                .await;
-            });
-            continue;
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-            if let Err(e) = serve(sock, id, &shared).await {
+            let result = match &shared.tls {
+                None => connection(sock, full, &shared).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => connection(tls, full, &shared).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TLS handshake not finished in time",
+                        )),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "sentinel endpoint: connection ended");
             }
-            shared.clients.fetch_sub(1, Ordering::SeqCst);
+            if !full {
+                shared.clients.fetch_sub(1, Ordering::SeqCst);
+            }
         });
     }
 }
 
-async fn send(sock: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+/// One client's connection: refused with Sentinel's words when the endpoint is `full`.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    full: bool,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    if full {
+        send(&mut sock, b"-ERR max number of clients reached\r\n").await?;
+        return sock.shutdown().await;
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    serve(sock, id, shared).await
+}
+
+async fn send<S: AsyncWrite + Unpin>(sock: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     match tokio::time::timeout(WRITE_TIMEOUT, sock.write_all(bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
@@ -180,7 +208,11 @@ fn deliveries(session: &Session, channel: &str, message: &str) -> Vec<Reply> {
     out
 }
 
-async fn serve(mut sock: TcpStream, id: u64, shared: &Shared) -> std::io::Result<()> {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    id: u64,
+    shared: &Shared,
+) -> std::io::Result<()> {
     let mut session = Session::new(id);
     let mut events = shared.events.subscribe();
     let mut buf: Vec<u8> = Vec::with_capacity(4096);

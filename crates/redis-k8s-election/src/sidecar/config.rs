@@ -159,6 +159,24 @@ pub struct SidecarArgs {
     /// `max number of clients reached`).
     #[arg(long, env = "SENTINEL_MAX_CLIENTS", default_value_t = 1000)]
     pub sentinel_max_clients: usize,
+    /// TLS (docs/deploy.md, "TLS"): the CA certificate (PEM, a Secret's `ca.crt`) that signed
+    /// the group's certificate. With `--tls-cert-file` and `--tls-key-file` the sidecar
+    /// reaches every Redis over TLS, checking its certificate, and serves the Sentinel
+    /// endpoint over TLS.
+    #[arg(long, env = "TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The group's certificate (PEM, `tls.crt`): the Sentinel endpoint's, and the client
+    /// certificate the sidecar shows Redis.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM, `tls.key`). Never logged.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The name Redis' certificate must carry; default: the pod's DNS name
+    /// `<pod>.<headless service>.<ns>.svc.<domain>` with `--headless-service`, else the
+    /// announce address' host. Peers announced by DNS name are checked against that name.
+    #[arg(long, env = "REDIS_TLS_SERVER_NAME")]
+    pub redis_tls_server_name: Option<String>,
 }
 
 /// `--sentinel-addresses`.
@@ -257,6 +275,11 @@ pub struct SidecarConfig {
     pub pod_ip: Option<std::net::IpAddr>,
     /// The Sentinel-compatible endpoint, when enabled.
     pub sentinel: Option<SentinelSettings>,
+    /// TLS to Redis and on the Sentinel endpoint, when configured.
+    pub tls: Option<super::tls::TlsSettings>,
+    /// `--headless-service` and `--cluster-domain`, when a headless Service is named: the
+    /// pods' DNS names, which the group's certificate carries.
+    pub headless: Option<(String, String)>,
 }
 
 /// How the announce address is determined.
@@ -303,6 +326,9 @@ pub enum ConfigError {
     /// The timing rules of DESIGN section 3 do not hold.
     #[error(transparent)]
     Timing(#[from] TimingError),
+    /// The TLS files are unusable (the message names the flag).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The secret in file `path` (given with `--{name}`), `trim`med; an unreadable or empty file
@@ -531,12 +557,45 @@ impl SidecarArgs {
             header_timeout: self.http_header_timeout,
             body_timeout: self.http_header_timeout * 2,
         };
+        let tls = match (&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file) {
+            (None, None, None) => {
+                if self.redis_tls_server_name.is_some() {
+                    return Err(flag(
+                        "redis-tls-server-name",
+                        "needs --tls-ca-file, --tls-cert-file and --tls-key-file",
+                    ));
+                }
+                None
+            }
+            (Some(ca), Some(cert), Some(key)) => Some(
+                super::tls::TlsSettings::load(
+                    ca,
+                    cert,
+                    key,
+                    self.redis_tls_server_name.clone().filter(|n| !n.is_empty()),
+                )
+                .map_err(|e| ConfigError::Tls(e.to_string()))?,
+            ),
+            _ => {
+                return Err(flag(
+                    "tls-ca-file",
+                    "TLS needs all three of --tls-ca-file, --tls-cert-file and --tls-key-file",
+                ));
+            }
+        };
+        let headless = self
+            .headless_service
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|s| (s, self.cluster_domain.clone()));
         let pod_ip = self
             .pod_ip
             .as_deref()
             .filter(|s| !s.is_empty())
             .and_then(|s| s.parse().ok());
         Ok(SidecarConfig {
+            tls,
+            headless,
             peer_key,
             failsafe,
             pod_ip,

@@ -12,6 +12,7 @@ mod sentinel_feed;
 pub mod sentinel_view;
 pub mod serve;
 pub mod status;
+pub mod tls;
 
 use crate::wire::{self, PodSummary, SidecarRole};
 use config::{Announce, SidecarConfig, split_host_port};
@@ -1527,10 +1528,24 @@ async fn kube_client(cfg: &SidecarConfig) -> Result<(kube::Client, String), Star
 }
 
 /// Runs the sidecar until `shutdown` resolves; then releases the lease if it holds it.
-pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    mut cfg: SidecarConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     serve::raise_open_file_limit();
     let (client, ns) = kube_client(&cfg).await?;
     let address = cfg.announce.resolve(&cfg.pod_name, &ns);
+    let headless = cfg.headless.clone();
+    if let Some(t) = cfg.tls.as_mut() {
+        t.own_name = t.own_server_name(
+            &cfg.announce,
+            headless.as_ref().map(|(s, d)| (s.as_str(), d.as_str())),
+            &cfg.pod_name,
+            &ns,
+            &cfg.redis_host,
+        );
+        tracing::info!(server_name = %t.own_name, "TLS to Redis: certificates must chain to the CA file and carry this name");
+    }
     tracing::info!(
         pod = %cfg.pod_name, %ns, lease = %cfg.lease_name, %address,
         lease_duration = ?cfg.timing.lease_duration, renew_deadline = ?cfg.timing.renew_deadline,
@@ -1549,6 +1564,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
         min_replicas_to_write: cfg.min_replicas,
         min_replicas_max_lag: cfg.max_replica_lag_secs,
         announce: split_host_port(&address),
+        tls: cfg.tls.as_ref().map(|t| t.node_tls(&cfg.redis_host)),
     };
     let redis =
         RedisNode::new(local_redis.clone()).map_err(|e| StartError::Redis(e.to_string()))?;
@@ -1695,6 +1711,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
             down_after_ms: cfg.timing.lease_duration.as_millis() as u64,
             max_clients: s.max_clients,
         });
+    let endpoint_tls = cfg.tls.as_ref().map(|t| t.server_config.clone());
     let mut rt = Sidecar::new(cfg, ns, address, http_announce, edges, status, metrics);
     rt.cold_forced = cold_forced;
     // The Sentinel-compatible endpoint: a bind failure is a configuration error, said at
@@ -1720,12 +1737,18 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
                     .unwrap_or_default(),
             };
             rt.sentinel = Some(feed);
-            let endpoint = sentinel::server::Endpoint::start(listen, ec, view, Arc::new(failover))
-                .await
-                .map_err(|source| StartError::Http {
-                    addr: listen,
-                    source,
-                })?;
+            let endpoint = sentinel::server::Endpoint::start(
+                listen,
+                ec,
+                view,
+                Arc::new(failover),
+                endpoint_tls,
+            )
+            .await
+            .map_err(|source| StartError::Http {
+                addr: listen,
+                source,
+            })?;
             tracing::info!(addr = %endpoint.addr(), "Sentinel-compatible endpoint listening");
             Some(endpoint)
         }
@@ -1741,6 +1764,7 @@ pub async fn run(cfg: SidecarConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// `min-replicas-max-lag`; nothing else of the RPO mode applies to a peer.
 fn peer_node_config(cfg: &SidecarConfig, host: String, port: u16) -> NodeConfig {
     NodeConfig {
+        tls: cfg.tls.as_ref().map(|t| t.node_tls(&host)),
         host,
         port,
         username: cfg.redis_username.clone(),
