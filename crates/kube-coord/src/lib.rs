@@ -415,6 +415,7 @@ pub struct Coord {
     pods: Api<Pod>,
     services: Api<Service>,
     lease_name: String,
+    namespace: String,
     timeout: Duration,
 }
 
@@ -426,8 +427,14 @@ impl Coord {
             pods: Api::namespaced(client.clone(), ns),
             services: Api::namespaced(client, ns),
             lease_name: lease_name.to_string(),
+            namespace: ns.to_string(),
             timeout,
         }
+    }
+
+    /// The namespace it works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Reads the Lease; `None` when it does not exist.

@@ -8,11 +8,13 @@
 //! * [`local`]: a whole group on one machine under kubesim;
 //! * [`apiserver`]: kubesim's API server as a process;
 //! * [`cli`]: the command line and what runs each subcommand;
+//! * [`api_tls`]: HTTPS to the sidecars' APIs, for the sidecars and the operator commands;
 //! * [`wire`]: the contracts other programs read (`/status`, the switchover reply), typed
 //!   once for the producer and every reader.
 //!
 //! `main.rs` only parses the command line, sets up logging and maps errors to exit codes.
 
+pub mod api_tls;
 pub mod apiserver;
 pub mod cli;
 pub mod credentials;

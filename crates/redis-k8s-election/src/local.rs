@@ -493,9 +493,14 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         );
     }
     println!(
-        "switchover: redis-k8s-election switchover --kubeconfig {} --admin-token-file {}",
+        "switchover: redis-k8s-election switchover --kubeconfig {} --admin-token-file {}{}",
         kubeconfig.display(),
-        admin_token_file.display()
+        admin_token_file.display(),
+        if a.tls {
+            format!(" --tls-ca-file {}", state.0.join("ca.crt").display())
+        } else {
+            String::new()
+        }
     );
     match cluster.dns_addr().filter(|_| cluster.pod_dns()) {
         Some(dns) => println!(
@@ -538,6 +543,9 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         leader_service: "redis-leader".into(),
         role_label: "redis-role".into(),
         request_timeout: Duration::from_secs(2),
+        // The sidecars serve HTTPS with --tls (components/tls).
+        tls_ca_file: a.tls.then(|| state.0.join("ca.crt")),
+        tls_server_name: ctl::DEFAULT_TLS_SERVER_NAME.into(),
     };
     let result = tokio::select! {
         r = live_table(server, &group, &a.namespace) => r,

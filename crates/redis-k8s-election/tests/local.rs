@@ -721,6 +721,41 @@ fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
         "redis-py trusted the group's certificate without its CA"
     );
 
+    // The sidecars' API serves HTTPS only (the kubelet's probes, over HTTPS, made the pods
+    // ready): `status` reaches every sidecar with the CA, none without it, and a plain
+    // request gets no HTTP answer.
+    let status = |with_ca: bool| {
+        let mut c = Command::new(bin());
+        c.arg("status").arg("--kubeconfig").arg(local.kubeconfig());
+        if with_ca {
+            c.arg("--tls-ca-file").arg(&ca);
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    wait_until(
+        "status over HTTPS with no disagreement",
+        Duration::from_secs(30),
+        || status(true).contains("No disagreements."),
+    );
+    assert!(
+        !status(false).contains("No disagreements."),
+        "{}",
+        status(false)
+    );
+    for p in local.pods() {
+        let http = sidecar_http(&p).unwrap();
+        let mut s = std::net::TcpStream::connect(&http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /livez HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("HTTP/1"),
+            "{http} answered plain HTTP"
+        );
+    }
+
     // The Sentinel endpoint, over TLS, names the leader by its DNS name (the certificate's).
     let master = printed_cli(
         &sentinel,
@@ -751,14 +786,12 @@ fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
         Duration::from_secs(60),
         || printed_cli(&writes, &["WAIT", "2", "2000"]) == "2",
     );
-    let out = Command::new(bin())
-        .arg("switchover")
-        .arg("--kubeconfig")
-        .arg(local.kubeconfig())
-        .arg("--admin-token-file")
-        .arg(local.state.join("admin-token"))
-        .output()
-        .unwrap();
+    // The printed switchover command (over HTTPS, with the CA) hands over.
+    let switchover = local.wait_line("switchover: ", 0, Duration::ZERO);
+    assert!(switchover.contains("--tls-ca-file"), "{switchover}");
+    let mut words = switchover.split_whitespace();
+    assert_eq!(words.next(), Some("redis-k8s-election"));
+    let out = Command::new(bin()).args(words).output().unwrap();
     assert!(
         out.status.success(),
         "switchover: {}{}",

@@ -142,3 +142,64 @@ async fn a_replica_follows_its_master_over_tls() {
         "{probe:?}"
     );
 }
+
+/// `--http-tls`: the sidecar's HTTP server (`serve`) speaks HTTPS only, and the peers' client
+/// (`api_tls`) accepts it only with the group's CA and name, whatever address it dialled.
+#[tokio::test]
+async fn the_api_serves_https_that_peers_check_by_ca_and_name() {
+    use redis_k8s_election::api_tls::{ApiTls, url};
+    use redis_k8s_election::sidecar::serve::{ServeLimits, serve};
+    let dir = tempfile::tempdir().unwrap();
+    group_files(dir.path(), &["*.redis-headless.ns.svc.cluster.local"]);
+    let t = settings(dir.path());
+    let listener = tokio::net::TcpListener::bind(testkit::free_loopback_addr())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = axum::Router::new().route("/livez", axum::routing::get(|| async { "ok" }));
+    let limits = ServeLimits {
+        max_connections: 8,
+        header_timeout: Duration::from_secs(2),
+        body_timeout: Duration::from_secs(4),
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        limits,
+        Some(t.server_config.clone()),
+    ));
+    let get = |tls: Option<ApiTls>| {
+        let addr = addr.clone();
+        async move {
+            let client = redis_k8s_election::api_tls::builder(tls.as_ref())
+                .unwrap()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
+            client
+                .get(url(tls.as_ref(), &addr, "/livez"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| format!("{e:?}"))
+        }
+    };
+    // Dialled at an IP, checked against the pod's DNS name: served.
+    assert_eq!(get(Some(t.api_tls())).await, Ok(200));
+    // Controls: another name, another CA, plain HTTP.
+    let mut wrong_name = t.api_tls();
+    wrong_name.name = "redis-0.elsewhere.example".into();
+    let other = tempfile::tempdir().unwrap();
+    group_files(other.path(), &["*.redis-headless.ns.svc.cluster.local"]);
+    let mut wrong_ca = t.api_tls();
+    wrong_ca.ca_pem = std::fs::read(other.path().join("ca.crt")).unwrap();
+    for (what, tls) in [
+        ("a wrong name", Some(wrong_name)),
+        ("another CA", Some(wrong_ca)),
+        ("plain HTTP", None),
+    ] {
+        let r = get(tls).await;
+        assert!(r.is_err(), "{what} was served: {r:?}");
+    }
+    server.abort();
+}

@@ -258,6 +258,7 @@ pub(super) async fn stop_container(
                     port,
                     get.path.as_deref().unwrap_or("/"),
                     deadline.saturating_duration_since(Instant::now()),
+                    probe::Scheme::of(get.scheme.as_deref()),
                 )
                 .await
             } else if let Some(sleep) = &hook.sleep {

@@ -86,6 +86,7 @@ pub(super) async fn run_probe(
             port,
             get.path.as_deref().unwrap_or("/"),
             Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64),
+            Scheme::of(get.scheme.as_deref()),
         )
         .await
     } else if let Some(tcp) = &p.tcp_socket {
@@ -134,6 +135,85 @@ pub(super) async fn run_exec(
     }
 }
 
+/// An `httpGet` handler's `scheme`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scheme {
+    Http,
+    /// TLS without checking the certificate, as the kubelet's prober does (it sets
+    /// `InsecureSkipVerify`: a probe asks whether the process answers, not who it is).
+    Https,
+}
+
+impl Scheme {
+    pub(super) fn of(scheme: Option<&str>) -> Self {
+        match scheme {
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+            _ => Scheme::Http,
+        }
+    }
+}
+
+/// Accepts any server certificate: the kubelet's probes do not verify (see [`Scheme::Https`]).
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The prober's TLS client.
+fn insecure_tls() -> Result<tokio_rustls::TlsConnector, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// An HTTP GET as the kubelet's prober makes it: success is a status from 200 to 399. Written
 /// by hand because the prober needs only the status line; a client library would add a
 /// dependency for one request shape.
@@ -142,11 +222,45 @@ pub(super) async fn http_get(
     port: u16,
     path: &str,
     timeout: Duration,
+    scheme: Scheme,
 ) -> Result<(), String> {
+    let name = if scheme == Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
     let run = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port))
+        let tcp = tokio::net::TcpStream::connect((ip, port))
             .await
-            .map_err(|e| format!("Get \"http://{ip}:{port}{path}\": {e}"))?;
+            .map_err(|e| format!("Get \"{name}://{ip}:{port}{path}\": {e}"))?;
+        match scheme {
+            Scheme::Http => http_exchange(tcp, ip, port, path).await,
+            Scheme::Https => {
+                let tls = insecure_tls()?
+                    .connect(rustls::pki_types::ServerName::IpAddress(ip.into()), tcp)
+                    .await
+                    .map_err(|e| format!("Get \"https://{ip}:{port}{path}\": {e}"))?;
+                http_exchange(tls, ip, port, path).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "Get \"{name}://{ip}:{port}{path}\": context deadline exceeded"
+            ))
+        })
+}
+
+/// The request and its status line, on a connected stream.
+async fn http_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    ip: Ipv4Addr,
+    port: u16,
+    path: &str,
+) -> Result<(), String> {
+    {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         );
@@ -178,14 +292,7 @@ pub(super) async fn http_get(
         } else {
             Err(format!("HTTP probe failed with statuscode: {code}"))
         }
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "Get \"http://{ip}:{port}{path}\": context deadline exceeded"
-            ))
-        })
+    }
 }
 
 #[cfg(test)]

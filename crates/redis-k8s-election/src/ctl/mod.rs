@@ -82,6 +82,58 @@ pub struct GroupArgs {
     /// Timeout of each Kubernetes and sidecar request.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// The sidecars serve HTTPS (`--http-tls`, components/tls): the CA certificate (`ca.crt`)
+    /// their certificate must chain to. Without it the sidecars are called over plain HTTP.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name each sidecar's certificate must carry, `{pod}` and `{namespace}` replaced.
+    #[arg(long, default_value = DEFAULT_TLS_SERVER_NAME)]
+    pub tls_server_name: String,
+}
+
+/// `--tls-server-name`'s default: the pod's DNS name under the shipped headless Service, which
+/// the group's certificate carries (`*.redis-headless.<namespace>.svc.cluster.local`).
+pub const DEFAULT_TLS_SERVER_NAME: &str = "{pod}.redis-headless.{namespace}.svc.cluster.local";
+
+impl GroupArgs {
+    /// How to call pod `pod`'s sidecar in namespace `ns`: HTTPS checked against the CA and
+    /// its name with `--tls-ca-file`, plain HTTP without.
+    fn api_tls(&self, ns: &str, pod: &str) -> Result<Option<crate::api_tls::ApiTls>> {
+        let Some(file) = &self.tls_ca_file else {
+            return Ok(None);
+        };
+        let ca_pem = std::fs::read(file).map_err(|source| CtlError::File {
+            what: format!("--tls-ca-file {}", file.display()),
+            source,
+        })?;
+        Ok(Some(crate::api_tls::ApiTls {
+            ca_pem,
+            name: self
+                .tls_server_name
+                .replace("{pod}", pod)
+                .replace("{namespace}", ns),
+        }))
+    }
+
+    /// A client for pod `pod`'s sidecar (see [`Self::api_tls`]) and the URL of `path` on it
+    /// at `addr`.
+    fn api(
+        &self,
+        ns: &str,
+        pod: &str,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(reqwest::Client, String)> {
+        let tls = self.api_tls(ns, pod)?;
+        let client = crate::api_tls::builder(tls.as_ref())
+            .map_err(|e| CtlError::Refused(format!("--tls-ca-file: {e}")))?
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(http_err("building the HTTP client"))?;
+        Ok((client, crate::api_tls::url(tls.as_ref(), addr, path)))
+    }
 }
 
 /// Output format.
@@ -176,17 +228,8 @@ async fn lease(coord: &Coord, g: &GroupArgs, ns: &str) -> Result<election::elect
         })
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .no_proxy()
-        .build()
-        .map_err(http_err("building the HTTP client"))
-}
-
 /// The group's pods with each sidecar's `/status`.
 async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
-    let http = http_client(g.request_timeout)?;
     let peers = coord
         .peers()
         .await
@@ -196,7 +239,13 @@ async fn members(coord: &Coord, g: &GroupArgs) -> Result<Vec<Member>> {
         let (status, unreachable) = if let Err(why) = p.vouched_http() {
             (None, Some(why))
         } else {
-            let url = format!("http://{}/status", p.http);
+            let (http, url) = g.api(
+                coord.namespace(),
+                &p.name,
+                &p.http,
+                "/status",
+                g.request_timeout,
+            )?;
             match http.get(&url).send().await {
                 Ok(r) => match r.json::<crate::wire::StatusReport>().await {
                     Ok(v) => (Some(v), None),
@@ -323,12 +372,11 @@ fn admin_token(file: &std::path::Path) -> Result<String> {
 /// for a majority of the members and runs for the lease with the members present.
 pub async fn force_election(a: ForceElectionArgs) -> Result<()> {
     let token = admin_token(&a.admin_token_file)?;
-    let (coord, _ns) = coord(&a.group).await?;
+    let (coord, ns) = coord(&a.group).await?;
     let peers = coord
         .peers()
         .await
         .map_err(api("listing the group's pods"))?;
-    let http = http_client(a.timeout)?;
     let mut told = 0;
     for p in &peers {
         let addr = match p.vouched_http() {
@@ -338,11 +386,10 @@ pub async fn force_election(a: ForceElectionArgs) -> Result<()> {
                 continue;
             }
         };
-        let reply = http
-            .post(format!("http://{addr}/force-election"))
-            .bearer_auth(&token)
-            .send()
-            .await;
+        let (http, url) = a
+            .group
+            .api(&ns, &p.name, addr, "/force-election", a.timeout)?;
+        let reply = http.post(url).bearer_auth(&token).send().await;
         let reply = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -413,8 +460,9 @@ pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
         body.insert("to".into(), to.clone().into());
     }
     body.insert("force".into(), a.force.into());
-    let reply = http_client(a.timeout)?
-        .post(format!("http://{http}/switchover"))
+    let (client, url) = a.group.api(&ns, &leader, &http, "/switchover", a.timeout)?;
+    let reply = client
+        .post(url)
         .bearer_auth(token)
         .json(&body)
         .send()

@@ -177,6 +177,13 @@ pub struct SidecarArgs {
     /// announce address' host. Peers announced by DNS name are checked against that name.
     #[arg(long, env = "REDIS_TLS_SERVER_NAME")]
     pub redis_tls_server_name: Option<String>,
+    /// Serve the HTTP API over HTTPS only, with the group's certificate (needs the three TLS
+    /// files), and call the peers' APIs (failsafe messages, forwarded switchovers) over
+    /// HTTPS, checking their certificates against the CA and the name Redis' is checked
+    /// against: the admin token never crosses the network in the clear. Every sidecar of a
+    /// group must agree; probes then need `scheme: HTTPS` (components/tls sets both).
+    #[arg(long, env = "HTTP_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub http_tls: bool,
 }
 
 /// `--sentinel-addresses`.
@@ -277,6 +284,8 @@ pub struct SidecarConfig {
     pub sentinel: Option<SentinelSettings>,
     /// TLS to Redis and on the Sentinel endpoint, when configured.
     pub tls: Option<super::tls::TlsSettings>,
+    /// The HTTP API over HTTPS (and peers called so); implies `tls`.
+    pub http_tls: bool,
     /// `--headless-service` and `--cluster-domain`, when a headless Service is named: the
     /// pods' DNS names, which the group's certificate carries.
     pub headless: Option<(String, String)>,
@@ -583,6 +592,12 @@ impl SidecarArgs {
                 ));
             }
         };
+        if self.http_tls && tls.is_none() {
+            return Err(flag(
+                "http-tls",
+                "needs --tls-ca-file, --tls-cert-file and --tls-key-file (the API serves the group's certificate)",
+            ));
+        }
         let headless = self
             .headless_service
             .clone()
@@ -595,6 +610,7 @@ impl SidecarArgs {
             .and_then(|s| s.parse().ok());
         Ok(SidecarConfig {
             tls,
+            http_tls: self.http_tls,
             headless,
             peer_key,
             failsafe,

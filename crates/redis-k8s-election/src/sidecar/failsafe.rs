@@ -355,26 +355,30 @@ pub trait FailsafeTransport: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct HttpPeers {
     client: reqwest::Client,
+    tls: Option<crate::api_tls::ApiTls>,
 }
 
 impl HttpPeers {
-    /// A client whose requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .build()
-                .expect("a plain HTTP client builds"),
-        }
+    /// A client whose requests give up after `timeout`; over HTTPS when `tls` is given
+    /// (`--http-tls`: the members' APIs serve HTTPS only).
+    pub fn new(
+        timeout: Duration,
+        tls: Option<crate::api_tls::ApiTls>,
+    ) -> Result<Self, crate::api_tls::ApiTlsError> {
+        let client = crate::api_tls::builder(tls.as_ref())?
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| crate::api_tls::ApiTlsError::Verifier(e.to_string()))?;
+        Ok(Self { client, tls })
     }
 }
 
 impl FailsafeTransport for HttpPeers {
     fn ask(&self, member: Member, ask: AskMessage) -> BoxFuture<'static, Option<ReplyMessage>> {
         let client = self.client.clone();
+        let url = crate::api_tls::url(self.tls.as_ref(), &member.http, ASK_PATH);
         Box::pin(async move {
-            let url = format!("http://{}{ASK_PATH}", member.http);
             let resp = client.post(url).json(&ask).send().await.ok()?;
             if !resp.status().is_success() {
                 return None;

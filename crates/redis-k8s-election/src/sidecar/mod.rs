@@ -1659,8 +1659,19 @@ pub async fn run(
         cfg.http_addr.to_string()
     };
     let http_limits = cfg.http_limits;
+    let https = cfg
+        .tls
+        .as_ref()
+        .filter(|_| cfg.http_tls)
+        .map(|t| t.server_config.clone());
+    // Peers' APIs are called as this one is served: over HTTPS with --http-tls.
+    let peer_api = cfg
+        .tls
+        .as_ref()
+        .filter(|_| cfg.http_tls)
+        .map(|t| t.api_tls());
     let http_task = tokio::spawn(async move {
-        serve::serve(listener, api, http_limits).await;
+        serve::serve(listener, api, http_limits, https).await;
     });
     let events = EventRecorder::new(
         client.clone(),
@@ -1677,7 +1688,8 @@ pub async fn run(
         peers: coord,
         dialer: edges::Dial,
         events,
-        failsafe: failsafe::HttpPeers::new(cfg.timing.request_timeout),
+        failsafe: failsafe::HttpPeers::new(cfg.timing.request_timeout, peer_api.clone())
+            .map_err(|e| StartError::Redis(format!("the peers' HTTPS client: {e}")))?,
         checkpoints: edges::CheckpointTask::start(
             checkpoint_node,
             cfg.pod_name.clone(),
@@ -1731,10 +1743,12 @@ pub async fn run(
                 switchovers: failover_switchovers,
                 http_of: feed.http_of.clone(),
                 admin_token_file,
-                client: reqwest::Client::builder()
+                client: crate::api_tls::builder(peer_api.as_ref())
+                    .map_err(|e| StartError::Redis(format!("the peers' HTTPS client: {e}")))?
                     .timeout(failover_timeout)
                     .build()
                     .unwrap_or_default(),
+                api_tls: peer_api,
             };
             rt.sentinel = Some(feed);
             let endpoint = sentinel::server::Endpoint::start(

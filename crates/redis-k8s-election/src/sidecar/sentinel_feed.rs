@@ -178,6 +178,8 @@ pub(super) struct SidecarFailover {
     pub(super) http_of: Arc<RwLock<HashMap<String, String>>>,
     pub(super) admin_token_file: Option<std::path::PathBuf>,
     pub(super) client: reqwest::Client,
+    /// The peers' APIs over HTTPS (`--http-tls`).
+    pub(super) api_tls: Option<crate::api_tls::ApiTls>,
 }
 
 /// Sentinel's reply for a refused hand-over, from its stable code ([`HandoverError::code`],
@@ -230,7 +232,11 @@ impl SidecarFailover {
             .ok_or_else(|| other("no admin token configured on this sidecar".into()))?;
         let r = self
             .client
-            .post(format!("http://{http}/switchover"))
+            .post(crate::api_tls::url(
+                self.api_tls.as_ref(),
+                &http,
+                "/switchover",
+            ))
             .bearer_auth(token)
             .send()
             .await

@@ -11,7 +11,8 @@
 //! * at most `max_connections` connections are open: a new one closes the oldest. The newest
 //!   connection is always served, so a probe is answered unless more than `max_connections`
 //!   other connections open during the probe's own few milliseconds;
-//! * accept errors (out of file descriptors) back off instead of spinning.
+//! * accept errors (out of file descriptors) back off instead of spinning;
+//! * with `--http-tls`, HTTPS only: the TLS handshake must finish within the header timeout.
 
 use axum::Router;
 use axum::body::Body;
@@ -37,8 +38,15 @@ pub struct ServeLimits {
     pub body_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
+/// Serves `router` on `listener` until the task is dropped; over TLS only when `tls` is
+/// given.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     // Open connections by age: dropping a sender closes its connection.
     let open: Arc<Mutex<BTreeMap<u64, oneshot::Sender<()>>>> = Arc::default();
     let mut next_id = 0u64;
@@ -71,23 +79,46 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits) {
         }
         let router = router.clone();
         let open = open.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let req = req.map(|body| Body::new(Deadline::new(body, limits.body_timeout)));
-                router.clone().oneshot(req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
+            let served = async {
+                match tls {
+                    None => connection(stream, router, limits).await,
+                    Some(acceptor) => {
+                        // A client that never finishes its handshake is an idle one.
+                        let handshake = acceptor.accept(stream);
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(limits.header_timeout, handshake).await
+                        {
+                            connection(stream, router, limits).await;
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = conn => {}
+                _ = served => {}
                 _ = closed => {}
             }
             open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
+}
+
+/// One client's HTTP/1.1 connection, with the header and body timeouts.
+async fn connection<S>(stream: S, router: Router, limits: ServeLimits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let req = req.map(|body| Body::new(Deadline::new(body, limits.body_timeout)));
+        router.clone().oneshot(req)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 /// A request body that fails when it has not ended by its deadline, so a client sending a

@@ -179,6 +179,14 @@ impl TlsSettings {
         }
     }
 
+    /// How to call the peers' HTTPS APIs: the same CA, the same name as Redis'.
+    pub fn api_tls(&self) -> crate::api_tls::ApiTls {
+        crate::api_tls::ApiTls {
+            ca_pem: self.ca_pem.clone(),
+            name: self.own_name.clone(),
+        }
+    }
+
     /// How to reach the Redis at `host` over TLS: a peer announced by DNS name is checked
     /// against that name; one announced by IP (which no certificate names: pod IPs change)
     /// and the local Redis (reached at the pod IP) against [`Self::own_name`], which the
