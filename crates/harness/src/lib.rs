@@ -114,6 +114,28 @@ pub struct Group {
     pub sidecar_http: Vec<Option<SocketAddr>>,
     pub http: reqwest::Client,
     pub kube: kube::Client,
+    /// TLS, for groups started with [`Group::start_failsafe_tls`].
+    pub tls: Option<GroupTls>,
+}
+
+/// A group's TLS: each Redis also listens on [`tls_addr`] of its address (the sidecars and
+/// replication use that; the harness' observers keep the plain port), the sidecars get the
+/// TLS flags and `--http-tls`, and the harness calls their APIs over HTTPS.
+pub struct GroupTls {
+    /// Holds `ca.crt`, `tls.crt` and `tls.key`.
+    pub dir: std::path::PathBuf,
+    /// How the harness calls the sidecars' APIs.
+    pub api: redis_k8s_election::api_tls::ApiTls,
+}
+
+/// The one name the TLS group's certificate carries (given to the sidecars as
+/// `--redis-tls-server-name`): pods are reached at loopback IPs no certificate names.
+pub const TLS_NAME: &str = "group.redis.test";
+
+/// The TLS port beside a Redis' plain address: the next port on the same unique loopback
+/// address (nothing else binds it).
+pub fn tls_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + 1)
 }
 
 pub fn name(i: usize) -> String {
@@ -237,16 +259,21 @@ impl Group {
 
     /// A group whose sidecars share a peer key: failsafe on, as the shipped manifests run.
     pub async fn start_failsafe(n: usize) -> Self {
-        Self::start_opts(n, Access::Admin, None, true, Persistence::None).await
+        Self::start_opts(n, Access::Admin, None, true, Persistence::None, false).await
+    }
+
+    /// [`Group::start_failsafe`] with TLS everywhere the sidecars talk ([`GroupTls`]).
+    pub async fn start_failsafe_tls(n: usize) -> Self {
+        Self::start_opts(n, Access::Admin, None, true, Persistence::None, true).await
     }
 
     /// A group whose Redis persist their data as `persistence` says.
     pub async fn start_persistent(n: usize, persistence: Persistence) -> Self {
-        Self::start_opts(n, Access::Admin, None, false, persistence).await
+        Self::start_opts(n, Access::Admin, None, false, persistence, false).await
     }
 
     async fn start_full(n: usize, access: Access, password: Option<&str>) -> Self {
-        Self::start_opts(n, access, password, false, Persistence::None).await
+        Self::start_opts(n, access, password, false, Persistence::None, false).await
     }
 
     async fn start_opts(
@@ -255,6 +282,7 @@ impl Group {
         password: Option<&str>,
         failsafe: bool,
         persistence: Persistence,
+        tls: bool,
     ) -> Self {
         // One token per sidecar, so that faults can target one pod's API access.
         let dir = tempfile::tempdir().unwrap();
@@ -298,6 +326,26 @@ impl Group {
             .unwrap();
         static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let serial = SERIAL.lock().await;
+        let tls = tls.then(|| {
+            let ca = kubesim::tls::Ca::generate("group test CA").unwrap();
+            let (cert, key) = ca.issue(&[TLS_NAME]).unwrap();
+            let tls_dir = dir.path().join("tls");
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            std::fs::write(tls_dir.join("ca.crt"), ca.pem()).unwrap();
+            std::fs::write(tls_dir.join("tls.crt"), cert).unwrap();
+            std::fs::write(tls_dir.join("tls.key"), key).unwrap();
+            GroupTls {
+                dir: tls_dir,
+                api: redis_k8s_election::api_tls::ApiTls {
+                    ca_pem: ca.pem().into_bytes(),
+                    name: TLS_NAME.into(),
+                },
+            }
+        });
+        let http = redis_k8s_election::api_tls::builder(tls.as_ref().map(|t| &t.api))
+            .unwrap()
+            .build()
+            .unwrap();
         let mut g = Group {
             cluster,
             _serial: serial,
@@ -309,8 +357,9 @@ impl Group {
             sidecar_args: Vec::new(),
             sidecars: Vec::new(),
             sidecar_http: Vec::new(),
-            http: reqwest::Client::new(),
+            http,
             kube,
+            tls,
         };
         for i in 0..n {
             let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name(i), "labels": {"app": "redis", "statefulset.kubernetes.io/pod-name": name(i)}},
@@ -386,7 +435,33 @@ impl Group {
         if let Some(p) = &self.password {
             args.extend(["--requirepass".to_string(), p.clone()]);
         }
+        if let Some(t) = &self.tls {
+            let f = |n: &str| t.dir.join(n).display().to_string();
+            args.extend([
+                "--tls-port".to_string(),
+                tls_addr(addr).port().to_string(),
+                "--tls-cert-file".to_string(),
+                f("tls.crt"),
+                "--tls-key-file".to_string(),
+                f("tls.key"),
+                "--tls-ca-cert-file".to_string(),
+                f("ca.crt"),
+                "--tls-replication".to_string(),
+                "yes".to_string(),
+                "--tls-auth-clients".to_string(),
+                "optional".to_string(),
+            ]);
+        }
         args
+    }
+
+    /// The URL of `path` on sidecar API `http`: HTTPS in a TLS group.
+    fn api_url(&self, http: SocketAddr, path: &str) -> String {
+        redis_k8s_election::api_tls::url(
+            self.tls.as_ref().map(|t| &t.api),
+            &http.to_string(),
+            path,
+        )
     }
 
     /// Pod `i`'s Redis at `addr`, as [`Group::start_redis_at`] starts it, persisting into
@@ -440,7 +515,28 @@ impl Group {
         }
         let http = *self.sidecar_http[i].get_or_insert_with(testkit::free_loopback_addr);
         let log = std::fs::File::create(self.dir.path().join(format!("sidecar-{i}.log"))).unwrap();
-        let addr = self.redis_addr(i);
+        // In a TLS group the sidecar (and so replication) uses the TLS port.
+        let addr = match (&self.tls, self.redis[i].as_ref()) {
+            (Some(_), Some(r)) => tls_addr(r.addr).to_string(),
+            _ => self.redis_addr(i),
+        };
+        let tls_args: Vec<String> = match &self.tls {
+            None => Vec::new(),
+            Some(t) => {
+                let f = |n: &str| t.dir.join(n).display().to_string();
+                vec![
+                    "--tls-ca-file".into(),
+                    f("ca.crt"),
+                    "--tls-cert-file".into(),
+                    f("tls.crt"),
+                    "--tls-key-file".into(),
+                    f("tls.key"),
+                    "--redis-tls-server-name".into(),
+                    TLS_NAME.into(),
+                    "--http-tls".into(),
+                ]
+            }
+        };
         let child = Command::new(&*BIN)
             .arg("sidecar")
             .args([
@@ -490,6 +586,7 @@ impl Group {
             } else {
                 Vec::new()
             })
+            .args(&tls_args)
             .args(&self.sidecar_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -557,7 +654,7 @@ impl Group {
         let s = self.sidecars[i].as_ref()?;
         let r = self
             .http
-            .get(format!("http://{}/status", s.http))
+            .get(self.api_url(s.http, "/status"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -617,7 +714,7 @@ impl Group {
         };
         let Ok(r) = self
             .http
-            .get(format!("http://{}/metrics", s.http))
+            .get(self.api_url(s.http, "/metrics"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -641,7 +738,7 @@ impl Group {
         let Some(s) = self.sidecars[i].as_ref() else {
             return 0;
         };
-        let url = format!("http://{}{path}", s.http);
+        let url = self.api_url(s.http, path);
         let rb = if head {
             self.http.head(url)
         } else {
