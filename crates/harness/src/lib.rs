@@ -457,11 +457,7 @@ impl Group {
 
     /// The URL of `path` on sidecar API `http`: HTTPS in a TLS group.
     fn api_url(&self, http: SocketAddr, path: &str) -> String {
-        redis_k8s_election::api_tls::url(
-            self.tls.as_ref().map(|t| &t.api),
-            &http.to_string(),
-            path,
-        )
+        redis_k8s_election::api_tls::url(self.tls.as_ref().map(|t| &t.api), &http.to_string(), path)
     }
 
     /// Pod `i`'s Redis at `addr`, as [`Group::start_redis_at`] starts it, persisting into

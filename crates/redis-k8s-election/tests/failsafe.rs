@@ -157,12 +157,22 @@ async fn whole_api_outage(g: Group, blackhole: bool, length: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_api_outage_of_60_s_costs_no_write_and_no_leader_change() {
-    whole_api_outage(Group::start_failsafe(3).await, false, Duration::from_secs(60)).await;
+    whole_api_outage(
+        Group::start_failsafe(3).await,
+        false,
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_60_s_api_blackhole_costs_no_write_and_no_leader_change() {
-    whole_api_outage(Group::start_failsafe(3).await, true, Duration::from_secs(60)).await;
+    whole_api_outage(
+        Group::start_failsafe(3).await,
+        true,
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 /// Issue 17: with TLS on (Redis, replication, and `--http-tls`, so the failsafe messages go

@@ -641,9 +641,10 @@ fn printed_cli(line: &str, args: &[&str]) -> String {
 
 /// Issue 17: `local --tls` runs the group with TLS everywhere. Through the lines it prints,
 /// redis-cli writes and reads, the replicas acknowledge (so replication runs over TLS: Redis
-/// has no plain port), a Redis crash fails over and a switchover hands over, each followed by
-/// writes over TLS, and the Sentinel endpoint answers over TLS. Plain clients are refused on
-/// every port; redis-py checks the certificate and its name.
+/// has no plain port), a Redis crash fails over, the printed switchover command (HTTPS to the
+/// leader's sidecar) and a `SENTINEL FAILOVER` at a replica's endpoint (forwarded over HTTPS)
+/// hand over, each followed by writes over TLS. Plain clients are refused on every Redis and
+/// Sentinel port and by the sidecars' API; redis-py checks the certificate and its name.
 #[test]
 fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
     let local = Local::start(&["--tls"]);
@@ -805,7 +806,56 @@ fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
         Duration::from_secs(30),
         || printed_cli(&writes, &["SET", "k2", "after-switchover"]) == "OK",
     );
-    for (k, v) in [("k0", "before"), ("k1", "after-failover"), ("py", "tls")] {
+    // SENTINEL FAILOVER at a replica's endpoint (over TLS) is forwarded to the leader's
+    // sidecar over HTTPS, with the admin token, and hands over.
+    let third = third.split_whitespace().next().unwrap().to_string();
+    wait_until(
+        "both replicas to acknowledge a third time",
+        Duration::from_secs(60),
+        || printed_cli(&writes, &["WAIT", "2", "2000"]) == "2",
+    );
+    let replica_ip = local
+        .pods()
+        .into_iter()
+        .find(|p| p["metadata"]["name"] != third.as_str())
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .unwrap();
+    let token = std::fs::read_to_string(local.state.join("admin-token")).unwrap();
+    let failover = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&ca)
+        .args([
+            "-h",
+            &replica_ip,
+            "-p",
+            "26379",
+            "--user",
+            "admin",
+            "--pass",
+        ])
+        .arg(token.trim())
+        .args(["--no-auth-warning", "SENTINEL", "FAILOVER", "mymaster"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&failover.stdout).trim(),
+        "OK",
+        "{}",
+        String::from_utf8_lossy(&failover.stderr)
+    );
+    let fourth = local.wait_line("leader: ", 3, Duration::from_secs(60));
+    assert_ne!(fourth.split_whitespace().next().unwrap(), third);
+    wait_until(
+        "a write after the Sentinel failover",
+        Duration::from_secs(30),
+        || printed_cli(&writes, &["SET", "k3", "after-sentinel-failover"]) == "OK",
+    );
+    for (k, v) in [
+        ("k0", "before"),
+        ("k1", "after-failover"),
+        ("k2", "after-switchover"),
+        ("py", "tls"),
+    ] {
         assert_eq!(printed_cli(&writes, &["GET", k]), v, "{k}");
     }
 }
