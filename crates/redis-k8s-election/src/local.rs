@@ -277,6 +277,26 @@ fn shipped_manifests(persistence: PersistenceMode, pod_dns: bool, tls: bool) -> 
     )?)
 }
 
+/// Sets the sidecars' `SENTINEL_ADDRESSES` to `ip` (`components/tls` sets `hostname`).
+fn sentinel_hands_out_ips(objects: &mut [Value]) {
+    for o in objects.iter_mut().filter(|o| o["kind"] == "StatefulSet") {
+        let Some(containers) = o
+            .pointer_mut("/spec/template/spec/containers")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for env in containers
+            .iter_mut()
+            .filter_map(|c| c.get_mut("env").and_then(Value::as_array_mut))
+        {
+            for e in env.iter_mut().filter(|e| e["name"] == "SENTINEL_ADDRESSES") {
+                e["value"] = Value::from("ip");
+            }
+        }
+    }
+}
+
 /// Writes `text` to a new file `path` with `mode`.
 fn write_private(path: &Path, text: &str, mode: u32) -> Result<()> {
     use std::io::Write;
@@ -425,7 +445,13 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             // certificate, for the pods' DNS names, the Services and this address.
             let ca = kubesim::tls::Ca::generate("redis-k8s-election local CA")
                 .map_err(|e| LocalError::Tls(e.to_string()))?;
-            let names = crate::credentials::tls_names(&a.namespace, &[a.address.to_string()]);
+            // This machine cannot resolve the pods' cluster names, so here the Sentinel
+            // endpoint hands out pod IPs (as without TLS) and the certificate carries every
+            // address of the pod network, for clients that check the name they connect to.
+            sentinel_hands_out_ips(&mut objects);
+            let mut extra = vec![a.address.to_string()];
+            extra.extend(a.pod_network.hosts.iter().map(ToString::to_string));
+            let names = crate::credentials::tls_names(&a.namespace, &extra);
             let secret = crate::credentials::tls_secret(&ca, &names)
                 .map_err(|e| LocalError::Tls(e.to_string()))?;
             write_private(&state.0.join("ca.crt"), &ca.pem(), 0o644)?;

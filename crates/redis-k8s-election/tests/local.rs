@@ -757,16 +757,34 @@ fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
         );
     }
 
-    // The Sentinel endpoint, over TLS, names the leader by its DNS name (the certificate's).
+    // The Sentinel endpoint, over TLS, names the leader; a Sentinel-aware client (redis-py,
+    // which checks the certificate's name on both connections) finds it and writes.
+    let leader_ip = local.pod(&leader)["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let master = printed_cli(
         &sentinel,
         &["SENTINEL", "get-master-addr-by-name", "mymaster"],
     );
-    assert!(
-        master.starts_with(&format!(
-            "{leader}.redis-headless.default.svc.cluster.local"
-        )),
-        "{master}"
+    assert!(master.starts_with(&leader_ip), "{master}");
+    let script = format!(
+        "import redis.sentinel,sys\n\
+         tls = dict(ssl=True, ssl_ca_certs='{ca}', ssl_check_hostname=True, socket_timeout=5)\n\
+         s = redis.sentinel.Sentinel([('{ip}', 26379)], sentinel_kwargs=tls, **tls)\n\
+         m = s.master_for('mymaster', password=sys.argv[1])\n\
+         m.set('via-sentinel', 'tls')\nprint(m.get('via-sentinel').decode())",
+        ca = ca.display()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script, &password])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "tls",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Failover after the leader's Redis crashes; writes go on over TLS.
