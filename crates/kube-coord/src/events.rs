@@ -3,7 +3,6 @@
 
 use crate::CoordError;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::time::Duration;
 
 /// What happened.
@@ -119,12 +118,35 @@ impl SidecarEvent {
     }
 }
 
-/// Records Events on one pod, each request bounded by a timeout (an Event must never hold up
-/// a role change).
+/// How long a repeat of an Event (same reason and note) counts into the first one's series
+/// instead of making a new Event: client-go's events library's window.
+const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+
+/// An Event recorded earlier, for its repeats.
+#[derive(Clone, Debug)]
+struct Recorded {
+    name: String,
+    count: i32,
+    first: std::time::Instant,
+}
+
+/// Records `events.k8s.io/v1` Events on one pod, each request bounded by a timeout (an Event
+/// must never hold up a role change).
+///
+/// Written over the Events API rather than with kube-rs' `Recorder` for two reasons kubectl
+/// users see (issue 18): the Event must name the pod with its `uid`, or `kubectl describe
+/// pod` (which selects by `involvedObject.uid`) lists none; and a repeat must be an Event
+/// with the same note, where kube-rs' key leaves the note out, so "promoted at epoch 3"
+/// was folded into the series of "promoted at epoch 1".
 #[derive(Clone)]
 pub struct EventRecorder {
-    recorder: Recorder,
-    pod: ObjectReference,
+    events: kube::Api<k8s_openapi::api::events::v1::Event>,
+    pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+    pod: String,
+    ns: String,
+    uid: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    recorded:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Recorded>>>,
     timeout: Duration,
 }
 
@@ -132,43 +154,142 @@ impl EventRecorder {
     /// Events on pod `pod` in `ns`, reported by the sidecar of that pod.
     pub fn new(client: kube::Client, ns: &str, pod: &str, timeout: Duration) -> Self {
         Self {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: "redis-k8s-election".into(),
-                    instance: Some(pod.to_string()),
-                },
-            ),
-            pod: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.to_string()),
-                namespace: Some(ns.to_string()),
-                ..Default::default()
-            },
+            events: kube::Api::namespaced(client.clone(), ns),
+            pods: kube::Api::namespaced(client, ns),
+            pod: pod.to_string(),
+            ns: ns.to_string(),
+            uid: Default::default(),
+            recorded: Default::default(),
             timeout,
         }
     }
 
+    /// The pod as Events name it: with its uid once known (read once; a pod re-created under
+    /// the same name is a new sidecar process too).
+    async fn regarding(&self) -> ObjectReference {
+        let known = self.uid.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let uid = match known {
+            Some(uid) => Some(uid),
+            None => {
+                let pod = crate::bounded("get pod", self.timeout, self.pods.get_opt(&self.pod))
+                    .await
+                    .ok()
+                    .flatten();
+                let uid = pod.and_then(|p| p.metadata.uid);
+                if let Some(u) = &uid {
+                    *self.uid.lock().unwrap_or_else(|p| p.into_inner()) = Some(u.clone());
+                }
+                uid
+            }
+        };
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(self.pod.clone()),
+            namespace: Some(self.ns.clone()),
+            uid,
+            ..Default::default()
+        }
+    }
+
     /// Records `event`; `Err` says why it was not (with the same labels as every other
-    /// Kubernetes error, [`CoordError::label`]).
+    /// Kubernetes error, [`CoordError::label`]). A repeat within six minutes counts into the
+    /// first one's `series`.
     pub async fn publish(&self, event: &SidecarEvent) -> Result<(), CoordError> {
+        use k8s_openapi::api::events::v1::{Event, EventSeries};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let key = (event.kind.reason().to_string(), event.note.clone());
+        let earlier = {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            recorded.retain(|_, r| r.first.elapsed() < SERIES_WINDOW);
+            recorded.get(&key).cloned()
+        };
+        let now = MicroTime(crate::now());
+        if let Some(r) = earlier {
+            let count = r.count + 1;
+            let series = EventSeries {
+                count,
+                last_observed_time: now.clone(),
+            };
+            let patch = serde_json::json!({ "series": series });
+            let patched = crate::bounded(
+                "patch event",
+                self.timeout,
+                self.events.patch(
+                    &r.name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                ),
+            )
+            .await;
+            match patched {
+                Ok(_) => {
+                    if let Some(r) = self
+                        .recorded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&key)
+                    {
+                        r.count = count;
+                    }
+                    return Ok(());
+                }
+                // Deleted meanwhile (Events expire): record it anew.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Names as client-go makes them: the object's name and a unique suffix.
+        let name = format!("{}.{:016x}", self.pod, rand::random::<u64>());
+        // The API refuses notes over 1 KiB.
+        let mut note = event.note.clone();
+        if note.len() > 1024 {
+            let mut cut = 1024;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
         let ev = Event {
-            type_: if event.kind.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.ns.clone()),
+                ..Default::default()
             },
-            reason: event.kind.reason().into(),
-            note: Some(event.note.clone()),
-            action: event.kind.action().into(),
-            secondary: None,
+            event_time: Some(now),
+            type_: Some(
+                if event.kind.is_warning() {
+                    "Warning"
+                } else {
+                    "Normal"
+                }
+                .into(),
+            ),
+            reason: Some(event.kind.reason().into()),
+            action: Some(event.kind.action().into()),
+            note: Some(note),
+            regarding: Some(self.regarding().await),
+            reporting_controller: Some("redis-k8s-election".into()),
+            reporting_instance: Some(self.pod.clone()),
+            ..Default::default()
         };
         crate::bounded(
             "create event",
             self.timeout,
-            self.recorder.publish(&ev, &self.pod),
+            self.events.create(&kube::api::PostParams::default(), &ev),
         )
-        .await
+        .await?;
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key,
+                Recorded {
+                    name,
+                    count: 1,
+                    first: std::time::Instant::now(),
+                },
+            );
+        Ok(())
     }
 }

@@ -256,3 +256,96 @@ async fn pause_marker_survives_the_holders_writes() {
     assert_eq!(resumed.record.paused, "");
     assert_eq!(resumed.record.holder, "a");
 }
+
+/// Issue 18: the sidecar's Events name the pod with its uid, so `kubectl describe pod` (which
+/// selects Events by `involvedObject.uid`) lists them, with the oldest and the newest kubectl;
+/// a repeat of the same note counts into its series, and another note (a later epoch) is an
+/// Event of its own. The control: an Event written without the uid is not listed.
+#[tokio::test]
+async fn events_name_the_pod_with_its_uid_so_kubectl_describe_lists_them() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube_coord::events::{EventKind, EventRecorder, SidecarEvent};
+    let s = server().await;
+    let kube = client(&s, TOKEN).await;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "redis-0"},
+        "spec": {"containers": [{"name": "redis", "image": "redis:7"}]}
+    }))
+    .unwrap();
+    kube::Api::<Pod>::default_namespaced(kube.clone())
+        .create(&Default::default(), &pod)
+        .await
+        .unwrap();
+    let rec = EventRecorder::new(kube.clone(), "default", "redis-0", Duration::from_secs(2));
+    let promoted = |epoch: u32| {
+        SidecarEvent::new(
+            EventKind::Promoted,
+            format!("promoted to leader at epoch {epoch}"),
+        )
+    };
+    rec.publish(&promoted(1)).await.unwrap();
+    rec.publish(&promoted(1)).await.unwrap();
+    rec.publish(&promoted(3)).await.unwrap();
+    // The control: the same kind of Event without the uid, as kube-rs' Recorder wrote it.
+    let no_uid: k8s_openapi::api::events::v1::Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "redis-0.nouid"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "redis-k8s-election", "reportingInstance": "redis-0",
+        "action": "Promote", "reason": "Promoted", "type": "Normal",
+        "note": "written without the uid",
+        "regarding": {"apiVersion": "v1", "kind": "Pod", "name": "redis-0", "namespace": "default"}
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(kube.clone())
+        .create(&Default::default(), &no_uid)
+        .await
+        .unwrap();
+    let events: Vec<_> = kube::Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(kube)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Promoted"))
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let epoch1 = events
+        .iter()
+        .find(|e| e.note.as_deref() == Some("promoted to leader at epoch 1"))
+        .unwrap();
+    assert_eq!(epoch1.series.as_ref().map(|s| s.count), Some(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    s.write_kubeconfig(&kubeconfig, TOKEN, "default").unwrap();
+    for kubectl in testkit::kubectl_versions() {
+        let out = tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["describe", "pod", "redis-0"])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for note in [
+            "promoted to leader at epoch 1",
+            "promoted to leader at epoch 3",
+        ] {
+            assert!(
+                text.contains(note),
+                "{}: no {note:?} in\n{text}",
+                kubectl.display()
+            );
+        }
+        assert!(
+            !text.contains("written without the uid"),
+            "{}: listed an Event without the uid:\n{text}",
+            kubectl.display()
+        );
+    }
+}

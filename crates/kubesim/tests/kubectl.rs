@@ -8,42 +8,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The versioned kubectl binaries next to the `kubectl` on PATH, oldest and newest.
-fn kubectl_versions() -> Vec<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("kubectl"))
-                .find(|k| k.exists())
-        })
-        .expect("kubectl on PATH (the machine image ships it)");
-    let dir = std::fs::canonicalize(&on_path)
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let minor = name.strip_prefix("kubectl.1.")?.parse().ok()?;
-            Some((minor, dir.join(name)))
-        })
-        .collect();
-    found.sort();
-    assert!(
-        !found.is_empty(),
-        "no kubectl.1.* binaries in {}",
-        dir.display()
-    );
-    let oldest = found.first().unwrap().1.clone();
-    let newest = found.last().unwrap().1.clone();
-    if oldest == newest {
-        vec![oldest]
-    } else {
-        vec![oldest, newest]
-    }
-}
+use testkit::kubectl_versions;
 
 struct Kubectl {
     bin: PathBuf,

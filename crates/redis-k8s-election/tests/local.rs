@@ -333,6 +333,16 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
     ] {
         assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
     }
+    // Issue 18: the sidecar's Events name the pod with its uid, so describe lists them.
+    wait_until(
+        "describe to list the leader's Promoted Event",
+        Duration::from_secs(10),
+        || {
+            local
+                .kubectl(&["describe", "pod", &leader])
+                .contains("Promoted")
+        },
+    );
     let pods = local.pods();
     assert_eq!(pods.len(), 3);
     let ips: std::collections::BTreeSet<&str> = pods

@@ -220,3 +220,42 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// The versioned kubectl binaries next to the `kubectl` on PATH (`kubectl.1.27` …
+/// `kubectl.1.33` beside the `kubectl` dispatcher the machine image ships), oldest and newest:
+/// what kubectl-facing behaviour is checked against.
+pub fn kubectl_versions() -> Vec<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .find(|k| k.exists())
+        })
+        .expect("kubectl on PATH (the machine image ships it)");
+    let dir = std::fs::canonicalize(&on_path)
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let minor = name.strip_prefix("kubectl.1.")?.parse().ok()?;
+            Some((minor, dir.join(name)))
+        })
+        .collect();
+    found.sort();
+    assert!(
+        !found.is_empty(),
+        "no kubectl.1.* binaries in {}",
+        dir.display()
+    );
+    let oldest = found.first().unwrap().1.clone();
+    let newest = found.last().unwrap().1.clone();
+    if oldest == newest {
+        vec![oldest]
+    } else {
+        vec![oldest, newest]
+    }
+}
