@@ -45,6 +45,21 @@ pub enum LocalError {
 
 type Result<T, E = LocalError> = std::result::Result<T, E>;
 
+/// `println!` that never fails: `local`'s output may go to a pipe that has closed (`local |
+/// head -1`, or a `| tee` that the same Ctrl-C ended), and `println!` would panic on the
+/// broken pipe, which aborts a release build before it stops the pods and removes the state
+/// directory (secrets included). What cannot be printed is dropped.
+macro_rules! say {
+    () => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalError {
     let what = what.into();
     move |source| LocalError::Io { what, source }
@@ -388,6 +403,8 @@ fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
 
 /// `redis-k8s-election local`.
 pub async fn run(a: LocalArgs) -> Result<()> {
+    let mut stop = crate::signals::Stop::install()
+        .map_err(io("installing the SIGTERM/SIGINT/SIGHUP handlers"))?;
     let state = make_state_dir(a.state_dir.as_deref())?;
     let keep_data = match &a.keep_data {
         Some(d) => {
@@ -461,7 +478,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     };
     cluster.apply(&objects).map_err(LocalError::Cluster)?;
     for ap in &cluster.applied {
-        println!("{} {}", ap.object, ap.action);
+        say!("{} {}", ap.object, ap.action);
     }
     let server = &cluster.server;
     let kubeconfig = cluster.kubeconfig.clone();
@@ -482,19 +499,19 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     };
     let la = cluster.proxy_addr("redis-leader").expect("started above");
     let ra = cluster.proxy_addr("redis").expect("started above");
-    println!();
-    println!(
+    say!();
+    say!(
         "kubesim API server: {} (RBAC enforced for the pods' service accounts)",
         server.url()
     );
-    println!("  export KUBECONFIG={}", kubeconfig.display());
-    println!("  kubectl get pods,svc,endpoints,leases,events");
-    println!(
+    say!("  export KUBECONFIG={}", kubeconfig.display());
+    say!("  kubectl get pods,svc,endpoints,leases,events");
+    say!(
         "writes (Service redis-leader): redis-cli {tls_flags}-h {} -p {}{auth}",
         la.ip(),
         la.port()
     );
-    println!(
+    say!(
         "reads  (Service redis):        redis-cli {tls_flags}-h {} -p {}{auth}",
         ra.ip(),
         ra.port()
@@ -503,7 +520,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         .proxy_addr("redis-sentinel")
         .filter(|_| a.manifests.is_none() && !a.empty)
     {
-        println!(
+        say!(
             "sentinel (Service redis-sentinel): {}:{}, master name mymaster{}",
             sa.ip(),
             sa.port(),
@@ -518,7 +535,7 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             }
         );
     }
-    println!(
+    say!(
         "switchover: redis-k8s-election switchover --kubeconfig {} --admin-token-file {}{}",
         kubeconfig.display(),
         admin_token_file.display(),
@@ -529,13 +546,13 @@ pub async fn run(a: LocalArgs) -> Result<()> {
         }
     );
     match cluster.dns_addr().filter(|_| cluster.pod_dns()) {
-        Some(dns) => println!(
+        Some(dns) => say!(
             "pod DNS: {} (pods reach each other as <pod>.redis-headless.{}.svc.cluster.local; dig @{} works here too)",
             dns,
             a.namespace,
             dns.ip()
         ),
-        None => println!(
+        None => say!(
             "pod DNS: unavailable (the kubelet needs root for the pods' mount namespaces, and UDP {}:53 free){}",
             a.pod_network.dns,
             if a.manifests.is_none() && !a.empty {
@@ -545,22 +562,22 @@ pub async fn run(a: LocalArgs) -> Result<()> {
             }
         ),
     }
-    println!(
+    say!(
         "pod files and logs: {}",
         state.0.join("node/pods").display()
     );
     match &keep_data {
         Some(d) => {
-            println!(
+            say!(
                 "data (PersistentVolumeClaims): {} (kept on exit; run with --keep-data {} again to restart the group on it)",
                 d.display(),
                 d.display()
             );
-            println!("Ctrl-C stops the group and removes the other files.");
+            say!("Ctrl-C stops the group and removes the other files.");
         }
-        None => println!("Ctrl-C stops the group and removes these files."),
+        None => say!("Ctrl-C stops the group and removes these files."),
     }
-    println!();
+    say!();
 
     let group = GroupArgs {
         kubeconfig: Some(kubeconfig.clone()),
@@ -575,17 +592,17 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     };
     let result = tokio::select! {
         r = live_table(server, &group, &a.namespace) => r,
-        r = crate::signals::wait_for_signal() => r.map_err(io("installing the SIGTERM/SIGINT handlers")),
+        () = stop.recv() => Ok(()),
     };
-    println!("stopping the group…");
+    say!("stopping the group…");
     cluster.shutdown().await;
     drop(state);
     match &keep_data {
-        Some(d) => println!(
+        Some(d) => say!(
             "stopped; no process left behind, the data kept in {}",
             d.display()
         ),
-        None => println!("stopped; no process or file left behind"),
+        None => say!("stopped; no process or file left behind"),
     }
     result
 }
@@ -630,7 +647,7 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
                 && leader != last_leader
                 && leader_reachable(server, ns, &leader)
             {
-                println!(
+                say!(
                     "leader: {leader} (epoch {})",
                     snap.lease.as_ref().map_or(0, |l| l.epoch)
                 );
@@ -641,7 +658,7 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
             let signature = format!("{:?}{:?}{}", snap.lease, snap.problems, pods)
                 + &snap.members.iter().map(shown).collect::<String>();
             if signature != last_shown {
-                println!("{pods}{}", snap.render());
+                say!("{pods}{}", snap.render());
                 last_shown = signature;
             }
         }

@@ -887,3 +887,97 @@ fn tls_group_serves_fails_over_and_switches_over_over_tls_only() {
         assert_eq!(printed_cli(&writes, &["GET", k]), v, "{k}");
     }
 }
+
+/// Issue 18: `local | head -1`, then Ctrl-C. After the first line `head` exits and every
+/// later line meets a closed pipe; `local` must carry on, and on SIGINT stop the pods and
+/// remove its state directory (kubeconfig, password, tokens) and exit cleanly. (It used to
+/// panic on the broken pipe and abort, leaving the pods to SIGKILL and the secrets behind.)
+#[test]
+fn a_closed_output_pipe_and_ctrl_c_leave_no_process_or_secret_behind() {
+    let (ip, net) = fresh_ips();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut head = Command::new("head")
+        .arg("-1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Command::new(bin())
+        .args(["local", "--address", &ip.to_string(), "--pod-network", &net])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::from(head.stdin.take().unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = head.wait_with_output().unwrap();
+    assert!(!first.stdout.is_empty(), "head read no line");
+    // The group comes up with nobody reading its output: three ready pods.
+    let kubeconfig = state.join("kubeconfig");
+    let ready = || {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "pods", "--no-headers"])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).matches(" 2/2 ").count() == 3)
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "local died with its output closed"
+        );
+        assert!(Instant::now() < deadline, "the group never became ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let listed = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "pods", "-o", "json"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    // Each container's PID, from the kubelet's `containerID` (`kubesim://PID`).
+    let pods: Vec<u32> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| {
+            c["containerID"]
+                .as_str()?
+                .strip_prefix("kubesim://")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(pods.len(), 6, "{listed}");
+    signal(child.id(), "-INT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("local did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "local exited with {status:?}");
+    assert!(
+        !state.exists(),
+        "the state directory (with its secrets) was left behind"
+    );
+    for pid in pods {
+        assert!(!process_alive(pid), "process {pid} outlived local");
+    }
+}
