@@ -35,6 +35,10 @@ pub enum LocalError {
     /// `--replicas` with manifests that have no StatefulSet.
     #[error("--replicas: the manifests have no StatefulSet")]
     NoStatefulSet,
+    /// Something `local` needs is missing or taken; the message says what to install or
+    /// change.
+    #[error("{0}")]
+    Prerequisite(String),
     /// The CA or certificate of `--tls` cannot be made.
     #[error("--tls: making the group's certificate: {0}")]
     Tls(String),
@@ -401,10 +405,85 @@ fn pod_lines(server: &kubesim::ApiServer, ns: &str) -> String {
     })
 }
 
+/// The oldest Redis the sidecar works with: its ACL rules use key permissions (`%RW~`) and
+/// it pauses writes with `CLIENT PAUSE … WRITE`, both Redis 7.0.
+const MIN_REDIS: (u32, u32) = (7, 0);
+
+/// `x.y.z` from `redis-server --version` (`Redis server v=7.0.15 sha=…`).
+fn redis_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// What `local` needs, checked before anything starts, so that a missing program or a taken
+/// port is a message naming it, not pods in CrashLoopBackOff with the cause only in their
+/// Events.
+fn preflight(a: &LocalArgs) -> Result<()> {
+    let missing = |what: String| Err(LocalError::Prerequisite(what));
+    if !a.empty {
+        // The shipped image docker.io/library/redis runs as this machine's redis-server.
+        match std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+        {
+            Err(_) => {
+                return missing(
+                    "redis-server not found on PATH: the pods' Redis runs as this machine's redis-server. Install it (Debian: apt-get install redis-server redis-tools), or run scripts/local.sh, which does".into(),
+                );
+            }
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                match redis_version(&text) {
+                    Some(v) if v >= MIN_REDIS => {}
+                    Some((major, minor)) => {
+                        return missing(format!(
+                            "redis-server {major}.{minor} is too old: the sidecar needs Redis {}.{} or later (ACL key permissions, CLIENT PAUSE WRITE)",
+                            MIN_REDIS.0, MIN_REDIS.1
+                        ));
+                    }
+                    None => {
+                        return missing(format!(
+                            "redis-server --version said {:?}: not a Redis version this can read",
+                            text.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let mut ports = vec![("--api-port", a.api_port)];
+    if !a.empty {
+        ports.extend([
+            ("--leader-port", a.leader_port),
+            ("--read-port", a.read_port),
+            ("--sentinel-port", a.sentinel_port),
+        ]);
+    }
+    for (flag, port) in ports.into_iter().filter(|(_, p)| *p != 0) {
+        if let Err(e) = std::net::TcpListener::bind((a.address, port)) {
+            return missing(format!(
+                "{}:{port} cannot be bound ({e}): another program (or another `local`) uses it; stop it, or pass {flag} with a free port or --address with another loopback address",
+                a.address
+            ));
+        }
+    }
+    // The pod network: each pod listens on its own address from it.
+    if let Some(first) = a.pod_network.hosts.first()
+        && let Err(e) = std::net::TcpListener::bind((*first, 0))
+    {
+        return missing(format!(
+            "pod address {first} cannot be bound ({e}): pass --pod-network with a loopback /24 this machine can use"
+        ));
+    }
+    Ok(())
+}
+
 /// `redis-k8s-election local`.
 pub async fn run(a: LocalArgs) -> Result<()> {
     let mut stop = crate::signals::Stop::install()
         .map_err(io("installing the SIGTERM/SIGINT/SIGHUP handlers"))?;
+    preflight(&a)?;
     let state = make_state_dir(a.state_dir.as_deref())?;
     let keep_data = match &a.keep_data {
         Some(d) => {
@@ -673,6 +752,15 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_versions_are_read_from_the_version_line() {
+        let line = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64";
+        assert_eq!(redis_version(line), Some((7, 0)));
+        assert_eq!(redis_version("Redis server v=6.2.14 sha=0"), Some((6, 2)));
+        assert!(redis_version("Redis server v=6.2.14").unwrap() < MIN_REDIS);
+        assert_eq!(redis_version("something else"), None);
+    }
 
     /// The live table redraws when a replica's link goes down or its stream stops, not only
     /// on role changes. (It read `/redis/link`, which `/status` never had, so a link change

@@ -981,3 +981,86 @@ fn a_closed_output_pipe_and_ctrl_c_leave_no_process_or_secret_behind() {
         assert!(!process_alive(pid), "process {pid} outlived local");
     }
 }
+
+/// Issue 18: `local` checks what it needs before it starts anything, and says what to install
+/// or change: no redis-server on PATH, a Redis too old for the sidecar, a port in use. Each
+/// exits 1 with the message and leaves no state directory. The control: the same command
+/// with the machine's redis-server gets past the checks (it starts the group).
+#[test]
+fn missing_prerequisites_are_named_before_anything_starts() {
+    use std::os::unix::fs::PermissionsExt;
+    let run_at = |path: &std::ffi::OsStr, (ip, net): (Ipv4Addr, String), extra: &[&str]| {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let mut child = Command::new(bin())
+            .args(["local", "--address", &ip.to_string(), "--pod-network", &net])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("PATH", path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // At most the time to start; a started group is ended here.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let started = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if state.join("kubeconfig").exists() || Instant::now() > deadline {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if started {
+            signal(child.id(), "-INT");
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (started, out.status, stderr, state.exists())
+    };
+    let run = |path: &std::ffi::OsStr, extra: &[&str]| run_at(path, fresh_ips(), extra);
+    let system_path = std::env::var_os("PATH").unwrap();
+
+    // No redis-server: a directory on PATH with nothing in it.
+    let empty = tempfile::tempdir().unwrap();
+    let (started, status, err, left) = run(empty.path().as_os_str(), &[]);
+    assert!(!started && status.code() == Some(1), "{status:?} {err}");
+    assert!(
+        err.contains("redis-server not found") && err.contains("apt-get install redis-server"),
+        "{err}"
+    );
+    assert!(!left, "a state directory was left");
+
+    // A Redis too old: 6.2 says so on --version.
+    let old = tempfile::tempdir().unwrap();
+    let fake = old.path().join("redis-server");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Redis server v=6.2.14 sha=00000000:0 bits=64'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut path = std::ffi::OsString::from(old.path());
+    path.push(":");
+    path.push(&system_path);
+    let (started, status, err, _) = run(&path, &[]);
+    assert!(!started && status.code() == Some(1), "{status:?} {err}");
+    assert!(err.contains("redis-server 6.2 is too old"), "{err}");
+
+    // A port in use: the leader Service's.
+    let (ip, net) = fresh_ips();
+    let taken = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (started, status, err, _) = run_at(&system_path, (ip, net), &["--leader-port", &port]);
+    assert!(!started && status.code() == Some(1), "{status:?} {err}");
+    assert!(
+        err.contains("--leader-port") && err.contains(&port),
+        "{err}"
+    );
+
+    // The control: the machine's redis-server, free ports.
+    let (started, _, err, _) = run(&system_path, &[]);
+    assert!(started, "local did not start: {err}");
+}
