@@ -77,6 +77,58 @@ impl Command {
     }
 }
 
+/// The file name under which the binary answers as a kubectl plugin: installed (or linked)
+/// on PATH as `kubectl-redis_election`, it runs as `kubectl redis-election status|…`.
+pub const PLUGIN_NAME: &str = "kubectl-redis_election";
+
+/// The subcommands a kubectl plugin offers: the operator's (not `sidecar`, `apiserver`,
+/// `local`, which are programs rather than kubectl verbs).
+const PLUGIN_COMMANDS: [&str; 6] = [
+    "status",
+    "switchover",
+    "pause",
+    "resume",
+    "history",
+    "force-election",
+];
+
+impl Cli {
+    /// Whether the program was started as the kubectl plugin (`argv[0]`'s file name).
+    pub fn is_plugin(argv0: &std::ffi::OsStr) -> bool {
+        std::path::Path::new(argv0)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(PLUGIN_NAME))
+    }
+
+    /// Parses the command line as `kubectl redis-election …` would pass it: the operator
+    /// commands only, with kubectl's name in help and errors. They read the kubeconfig and
+    /// namespace the way kubectl does (`KUBECONFIG`, the context's namespace, `-n`).
+    pub fn parse_plugin(args: impl IntoIterator<Item = std::ffi::OsString>) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command()
+            .name("kubectl redis-election")
+            .bin_name("kubectl redis-election")
+            .about("The redis-k8s-election operator commands, as a kubectl plugin");
+        for name in ["sidecar", "apiserver", "local"] {
+            cmd = cmd.mut_subcommand(name, |s| s.hide(true));
+        }
+        let matches = cmd.clone().get_matches_from(args);
+        if let Some(name) = matches.subcommand_name()
+            && !PLUGIN_COMMANDS.contains(&name)
+        {
+            cmd.error(
+                clap::error::ErrorKind::InvalidSubcommand,
+                format!(
+                    "`{name}` is not a kubectl redis-election command (those are {}); run `redis-k8s-election {name}`",
+                    PLUGIN_COMMANDS.join(", ")
+                ),
+            )
+            .exit();
+        }
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// The sidecar stops on SIGTERM or SIGINT; without signal handlers it runs until killed.
 async fn shutdown_signal() {
     if let Err(e) = signals::wait_for_signal().await {

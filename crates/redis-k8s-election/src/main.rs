@@ -20,7 +20,11 @@ fn init_tracing(json: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Installed as `kubectl-redis_election`, the binary is a kubectl plugin.
+    let cli = match std::env::args_os().next() {
+        Some(argv0) if Cli::is_plugin(&argv0) => Cli::parse_plugin(std::env::args_os()),
+        _ => Cli::parse(),
+    };
     init_tracing(cli.command.json_logs());
     // Configuration errors exit with status 2 and name the flag, like clap's own.
     let sidecar_cfg = match cli.command.sidecar_config() {

@@ -333,6 +333,24 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
     ] {
         assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
     }
+    // Issue 18: installed as `kubectl-redis_election`, the binary is a kubectl plugin.
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(bin(), plugins.path().join("kubectl-redis_election")).unwrap();
+    let mut path = std::ffi::OsString::from(plugins.path());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap());
+    let plugin = Command::new("kubectl")
+        .args(["redis-election", "status"])
+        .env("PATH", &path)
+        .env("KUBECONFIG", local.kubeconfig())
+        .output()
+        .unwrap();
+    let shown_by_plugin = String::from_utf8_lossy(&plugin.stdout);
+    assert!(
+        plugin.status.success() && shown_by_plugin.contains(&leader),
+        "kubectl redis-election status: {shown_by_plugin}{}",
+        String::from_utf8_lossy(&plugin.stderr)
+    );
     // Issue 18: the sidecar's Events name the pod with its uid, so describe lists them.
     wait_until(
         "describe to list the leader's Promoted Event",
