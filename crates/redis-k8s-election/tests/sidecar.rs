@@ -814,3 +814,99 @@ async fn a_hijacked_http_annotation_gets_no_admin_token() {
         assert!(!out.contains(&format!("{}: not told", name(i))), "{out}");
     }
 }
+
+/// The code `method path` gets from sidecar `i` (0 when it does not answer).
+async fn code_of(g: &Group, i: usize, method: reqwest::Method, path: &str) -> u16 {
+    let http = g.sidecar_http[i].unwrap();
+    g.http
+        .request(method, format!("http://{http}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Issue 18: the load-balancer checks in Patroni's style, against real Redis. `/leader`,
+/// `/replica`, `/read-only` and `/health` answer GET, HEAD and OPTIONS with 200 or 503 by
+/// role; `/replica?max-lag=` follows the lag both ways: a replica whose Redis holds back the
+/// stream (`CLIENT PAUSE WRITE` delays applying it) fails a limit below its lag and passes a
+/// higher one, and passes the low one again once it has caught up. A bad limit is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_checks_answer_by_role_and_replica_lag() {
+    use reqwest::Method;
+    let g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let replica = (0..3).find(|i| *i != leader).unwrap();
+    for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        for (i, path, want) in [
+            (leader, "/leader", 200),
+            (leader, "/replica", 503),
+            (leader, "/read-only", 200),
+            (leader, "/health", 200),
+            (replica, "/leader", 503),
+            (replica, "/replica", 200),
+            (replica, "/replica?max-lag=0", 200),
+            (replica, "/read-only", 200),
+            (replica, "/health", 200),
+        ] {
+            assert_eq!(
+                code_of(&g, i, method.clone(), path).await,
+                want,
+                "{method} {path} on {i}"
+            );
+        }
+    }
+    for bad in [
+        "/replica?max-lag=lots",
+        "/replica?max-lag=5TB",
+        "/replica?lag=-1",
+    ] {
+        assert_eq!(code_of(&g, replica, Method::GET, bad).await, 400, "{bad}");
+    }
+    // The replica's Redis holds back the stream (for 8 s) while 64 KiB are written on the leader.
+    let r = g.redis[replica].as_ref().unwrap();
+    assert_eq!(
+        r.command(&["CLIENT", "PAUSE", "8000", "WRITE"]).unwrap(),
+        "+OK"
+    );
+    let big = "x".repeat(64 * 1024);
+    let l = g.redis[leader].as_ref().unwrap();
+    assert_eq!(l.command(&["SET", "big", &big]).unwrap(), "+OK");
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while code_of(&g, replica, Method::GET, "/replica?max-lag=1kB").await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the lag never crossed 1 kB:\n{}",
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same moment, a limit above the lag passes, and so does the default (1 MiB).
+    assert_eq!(
+        code_of(&g, replica, Method::GET, "/replica?max-lag=1MB").await,
+        200
+    );
+    assert_eq!(code_of(&g, replica, Method::GET, "/replica").await, 200);
+    // Caught up after the pause: the low limit passes again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while code_of(&g, replica, Method::GET, "/replica?max-lag=1kB").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never caught up:\n{}",
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // /health follows the local Redis, whatever the role: a stopped Redis fails it.
+    r.signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while code_of(&g, replica, Method::GET, "/health").await != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed up with Redis stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.signal("-CONT");
+}

@@ -11,11 +11,12 @@ use super::status::Status;
 use crate::wire::{Refusal, SidecarRole, SwitchoverDone};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -400,24 +401,100 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
-fn role_check(s: &ApiState, role: SidecarRole) -> Response {
+/// The largest replica lag a request allows: `max-lag` (or Patroni's `lag`) in bytes, with an
+/// optional unit (`kB`, `MB`, `GB`, powers of 1024 as Patroni reads them); `None` when not
+/// given. A value that does not parse is the client's error (400), never a default.
+fn max_lag_param(query: &HashMap<String, String>) -> Result<Option<u64>, String> {
+    let Some(raw) = query.get("max-lag").or_else(|| query.get("lag")) else {
+        return Ok(None);
+    };
+    let v = raw.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("max-lag {raw:?}: expected bytes, e.g. 1048576 or 1MB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        _ => return Err(format!("max-lag {raw:?}: the unit must be B, kB, MB or GB")),
+    };
+    n.checked_mul(factor)
+        .map(Some)
+        .ok_or_else(|| format!("max-lag {raw:?}: too large"))
+}
+
+/// What a load-balancer check asks of this pod (Patroni's endpoints).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A ready leader (writes go here).
+    Leader,
+    /// A ready replica within the lag limit.
+    Replica,
+    /// Either (reads go here).
+    ReadOnly,
+}
+
+/// Answers a check: 200 when this pod qualifies, 503 when not, 400 for a bad query.
+fn check(s: &ApiState, what: Check, query: &HashMap<String, String>) -> Response {
+    let max_lag = match max_lag_param(query) {
+        Ok(m) => m,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
     let st = s.status.read().expect("status lock");
-    if st.role == role && st.readiness().is_ok() {
-        text(StatusCode::OK, format!("{role}\n"))
-    } else {
-        text(
+    let ready = st.readiness_within(max_lag.unwrap_or(st.max_lag));
+    let role_fits = match what {
+        Check::Leader => st.role == SidecarRole::Leader,
+        Check::Replica => st.role == SidecarRole::Replica,
+        Check::ReadOnly => matches!(st.role, SidecarRole::Leader | SidecarRole::Replica),
+    };
+    match (role_fits, ready) {
+        (true, Ok(())) => text(StatusCode::OK, format!("{}\n", st.role)),
+        (true, Err(why)) => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not a ready {role} (role {})\n", st.role),
-        )
+            format!("{} but not ready: {why}\n", st.role),
+        ),
+        (false, _) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("role is {}\n", st.role),
+        ),
     }
 }
 
-async fn leader(State(s): State<ApiState>) -> Response {
-    role_check(&s, SidecarRole::Leader)
+async fn leader(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    check(&s, Check::Leader, &q)
 }
 
-async fn replica(State(s): State<ApiState>) -> Response {
-    role_check(&s, SidecarRole::Replica)
+async fn replica(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    check(&s, Check::Replica, &q)
+}
+
+async fn read_only(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    check(&s, Check::ReadOnly, &q)
+}
+
+/// Patroni's `/health`: the sidecar's loop runs and its Redis answers, whatever the role.
+async fn health(State(s): State<ApiState>) -> Response {
+    let st = s.status.read().expect("status lock");
+    match (&st.redis, st.live(s.live_within)) {
+        (Some(_), true) => text(StatusCode::OK, "redis answers\n".into()),
+        (None, _) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "local Redis not answering: {}\n",
+                st.redis_error.clone().unwrap_or_default()
+            ),
+        ),
+        (Some(_), false) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("control loop stalled for {:?}\n", st.last_loop.elapsed()),
+        ),
+    }
 }
 
 async fn status(State(s): State<ApiState>) -> Response {
@@ -465,8 +542,12 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .route("/leader", get(leader))
-        .route("/replica", get(replica))
+        // Load-balancer checks, as Patroni answers them: GET, HEAD and OPTIONS (HAProxy's
+        // `option httpchk OPTIONS /leader`), 200 or 503.
+        .route("/leader", get(leader).options(leader))
+        .route("/replica", get(replica).options(replica))
+        .route("/read-only", get(read_only).options(read_only))
+        .route("/health", get(health).options(health))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .merge(admin)

@@ -195,6 +195,11 @@ impl Status {
     /// and writable, or a replica linked to the current leader with lag within bounds.
     /// `Err` says why not.
     pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_within(self.max_lag)
+    }
+
+    /// [`Self::readiness`] with a replica's largest lag given (`/replica?max-lag=`).
+    pub fn readiness_within(&self, max_lag: u64) -> Result<(), String> {
         let Some(r) = &self.redis else {
             return Err(format!(
                 "local Redis not answering: {}",
@@ -231,8 +236,8 @@ impl Status {
                     );
                 }
                 match r.lag {
-                    Some(lag) if lag > self.max_lag => {
-                        Err(format!("replica lags {lag} bytes (max {})", self.max_lag))
+                    Some(lag) if lag > max_lag => {
+                        Err(format!("replica lags {lag} bytes (max {max_lag})"))
                     }
                     _ => Ok(()),
                 }
