@@ -65,6 +65,11 @@ pub struct Metrics {
     pub min_replicas: Gauge,
     /// 1 when the local Redis is fenced.
     pub fenced: Gauge,
+    /// 1 while the local Redis answers the sidecar's probes.
+    pub redis_up: Gauge,
+    /// 1 while the local Redis is a master that takes writes (not fenced): more than one in a
+    /// group at once is the split brain the alerts watch for.
+    pub redis_writable_master: Gauge,
     /// Promotions of this sidecar's Redis.
     pub failovers: Counter,
     /// Seconds from losing a valid leader to this sidecar's promotion, last time.
@@ -112,10 +117,22 @@ impl Metrics {
             failsafe_promise: Gauge::default(),
             failsafe_episodes: Counter::default(),
             failsafe_rounds: Family::default(),
+            redis_up: Gauge::default(),
+            redis_writable_master: Gauge::default(),
             failsafe_messages: Family::default(),
             registry: Registry::default(),
         };
         registry.register("role", "1 for the sidecar's current role", m.role.clone());
+        registry.register(
+            "redis_up",
+            "1 while the local Redis answers the sidecar's probes",
+            m.redis_up.clone(),
+        );
+        registry.register(
+            "redis_writable_master",
+            "1 while the local Redis is a master that takes writes (not fenced)",
+            m.redis_writable_master.clone(),
+        );
         registry.register(
             "epoch",
             "Epoch (leaseTransitions) of the current leader",

@@ -1066,6 +1066,10 @@ impl<E: Edges> Sidecar<E> {
                         checkpoint: p.checkpoint.clone(),
                     });
                     st.redis_error = None;
+                    self.metrics.redis_up.set(1);
+                    self.metrics
+                        .redis_writable_master
+                        .set(i64::from(role == wire::RedisRole::Master && !p.fenced));
                     self.metrics.offset.set(p.info.offset as i64);
                     self.metrics
                         .good_replicas
@@ -1074,6 +1078,8 @@ impl<E: Edges> Sidecar<E> {
                 Err(e) => {
                     st.redis = None;
                     st.redis_error = Some(e.to_string());
+                    self.metrics.redis_up.set(0);
+                    self.metrics.redis_writable_master.set(0);
                     self.metrics
                         .redis_errors
                         .get_or_create(&Kind {
