@@ -686,27 +686,94 @@ pub async fn run(a: LocalArgs) -> Result<()> {
     result
 }
 
-/// What of a member the live table redraws on: its role label, the sidecar's role and
-/// readiness, its Redis' role, fence, replication link and stream, and whether it answers
-/// (not offsets or clocks, which change all the time).
-fn shown(m: &ctl::view::Member) -> String {
-    let st = m.status.as_ref();
-    let redis = st.and_then(|s| s.redis.as_ref());
-    format!(
-        "{:?}{:?}{:?}{:?}",
-        m.role_label,
-        st.map(|s| (s.role, s.ready, s.failsafe.active)),
-        redis.map(|r| (r.role, r.fenced, r.link_up, r.streaming)),
-        m.unreachable.is_some()
-    )
+/// Whether `pod`'s Redis takes writes, as its sidecar reports it: a ready leader with an
+/// unfenced master. `leader: POD` is printed only then (a new holder's Redis is still a fenced
+/// replica for a moment after the Lease names it).
+fn takes_writes(snap: &ctl::Snapshot, pod: &str) -> bool {
+    snap.members.iter().any(|m| {
+        m.pod == pod
+            && m.status.as_ref().is_some_and(|s| {
+                s.ready
+                    && s.role == crate::wire::SidecarRole::Leader
+                    && s.redis
+                        .as_ref()
+                        .is_some_and(|r| r.role == crate::wire::RedisRole::Master && !r.fenced)
+            })
+    })
 }
 
-/// Prints the group table whenever something in it changes (roles, readiness, leader, pods),
-/// and `leader: POD` lines as the leader changes (what scripts and tests wait for).
+/// Each pod's STATUS as kubectl prints it (`Running`, `CrashLoopBackOff`, …).
+fn pod_statuses(
+    server: &kubesim::ApiServer,
+    ns: &str,
+) -> std::collections::BTreeMap<String, String> {
+    server.with_store(|s| {
+        s.list("pods", Some(ns))
+            .iter()
+            .map(|p| {
+                let cells = kubesim::pod_cells(p);
+                let cell = |i: usize| cells.get(i).and_then(Value::as_str).unwrap_or_default();
+                (cell(0).to_string(), cell(2).to_string())
+            })
+            .collect()
+    })
+}
+
+/// One line for a change of the group, where output is not a terminal (after the time): the
+/// Lease, each member (pod status unless Running, role, Redis role, fence, link, readiness)
+/// and the disagreements. Not offsets or lag, which change with every write.
+fn plain_line(snap: &ctl::Snapshot, pods: &std::collections::BTreeMap<String, String>) -> String {
+    let mut line = String::new();
+    match &snap.lease {
+        Some(l) if !l.holder.is_empty() => {
+            line.push_str(&format!("lease {} epoch {}", l.holder, l.epoch))
+        }
+        _ => line.push_str("no leader"),
+    }
+    for m in &snap.members {
+        line.push_str(&format!(" | {} ", m.pod));
+        if let Some(st) = pods.get(&m.pod).filter(|st| *st != "Running") {
+            line.push_str(&format!("{st} "));
+        }
+        match m.status.as_ref() {
+            None => line.push_str("unreachable"),
+            Some(s) => {
+                line.push_str(s.role.as_str());
+                if let Some(r) = &s.redis {
+                    line.push_str(&format!(" redis {}", r.role.as_str()));
+                    if r.fenced {
+                        line.push_str(" fenced");
+                    }
+                    if r.role == crate::wire::RedisRole::Replica {
+                        line.push_str(if r.link_up { " link up" } else { " link down" });
+                        if r.streaming == Some(false) {
+                            line.push_str(" not streaming");
+                        }
+                    }
+                }
+                line.push_str(if s.ready { " ready" } else { " not ready" });
+            }
+        }
+    }
+    if !snap.problems.is_empty() {
+        line.push_str(&format!(" | disagreements: {}", snap.problems.join("; ")));
+    }
+    line
+}
+
+/// Shows the group as it changes, and `leader: POD` lines as writes reach a new leader (what
+/// scripts and tests wait for). On a terminal, the pods and the group table are redrawn in
+/// place and follow every field they show (offsets, lag, links, the clock column); otherwise
+/// a plain line is printed per change (roles, readiness, links; not offsets), and no
+/// terminal control codes.
 async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) -> Result<()> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
     let mut changes = server.with_store(|s| s.subscribe());
     let mut last_shown = String::new();
     let mut last_leader = String::new();
+    // Lines of the table drawn last (terminal mode): what the next redraw replaces.
+    let mut drawn = 0usize;
     let mut coord = None;
     loop {
         if coord.is_none() {
@@ -721,32 +788,54 @@ async fn live_table(server: &kubesim::ApiServer, group: &GroupArgs, ns: &str) ->
                 .map(|l| l.holder.clone())
                 .unwrap_or_default();
             let routed = snap.routed.clone().unwrap_or_default();
-            if !leader.is_empty()
+            let pods = pod_lines(server, ns);
+            let table = format!("{pods}{}", snap.render());
+            let signature = if terminal {
+                table.clone()
+            } else {
+                plain_line(&snap, &pod_statuses(server, ns))
+            };
+            let new_leader = !leader.is_empty()
                 && leader == routed
                 && leader != last_leader
                 && leader_reachable(server, ns, &leader)
-            {
+                && takes_writes(&snap, &leader);
+            if terminal && (new_leader || signature != last_shown) && drawn > 0 {
+                // Up to the table's first line, and clear from there down.
+                say_raw(&format!("\x1b[{drawn}F\x1b[J"));
+                drawn = 0;
+            }
+            if new_leader {
                 say!(
                     "leader: {leader} (epoch {})",
                     snap.lease.as_ref().map_or(0, |l| l.epoch)
                 );
                 last_leader = leader;
             }
-            // Compared without its clock column, printed with it.
-            let pods = pod_lines(server, ns);
-            let signature = format!("{:?}{:?}{}", snap.lease, snap.problems, pods)
-                + &snap.members.iter().map(shown).collect::<String>();
-            if signature != last_shown {
-                say!("{pods}{}", snap.render());
+            if signature != last_shown || (terminal && drawn == 0) {
+                if terminal {
+                    say_raw(&table);
+                    drawn = table.lines().count();
+                } else {
+                    say!("{} {signature}", kube_coord::now_rfc3339());
+                }
                 last_shown = signature;
             }
         }
-        // Wake on the next change in the API (or after 2 s for sidecar-only changes), then
+        // Wake on the next change in the API (or after 1 s for sidecar-only changes), then
         // let a burst of changes settle before reading the group again.
-        kubesim::store::next_change(&mut changes, &[], Duration::from_secs(2)).await;
+        kubesim::store::next_change(&mut changes, &[], Duration::from_secs(1)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         while changes.try_recv().is_ok() {}
     }
+}
+
+/// Writes `text` as it is (no newline added), dropping it if output fails (see [`say!`]).
+fn say_raw(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 #[cfg(test)]
@@ -762,11 +851,10 @@ mod tests {
         assert_eq!(redis_version("something else"), None);
     }
 
-    /// The live table redraws when a replica's link goes down or its stream stops, not only
-    /// on role changes. (It read `/redis/link`, which `/status` never had, so a link change
-    /// left the table as it was.)
+    /// Without a terminal, a line is printed when a replica's link goes down or its stream
+    /// stops, not only on role changes, and not for an offset alone.
     #[test]
-    fn the_live_table_redraws_on_a_replication_link_change() {
+    fn plain_lines_follow_link_and_stream_changes_but_not_offsets() {
         let report = |link_up: bool, streaming: Option<bool>| {
             serde_json::from_value::<crate::wire::StatusReport>(serde_json::json!({
                 "pod": "redis-1", "role": "replica", "fenced": false, "ready": true,
@@ -782,16 +870,30 @@ mod tests {
             status: Some(status),
             unreachable: None,
         };
-        let up = shown(&member(report(true, Some(true))));
-        assert_ne!(up, shown(&member(report(false, Some(true)))), "link down");
+        let shown = |m| {
+            let snap = ctl::Snapshot {
+                lease: None,
+                members: vec![m],
+                routed: None,
+                problems: Vec::new(),
+            };
+            plain_line(&snap, &Default::default())
+        };
+        let up = shown(member(report(true, Some(true))));
+        assert!(
+            up.contains("redis-1 replica redis replica link up ready"),
+            "{up}"
+        );
+        assert_ne!(up, shown(member(report(false, Some(true)))), "link down");
         assert_ne!(
             up,
-            shown(&member(report(true, Some(false)))),
+            shown(member(report(true, Some(false)))),
             "stream stopped"
         );
         let mut later = report(true, Some(true));
         later.redis.as_mut().unwrap().offset = 900;
-        assert_eq!(up, shown(&member(later)), "an offset alone redraws nothing");
+        assert_eq!(up, shown(member(later)), "an offset alone prints nothing");
+        assert!(!up.contains('\x1b'), "no terminal codes");
     }
 
     #[test]

@@ -20,6 +20,16 @@ pub enum RedisRole {
     Replica,
 }
 
+impl RedisRole {
+    /// `master` or `replica`, as `/status` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisRole::Master => "master",
+            RedisRole::Replica => "replica",
+        }
+    }
+}
+
 /// `GET /status`: everything one sidecar knows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -32,6 +32,7 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
     let writer = g.writer();
     writer.progress(20).await;
     let mut windows = Vec::new();
+    let mut last_out = String::new();
     for n in 0..100 {
         // Alternate between naming the target and letting the leader pick the best.
         let target = (leader + 1 + n % 2) % 3;
@@ -44,6 +45,7 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
         let (ok, out, err) = g.cli(&args).await;
         assert!(ok, "switchover {n} failed: {err}\n{}", g.logs());
         assert!(out.contains("switched over from"), "{out}");
+        last_out = out;
         let new = g.converged(Duration::from_secs(20)).await;
         assert_ne!(new, leader, "switchover {n} did not move the leader");
         if n % 3 != 2 {
@@ -91,6 +93,11 @@ async fn hundred_switchovers_under_a_writer_lose_no_acknowledged_write() {
     assert_eq!(last["to"], name(leader).as_str());
     assert_eq!(last["epoch"].as_u64(), Some(first_epoch + 100));
     assert!(h.len() >= 20, "the newest entries are kept: {}", h.len());
+    // Issue 18: one definition of the write pause: `switchover` says what `history` records.
+    assert!(
+        last_out.contains(&format!("writes held {} ms", last["duration_ms"])),
+        "switchover said {last_out:?}; history recorded {last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

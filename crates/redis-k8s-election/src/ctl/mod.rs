@@ -494,10 +494,13 @@ pub async fn switchover(a: SwitchoverArgs) -> Result<()> {
         )));
     }
     println!(
-        "switched over from {leader} to {} at epoch {}: writes held {:.1} ms; leader Service {}",
+        "switched over from {leader} to {} at epoch {}: writes held {} ms; leader Service {}",
         done.to,
         done.epoch,
-        done.pause_ms,
+        // Whole milliseconds, as `history` shows the same figure.
+        // (a hair above the float, so that a whole number the float holds just under rounds
+        // as the Duration it came from does).
+        (done.pause_ms.max(0.0) + 1e-9).floor() as u64,
         if done.routed {
             "routed to the new leader"
         } else {

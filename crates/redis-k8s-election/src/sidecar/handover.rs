@@ -55,7 +55,9 @@ pub struct Handed {
     pub to: String,
     /// The epoch the new leader holds.
     pub epoch: u32,
-    /// How long writes were held on the old leader.
+    /// How long writes were held on the old leader before the hand-over write: from `CLIENT
+    /// PAUSE WRITE` until the committing write was sent. The same figure the Lease history
+    /// records, so `switchover` and `history` agree.
     pub pause: Duration,
     /// The leader Service routed to the new leader before the hand-over timeout (always
     /// true without a leader Service).
@@ -193,13 +195,18 @@ impl<E: Edges> Sidecar<E> {
         // it is safe to read the Lease and write again while it still names us, up to the
         // same bound as the catch-up wait (this loop does not renew).
         let mut attempt = 0u32;
+        // The write pause as `switchover` and `history` both report it: from CLIENT PAUSE
+        // WRITE until the hand-over write that committed was sent (the Lease records it in
+        // that write, so it cannot include the write's own round trip).
+        let mut held;
         loop {
             self.handover_refused = None;
+            held = started.elapsed();
             self.feed(Input::HandOver {
                 target: target.clone(),
                 address: address.clone(),
                 reason: trigger.reason().into(),
-                held: started.elapsed(),
+                held,
             })
             .await;
             if let Some(why) = self.handover_refused.take() {
@@ -246,7 +253,7 @@ impl<E: Edges> Sidecar<E> {
         let epoch = self.elector.observed().map_or(0, |l| l.record.transitions);
         let _ = self.redis.unpause().await;
         let _ = self.redis.drop_clients().await;
-        let pause = started.elapsed();
+        let pause = held;
         self.event(
             EventKind::HandedOver,
             format!(
