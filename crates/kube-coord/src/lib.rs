@@ -43,6 +43,72 @@ pub const POD_LEASE_ANNOTATION: &str = "redis-k8s-election.io/lease";
 pub const POD_STATUS_ANNOTATION: &str = "redis-k8s-election.io/status";
 /// The label a StatefulSet puts on each pod, which the leader Service selects on.
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// Pod tag (an annotation an operator sets, as Patroni's `nofailover`): `"true"` and this pod
+/// never leads, whatever `--priority` says.
+pub const TAG_NOFAILOVER: &str = "redis-k8s-election.io/nofailover";
+/// Pod tag (Patroni's `noloadbalance`): `"true"` keeps this pod out of the read Service.
+pub const TAG_NOLOADBALANCE: &str = "redis-k8s-election.io/noloadbalance";
+/// Pod tag: this pod's leadership priority (lower leads first, 0 never), over `--priority`.
+pub const TAG_PRIORITY: &str = "redis-k8s-election.io/priority";
+/// Pod label the sidecar keeps: `"true"` while the pod may serve reads (ready, not tagged
+/// `noloadbalance`); the shipped read Service selects it.
+pub const READ_LABEL: &str = "redis-k8s-election.io/read";
+
+/// A pod's tags, read from its annotations ([`TAG_NOFAILOVER`], [`TAG_NOLOADBALANCE`],
+/// [`TAG_PRIORITY`]): what an operator says of one pod without restarting it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tags {
+    /// Never lead.
+    pub nofailover: bool,
+    /// Stay out of the read Service.
+    pub noloadbalance: bool,
+    /// The priority the annotation sets, if it sets a valid one.
+    pub priority: Option<u32>,
+    /// Annotations that could not be read, with why (they are ignored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl Tags {
+    /// The tags `annotations` set. A value that is not `true`/`false` (or, for the priority,
+    /// a whole number) is ignored and named in [`Tags::problems`].
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Self {
+        let mut tags = Tags::default();
+        let mut flag = |key: &str| match annotations.get(key).map(|v| v.trim()) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => {
+                tags.problems
+                    .push(format!("{key}: {v:?} is not true or false; ignored"));
+                false
+            }
+        };
+        let nofailover = flag(TAG_NOFAILOVER);
+        let noloadbalance = flag(TAG_NOLOADBALANCE);
+        tags.nofailover = nofailover;
+        tags.noloadbalance = noloadbalance;
+        if let Some(v) = annotations.get(TAG_PRIORITY) {
+            match v.trim().parse::<u32>() {
+                Ok(p) => tags.priority = Some(p),
+                Err(_) => tags.problems.push(format!(
+                    "{TAG_PRIORITY}: {v:?} is not a whole number; ignored"
+                )),
+            }
+        }
+        tags
+    }
+
+    /// The leadership priority these tags leave of `configured` (`--priority`).
+    pub fn priority(&self, configured: u32) -> u32 {
+        if self.nofailover {
+            0
+        } else {
+            self.priority.unwrap_or(configured)
+        }
+    }
+}
 
 /// The typed meaning of a failed Lease call ([`CoordError::outcome`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +400,8 @@ pub struct Peer {
     /// `status.podIP` (empty before the kubelet set it): written only by the node, so an
     /// address the API vouches for.
     pub ip: String,
+    /// The operator's tags on the pod.
+    pub tags: Tags,
 }
 
 impl Peer {
@@ -383,6 +451,7 @@ mod peer_tests {
             status: None,
             terminating: false,
             ip: ip.into(),
+            tags: crate::Tags::default(),
         }
     }
 
@@ -603,6 +672,7 @@ impl Coord {
                         .get(POD_STATUS_ANNOTATION)
                         .and_then(|s| serde_json::from_str(s).ok()),
                     terminating: p.metadata.deletion_timestamp.is_some(),
+                    tags: Tags::from_annotations(&a),
                     ip: p
                         .status
                         .as_ref()

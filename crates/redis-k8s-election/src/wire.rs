@@ -71,6 +71,10 @@ pub struct StatusReport {
     /// The cold start after a whole-group restart (absent from older sidecars).
     #[serde(default)]
     pub cold_start: ColdStartReport,
+    /// The operator's tags on the pod (`nofailover`, `noloadbalance`, `priority`; absent
+    /// from older sidecars).
+    #[serde(default)]
+    pub tags: kube_coord::Tags,
 }
 
 /// `POST /force-election`'s answer.

@@ -910,3 +910,110 @@ async fn load_balancer_checks_answer_by_role_and_replica_lag() {
     }
     r.signal("-CONT");
 }
+
+/// Sets the given annotations on pod `i` (`null` removes one).
+async fn annotate(g: &Group, i: usize, annotations: serde_json::Value) {
+    kube::Api::<Pod>::default_namespaced(g.kube.clone())
+        .patch(
+            &name(i),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn read_label(g: &Group, i: usize) -> Option<String> {
+    let p = kube::Api::<Pod>::default_namespaced(g.kube.clone())
+        .get(&name(i))
+        .await
+        .ok()?;
+    p.metadata
+        .labels?
+        .get("redis-k8s-election.io/read")
+        .cloned()
+}
+
+/// Issue 18: per-pod tags, read while the sidecar runs. A replica tagged `nofailover` is
+/// refused as a switchover target and is passed over when the leader's Redis dies;
+/// `noloadbalance` takes it out of the read Service (its sidecar's read label turns false,
+/// and back when the tag goes); `status` shows the tags, and a tag it cannot read as a
+/// problem. The untagged replica is the control: it stays readable and becomes the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_tags_keep_a_replica_from_leading_and_out_of_reads() {
+    let g = Group::start(3).await;
+    let leader = g.converged(Duration::from_secs(30)).await;
+    let mut replicas = (0..3).filter(|i| *i != leader);
+    let (tagged, other) = (replicas.next().unwrap(), replicas.next().unwrap());
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while read_label(&g, i).await.as_deref() != Some("true") {
+            assert!(Instant::now() < deadline, "pod {i} never labelled readable");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    annotate(
+        &g,
+        tagged,
+        serde_json::json!({
+            "redis-k8s-election.io/nofailover": "true",
+            "redis-k8s-election.io/noloadbalance": "true",
+            "redis-k8s-election.io/priority": "soon",
+        }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = g.status(tagged).await.unwrap_or_default();
+        if st["tags"]["nofailover"] == true
+            && read_label(&g, tagged).await.as_deref() == Some("false")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tags never took: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read_label(&g, other).await.as_deref(), Some("true"));
+    let (_, table, _) = g.cli(&["status"]).await;
+    let tags_line = format!(
+        "{} nofailover, noloadbalance, ! redis-k8s-election.io/priority",
+        name(tagged)
+    );
+    assert!(table.contains(&tags_line), "{table}");
+    // Never a switchover target.
+    let (ok, out, err) = g.cli(&["switchover", "--to", &name(tagged)]).await;
+    assert!(
+        !ok && format!("{out}{err}").contains("never_leads"),
+        "{out}{err}"
+    );
+    // The leader's Redis dies: the untagged replica takes over, never the tagged one.
+    let checker = Checker::start(addrs(&g));
+    harness::measure::send_signal(g.redis[leader].as_ref().unwrap().pid(), "KILL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holder = g.holder().await.unwrap_or_default();
+        assert_ne!(holder, name(tagged), "the nofailover pod took the lease");
+        if holder == name(other) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failover:\n{}", g.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    checker.assert_one_master_throughout().await;
+    // The tag removed: the pod serves reads again.
+    annotate(
+        &g,
+        tagged,
+        serde_json::json!({"redis-k8s-election.io/noloadbalance": null}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read_label(&g, tagged).await.as_deref() != Some("true") {
+        assert!(
+            Instant::now() < deadline,
+            "the read label never came back:\n{}",
+            g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

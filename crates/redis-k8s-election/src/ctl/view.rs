@@ -291,6 +291,7 @@ pub fn render(
     out.push_str(&data_safety_line(lease, members));
     out.push_str(&failsafe_line(lease, members, now_unix));
     out.push_str(&cold_start_line(members));
+    out.push_str(&tags_line(members));
     if problems.is_empty() {
         out.push_str("No disagreements.\n");
     } else {
@@ -300,6 +301,33 @@ pub fn render(
         }
     }
     out
+}
+
+/// The pods' tags, in one line, when any pod has one (its problems too).
+fn tags_line(members: &[Member]) -> String {
+    let tagged: Vec<String> = members
+        .iter()
+        .filter_map(|m| {
+            let t = &m.status.as_ref()?.tags;
+            let mut words = Vec::new();
+            if t.nofailover {
+                words.push("nofailover".to_string());
+            }
+            if t.noloadbalance {
+                words.push("noloadbalance".to_string());
+            }
+            if let Some(p) = t.priority {
+                words.push(format!("priority {p}"));
+            }
+            words.extend(t.problems.iter().map(|p| format!("! {p}")));
+            (!words.is_empty()).then(|| format!("{} {}", m.pod, words.join(", ")))
+        })
+        .collect();
+    if tagged.is_empty() {
+        String::new()
+    } else {
+        format!("Tags: {}\n", tagged.join("; "))
+    }
 }
 
 /// What the leader's sidecar says of failsafe, in one line, with the members' promises.

@@ -46,6 +46,8 @@ use tokio::time::Instant;
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the leader's offset is read for a replica's lag.
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the sidecar reads its pod's tags (one list of the group's pods).
+const TAGS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Start-up failures (configuration the sidecar cannot run with). Everything after start-up
 /// is retried, never fatal.
@@ -209,6 +211,12 @@ struct Sidecar<E: Edges> {
     previous_leader: Option<String>,
     /// The pod annotations last written.
     published: Option<String>,
+    /// The operator's tags on this pod, as last read ([`Sidecar::refresh_tags`]).
+    tags: kube_coord::Tags,
+    /// When the tags were last read.
+    tags_read: Option<Instant>,
+    /// The read label ([`kube_coord::READ_LABEL`]) as last written.
+    read_label: Option<bool>,
     /// Putting the local Redis back into its role (pointed at the leader again, or made a
     /// writable master again): at most once per retry period.
     repair: Pacer,
@@ -1283,7 +1291,7 @@ impl<E: Edges> Sidecar<E> {
     /// run, and only after looking at its peers, at most once per retry period; everyone else
     /// is not eligible, so that a freed lease is never grabbed before that look.
     async fn update_eligibility(&mut self) {
-        if self.cfg.priority == 0 {
+        if self.priority() == 0 {
             return;
         }
         let now = self.now();
@@ -1320,7 +1328,7 @@ impl<E: Edges> Sidecar<E> {
         let snapshot = RankSnapshot {
             me: Candidate {
                 name: self.cfg.pod_name.clone(),
-                priority: self.cfg.priority,
+                priority: self.priority(),
                 offset,
                 has_data,
                 checkpoint,
@@ -1479,22 +1487,62 @@ impl<E: Edges> Sidecar<E> {
         }
     }
 
-    /// Annotates our pod with the lease, our address and a short status, when they change.
+    /// This pod's leadership priority: `--priority`, unless its tags say otherwise.
+    fn priority(&self) -> u32 {
+        self.tags.priority(self.cfg.priority)
+    }
+
+    /// Reads the operator's tags on this pod (annotations, [`kube_coord::Tags`]) at start and
+    /// then every [`TAGS_INTERVAL`], so that a tag takes effect without a restart.
+    async fn refresh_tags(&mut self) {
+        if self.api_unavailable() || self.tags_read.is_some_and(|t| t.elapsed() < TAGS_INTERVAL) {
+            return;
+        }
+        self.tags_read = Some(Instant::now());
+        let peers = match self.peers.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                self.api_error(&e);
+                return;
+            }
+        };
+        // Our pod is listed once it carries our annotations (after the first publish).
+        let Some(me) = peers.into_iter().find(|p| p.name == self.cfg.pod_name) else {
+            return;
+        };
+        if me.tags != self.tags {
+            tracing::info!(
+                nofailover = me.tags.nofailover,
+                noloadbalance = me.tags.noloadbalance,
+                priority = ?me.tags.priority,
+                problems = ?me.tags.problems,
+                "pod tags changed"
+            );
+            self.tags = me.tags;
+            self.status.write().expect("status lock").tags = self.tags.clone();
+        }
+    }
+
+    /// Annotates our pod with the lease, our address and a short status, and labels it for
+    /// the read Service, when they change.
     async fn publish(&mut self) {
         // Best effort; held while the API is unavailable (see `api_unavailable`).
         if self.api_unavailable() {
             return;
         }
         let st = self.status.read().expect("status lock").clone();
+        let ready = st.readiness().is_ok();
         let summary = serde_json::to_string(&PodSummary {
             role: st.role,
             epoch: st.epoch,
-            priority: self.cfg.priority,
+            priority: self.priority(),
             fenced: st.fenced,
-            ready: st.readiness().is_ok(),
+            ready,
         })
         .expect("a PodSummary always encodes");
-        if self.published.as_deref() == Some(summary.as_str()) {
+        // Reads go to a ready pod its operator did not tag out of load balancing.
+        let read = ready && !self.tags.noloadbalance;
+        if self.published.as_deref() == Some(summary.as_str()) && self.read_label == Some(read) {
             return;
         }
         let annotations = [
@@ -1516,12 +1564,16 @@ impl<E: Edges> Sidecar<E> {
             ),
         ]
         .into();
+        let labels = [(kube_coord::READ_LABEL.to_string(), Some(read.to_string()))].into();
         match self
             .routing
-            .patch_pod(&self.cfg.pod_name, BTreeMap::new(), annotations)
+            .patch_pod(&self.cfg.pod_name, labels, annotations)
             .await
         {
-            Ok(()) => self.published = Some(summary),
+            Ok(()) => {
+                self.published = Some(summary);
+                self.read_label = Some(read);
+            }
             Err(e) => self.api_error(&e),
         }
     }
@@ -1859,6 +1911,9 @@ impl<E: Edges> Sidecar<E> {
             routing_due: RoutingDue::default(),
             previous_leader: None,
             published: None,
+            tags: Default::default(),
+            tags_read: None,
+            read_label: None,
             repair: Pacer::new(timing.retry_period),
             failsafe: edges.failsafe,
             checkpoints: edges.checkpoints,
@@ -1941,6 +1996,7 @@ async fn drive<E: Edges>(mut rt: Sidecar<E>, mut inbox: Inbox, shutdown: impl Fu
         }
         rt.ensure_routing().await;
         rt.list_members().await;
+        rt.refresh_tags().await;
         rt.publish().await;
         rt.flush_events().await;
     }

@@ -144,7 +144,7 @@ impl<E: Edges> Sidecar<E> {
             host: split_host_port(&self.address)
                 .map(|(h, _)| h)
                 .unwrap_or_default(),
-            priority: self.cfg.priority,
+            priority: self.priority(),
             probe: self.own_probe.clone(),
         };
         let mut members = vec![me];

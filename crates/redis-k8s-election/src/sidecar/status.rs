@@ -141,6 +141,8 @@ pub struct Status {
     pub failsafe: crate::wire::FailsafeReport,
     /// The cold start, as the candidacy last showed it.
     pub cold_start: crate::wire::ColdStartReport,
+    /// The operator's tags on this pod.
+    pub tags: kube_coord::Tags,
 }
 
 impl Status {
@@ -165,6 +167,7 @@ impl Status {
             max_replica_lag_secs: redis_node::DEFAULT_MIN_REPLICAS_MAX_LAG,
             failsafe: Default::default(),
             cold_start: Default::default(),
+            tags: Default::default(),
         }
     }
 
@@ -300,6 +303,7 @@ impl Status {
             seconds_since_renew: self.last_renew.map(|t| t.elapsed().as_secs_f64()),
             failsafe: self.failsafe.clone(),
             cold_start: self.cold_start.clone(),
+            tags: self.tags.clone(),
         }
     }
 }

@@ -338,6 +338,7 @@ fn pod(name: &str) -> Peer {
         status: None,
         terminating: false,
         ip: name.into(),
+        tags: Default::default(),
     }
 }
 
@@ -455,6 +456,7 @@ impl Sidecar<Fakes> {
         self.feed(Input::Tick).await;
         self.ensure_routing().await;
         self.list_members().await;
+        self.refresh_tags().await;
         self.publish().await;
         self.flush_events().await;
     }
