@@ -12,6 +12,7 @@
 //!
 //! `testkit` stays the small leaf for processes and `redis-server`.
 
+pub mod chart;
 pub mod cluster;
 pub mod faults;
 pub mod measure;

@@ -171,10 +171,13 @@ impl EventRecorder {
         let uid = match known {
             Some(uid) => Some(uid),
             None => {
-                let pod = crate::bounded("get pod", self.timeout, self.pods.get_opt(&self.pod))
+                // A list pinned to the name: the sidecar's Role may list pods, not get them.
+                let only =
+                    kube::api::ListParams::default().fields(&format!("metadata.name={}", self.pod));
+                let pod = crate::bounded("list pods", self.timeout, self.pods.list(&only))
                     .await
                     .ok()
-                    .flatten();
+                    .and_then(|l| l.items.into_iter().next());
                 let uid = pod.and_then(|p| p.metadata.uid);
                 if let Some(u) = &uid {
                     *self.uid.lock().unwrap_or_else(|p| p.into_inner()) = Some(u.clone());

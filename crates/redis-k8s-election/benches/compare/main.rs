@@ -715,7 +715,64 @@ async fn main() {
         }
         std::fs::write(&path, serde_json::to_string_pretty(&data).unwrap()).expect("--json");
         println!("\nJSON: {}", path.display());
+        for (suffix, chart) in charts(&cells, started.as_str()) {
+            let svg = path.with_extension(suffix);
+            std::fs::write(&svg, chart.svg()).expect("writing a chart beside the JSON");
+            println!("chart: {}", svg.display());
+        }
     }
+}
+
+/// The two charts beside the JSON: each system's median unavailability per scenario (a log
+/// scale: ours and Sentinel's differ by orders of magnitude), and acknowledged writes lost.
+fn charts(cells: &[Cell], started: &str) -> Vec<(&'static str, harness::chart::Chart)> {
+    let mut systems: Vec<String> = Vec::new();
+    for c in cells {
+        if !systems.contains(&c.system) {
+            systems.push(c.system.clone());
+        }
+    }
+    let groups = |value: &dyn Fn(&Cell) -> Option<f64>| {
+        Scenario::ALL
+            .iter()
+            .filter(|sc| cells.iter().any(|c| c.scenario == **sc))
+            .map(|sc| harness::chart::Group {
+                label: sc.label().to_string(),
+                values: systems
+                    .iter()
+                    .map(|s| {
+                        cells
+                            .iter()
+                            .find(|c| c.scenario == *sc && &c.system == s)
+                            .filter(|c| !c.skipped && !c.runs.is_empty())
+                            .and_then(value)
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    vec![
+        (
+            "failover.svg",
+            harness::chart::Chart {
+                title: format!("Writes unavailable after the fault, median ({started})"),
+                axis: "milliseconds (log scale)".into(),
+                series: systems.clone(),
+                groups: groups(&|c| Some(c.median().max(1.0))),
+                log: true,
+            },
+        ),
+        (
+            "lost.svg",
+            harness::chart::Chart {
+                title: format!("Acknowledged writes lost, all runs ({started})"),
+                axis: "writes".into(),
+                series: systems.clone(),
+                groups: groups(&|c| Some(c.runs.iter().map(|r| r.lost).sum::<usize>() as f64)),
+                log: false,
+            },
+        ),
+    ]
 }
 
 /// The machine line for the record.

@@ -90,6 +90,8 @@ struct World {
     pods: Vec<Peer>,
     routed_to: Option<String>,
     labels: HashMap<String, String>,
+    /// The read label ([`kube_coord::READ_LABEL`]) by pod.
+    read_labels: HashMap<String, String>,
     events: Vec<SidecarEvent>,
     /// What the sidecar last told its checkpoint writer.
     checkpoint_epoch: Option<u32>,
@@ -215,8 +217,12 @@ impl Routing for FakeEdge {
 
     async fn patch_pod(&self, pod: &str, labels: Changes, _: Changes) -> Result<(), CoordError> {
         let mut w = self.0.borrow_mut();
-        for (_, v) in labels {
-            if let Some(v) = v {
+        // The role label (what the tests read); the read label has its own map.
+        for (k, v) in labels {
+            let Some(v) = v else { continue };
+            if k == kube_coord::READ_LABEL {
+                w.read_labels.insert(pod.into(), v);
+            } else {
                 w.labels.insert(pod.into(), v);
             }
         }
@@ -416,6 +422,7 @@ fn sidecar_with(
         pods,
         routed_to: None,
         labels: HashMap::new(),
+        read_labels: HashMap::new(),
         events: Vec::new(),
         checkpoint_epoch: None,
     }));
@@ -512,6 +519,8 @@ async fn promotes_on_a_free_lease_and_routes_to_itself() {
     let w = world.borrow();
     assert_eq!(w.routed_to.as_deref(), Some("a"));
     assert_eq!(w.labels.get("a").map(String::as_str), Some("leader"));
+    // A ready leader untagged serves reads.
+    assert_eq!(w.read_labels.get("a").map(String::as_str), Some("true"));
     assert!(w.events.iter().any(|e| e.kind == EventKind::Promoted));
     let history = kube_coord::history::parse(&w.lease.as_ref().unwrap().record.history);
     assert_eq!((history.len(), history[0].reason.as_str()), (1, "elected"));
