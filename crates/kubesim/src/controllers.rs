@@ -370,8 +370,95 @@ fn write_status(
     );
 }
 
-/// The StatefulSet controller, running: a pass after every committed change (and every
-/// second, so nothing waits on a missed wake-up).
+/// `value` of a PodDisruptionBudget's `minAvailable`/`maxUnavailable` (a count, or a
+/// percentage of `expected`, rounded up as the disruption controller rounds it).
+fn scaled(value: &Value, expected: usize) -> Option<usize> {
+    match value {
+        Value::Number(n) => n.as_u64().map(|n| n as usize),
+        Value::String(s) => {
+            let pct: f64 = s.strip_suffix('%')?.trim().parse().ok()?;
+            Some((pct * expected as f64 / 100.0).ceil() as usize)
+        }
+        _ => None,
+    }
+}
+
+/// One pass of the disruption controller: each PodDisruptionBudget's status from the pods it
+/// selects, as kube-controller-manager writes it (`expectedPods`, `currentHealthy`,
+/// `desiredHealthy`, `disruptionsAllowed`, the `DisruptionAllowed` condition), so that
+/// `kubectl get pdb` and a drain see the budget the pods leave. Expected pods are the
+/// selected pods (not terminating); healthy ones are Running and Ready.
+pub fn reconcile_disruption_budgets(store: &mut Store) {
+    let pods_rt = resources::lookup("", "v1", "pods").expect("pods served");
+    let pdb_rt = resources::lookup("policy", "v1", "poddisruptionbudgets").expect("budgets served");
+    for pdb in store.list("poddisruptionbudgets", None) {
+        let pdb = api::to_view(pdb_rt, &pdb);
+        let ns = meta_str(&pdb, "namespace").unwrap_or_default().to_string();
+        let selector = crate::selector::LabelSelector::from_object(pdb.pointer("/spec/selector"));
+        let pods: Vec<Value> = store
+            .list("pods", Some(&ns))
+            .into_iter()
+            .map(|p| api::to_view(pods_rt, &p))
+            .filter(|p| !is_terminating(p))
+            .filter(|p| selector.matches(p.pointer("/metadata/labels").and_then(Value::as_object)))
+            .collect();
+        let expected = pods.len();
+        let healthy = pods.iter().filter(|p| is_running_and_ready(p)).count();
+        let desired = if let Some(min) = pdb.pointer("/spec/minAvailable") {
+            scaled(min, expected).unwrap_or(expected)
+        } else if let Some(max) = pdb.pointer("/spec/maxUnavailable") {
+            expected.saturating_sub(scaled(max, expected).unwrap_or(0))
+        } else {
+            expected
+        };
+        let allowed = healthy.saturating_sub(desired);
+        let mut status = pdb.get("status").cloned().unwrap_or_else(|| json!({}));
+        let before = status.clone();
+        status["observedGeneration"] = pdb
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(json!(1));
+        status["expectedPods"] = json!(expected);
+        status["currentHealthy"] = json!(healthy);
+        status["desiredHealthy"] = json!(desired);
+        status["disruptionsAllowed"] = json!(allowed);
+        let (cond, reason) = if allowed > 0 {
+            ("True", "SufficientPods")
+        } else {
+            ("False", "InsufficientPods")
+        };
+        let old = before
+            .pointer("/conditions/0")
+            .filter(|c| c["status"] == cond && c["reason"] == reason)
+            .cloned();
+        status["conditions"] = json!([old.unwrap_or_else(|| json!({
+            "type": "DisruptionAllowed",
+            "status": cond,
+            "reason": reason,
+            "message": "",
+            "observedGeneration": status["observedGeneration"],
+            "lastTransitionTime": util::now_time(),
+        }))]);
+        if status == before {
+            continue;
+        }
+        let mut updated = pdb.clone();
+        updated["status"] = status;
+        let name = meta_str(&pdb, "name").unwrap_or_default().to_string();
+        let _ = api::update(
+            store,
+            pdb_rt,
+            &ns,
+            &name,
+            updated,
+            Part::Status,
+            &WriteOptions::default(),
+        );
+    }
+}
+
+/// The StatefulSet and disruption controllers, running: a pass after every committed change
+/// to what they read (and every second, so nothing waits on a missed wake-up).
 pub struct StatefulSetController {
     task: JoinHandle<()>,
 }
@@ -382,11 +469,15 @@ impl StatefulSetController {
         let task = tokio::spawn(async move {
             let mut changes = store.read().expect("store lock").subscribe();
             loop {
-                reconcile_statefulsets(&mut store.write().expect("store lock"));
-                // Only changes to what the controller reads wake it.
+                {
+                    let mut store = store.write().expect("store lock");
+                    reconcile_statefulsets(&mut store);
+                    reconcile_disruption_budgets(&mut store);
+                }
+                // Only changes to what the controllers read wake them.
                 next_change(
                     &mut changes,
-                    &["pods", "statefulsets"],
+                    &["pods", "statefulsets", "poddisruptionbudgets"],
                     Duration::from_secs(1),
                 )
                 .await;
@@ -405,6 +496,15 @@ impl Drop for StatefulSetController {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_scale_counts_and_percentages_as_the_disruption_controller_does() {
+        assert_eq!(scaled(&json!(2), 3), Some(2));
+        assert_eq!(scaled(&json!("50%"), 3), Some(2), "rounded up");
+        assert_eq!(scaled(&json!("34%"), 3), Some(2));
+        assert_eq!(scaled(&json!("0%"), 3), Some(0));
+        assert_eq!(scaled(&json!("lots"), 3), None);
+    }
 
     fn store_with_set(policy: &str, replicas: usize) -> Store {
         let mut store = Store::default();

@@ -285,6 +285,40 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// Builds a selector from a `metav1.LabelSelector` object (`matchLabels` and
+    /// `matchExpressions` with `In`, `NotIn`, `Exists`, `DoesNotExist`), as a
+    /// PodDisruptionBudget's selects pods. An empty or absent one matches everything.
+    pub fn from_object(sel: Option<&Value>) -> Self {
+        let mut reqs = Vec::new();
+        let Some(sel) = sel else {
+            return Self(reqs);
+        };
+        if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+            reqs.extend(Self::from_map(m).0);
+        }
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: BTreeSet<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            reqs.push(match e["operator"].as_str().unwrap_or_default() {
+                "In" => Requirement::In(key, values),
+                "NotIn" => Requirement::NotIn(key, values),
+                "Exists" => Requirement::Exists(key),
+                _ => Requirement::DoesNotExist(key),
+            });
+        }
+        Self(reqs)
+    }
+
     /// Builds an equality-only selector from a map, as a Service selector is applied.
     pub fn from_map(m: &Map<String, Value>) -> Self {
         Self(

@@ -161,3 +161,44 @@ async fn kubectl_oldest_and_newest() {
         assert_eq!(s.get("/api/v1/namespaces/kns").await.code, 200);
     }
 }
+
+/// Issue 18: the API's defaulting of pod specs, as `kubectl describe` shows it: a probe given
+/// only its handler is described with the real server's defaults (it printed `timeout=0s
+/// #success=0`), and the pod gets its default restart policy and grace period.
+#[tokio::test]
+async fn pod_specs_get_the_apis_defaults_as_describe_shows_them() {
+    for bin in kubectl_versions() {
+        let s = Sim::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
+        let k = Kubectl {
+            bin: bin.clone(),
+            kubeconfig,
+        };
+        let r = s
+            .post(
+                "/api/v1/namespaces/ns/pods",
+                json!({"metadata": {"name": "probed"}, "spec": {"containers": [{
+                    "name": "c", "image": "redis:7",
+                    "readinessProbe": {"httpGet": {"port": 9121}},
+                    "livenessProbe": {"tcpSocket": {"port": 6379}, "periodSeconds": 5}
+                }]}}),
+            )
+            .await;
+        assert_eq!(r.code, 201, "{:?}", r.body);
+        let c = &r.body["spec"]["containers"][0];
+        assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTP");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");
+        assert_eq!(r.body["spec"]["restartPolicy"], "Always");
+        assert_eq!(r.body["spec"]["terminationGracePeriodSeconds"], 30);
+        let out = k.run(&["describe", "pod", "probed"]).await;
+        let v = bin.display();
+        for needle in [
+            "http-get http://:9121/ delay=0s timeout=1s period=10s #success=1 #failure=3",
+            "tcp-socket :6379 delay=0s timeout=1s period=5s #success=1 #failure=3",
+        ] {
+            assert!(out.contains(needle), "{v}: {needle:?} not in\n{out}");
+        }
+    }
+}

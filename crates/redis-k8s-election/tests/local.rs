@@ -333,6 +333,32 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
     ] {
         assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
     }
+    // Issue 18: the disruption controller keeps the budget: with 3 of 3 pods ready and
+    // maxUnavailable 1, one disruption is allowed (a drain proceeds), for old and new kubectl.
+    wait_until(
+        "the PodDisruptionBudget to allow one disruption",
+        Duration::from_secs(20),
+        || {
+            local.kubectl(&[
+                "get",
+                "pdb",
+                "redis",
+                "-o",
+                "jsonpath={.status.disruptionsAllowed}",
+            ]) == "1"
+        },
+    );
+    for kubectl in testkit::kubectl_versions() {
+        let out = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(local.kubeconfig())
+            .args(["get", "pdb", "redis", "--no-headers"])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.get(3), Some(&"1"), "{}: {line}", kubectl.display());
+    }
     // Issue 18: installed as `kubectl-redis_election`, the binary is a kubectl plugin.
     let plugins = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(bin(), plugins.path().join("kubectl-redis_election")).unwrap();

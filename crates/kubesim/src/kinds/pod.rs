@@ -41,6 +41,19 @@ pub static PODS: ResourceType = ResourceType {
 #[derive(Debug)]
 pub struct Pod;
 
+/// A probe's defaults (`SetDefaults_Probe`, `SetDefaults_HTTPGetAction`): what `kubectl
+/// describe` prints as `delay=0s timeout=1s period=10s #success=1 #failure=3`.
+fn default_probe(p: &mut serde_json::Map<String, Value>) {
+    p.entry("timeoutSeconds").or_insert(json!(1));
+    p.entry("periodSeconds").or_insert(json!(10));
+    p.entry("successThreshold").or_insert(json!(1));
+    p.entry("failureThreshold").or_insert(json!(3));
+    if let Some(Value::Object(get)) = p.get_mut("httpGet") {
+        get.entry("scheme").or_insert(json!("HTTP"));
+        get.entry("path").or_insert(json!("/"));
+    }
+}
+
 impl Strategy for Pod {
     fn canonicalize(&self, v: &Value) -> Result<Value, String> {
         roundtrip::<k8s_openapi::api::core::v1::Pod>(v)
@@ -83,9 +96,24 @@ impl Strategy for Pod {
                                 }
                             }
                         }
+                        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                            if let Some(Value::Object(p)) = c.get_mut(probe) {
+                                default_probe(p);
+                            }
+                        }
                     }
                 }
             }
+            if let Some(Value::Array(vs)) = spec.get_mut("volumes") {
+                for v in vs.iter_mut().filter_map(Value::as_object_mut) {
+                    for source in ["secret", "configMap", "projected", "downwardAPI"] {
+                        if let Some(Value::Object(src)) = v.get_mut(source) {
+                            src.entry("defaultMode").or_insert(json!(420));
+                        }
+                    }
+                }
+            }
+            spec.entry("serviceAccountName").or_insert(json!("default"));
         }
         // PrepareForCreate resets status.
         obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
