@@ -32,6 +32,9 @@ pub fn api_versions(server_address: &str) -> Value {
     })
 }
 
+/// The group of the access reviews (`kubectl auth can-i`), served without storage.
+pub const AUTHORIZATION: &str = "authorization.k8s.io";
+
 fn groups() -> Vec<&'static str> {
     let mut gs: Vec<&'static str> = Vec::new();
     for r in RESOURCES {
@@ -39,6 +42,7 @@ fn groups() -> Vec<&'static str> {
             gs.push(r.group);
         }
     }
+    gs.push(AUTHORIZATION);
     gs
 }
 
@@ -47,6 +51,7 @@ pub fn serves(group: &str, version: &str) -> bool {
     RESOURCES
         .iter()
         .any(|r| r.group == group && r.version == version)
+        || (group == AUTHORIZATION && version == "v1")
 }
 
 /// `GET /apis`.
@@ -72,6 +77,17 @@ pub fn api_group(group: &str) -> Option<Value> {
 /// `GET /api/v1` or `/apis/{group}/{version}`.
 pub fn resource_list(group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
+    if group == AUTHORIZATION {
+        for (name, kind) in [
+            ("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+            ("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+        ] {
+            resources.push(
+                json!({"name": name, "singularName": "", "namespaced": false,
+                                  "kind": kind, "verbs": ["create"]}),
+            );
+        }
+    }
     let all_verbs = [
         "create",
         "delete",

@@ -22,7 +22,7 @@ pub enum ProtoError {
     Malformed(&'static str),
     /// A valid envelope for a kind kubesim does not decode from protobuf.
     #[error(
-        "kubesim decodes protobuf only for Namespace, ServiceAccount, TokenRequest, Secret and ConfigMap, not {0}; send JSON instead"
+        "kubesim decodes protobuf only for Namespace, ServiceAccount, TokenRequest, Secret, ConfigMap and the access reviews, not {0}; send JSON instead"
     )]
     Unsupported(String),
 }
@@ -157,6 +157,47 @@ fn object_meta(b: &[u8]) -> Result<Value, ProtoError> {
     Ok(Value::Object(m))
 }
 
+/// The string fields `layout` names (number, JSON key) of message `b`.
+fn strings_of(b: &[u8], layout: &[(u64, &str)]) -> Result<Value, ProtoError> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        if let (Some(&(_, key)), Field::Bytes(x)) = (layout.iter().find(|(k, _)| *k == n), f) {
+            m.insert(key.into(), json!(string(x)?));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// `SelfSubjectAccessReviewSpec` (`kubectl auth can-i`): resource attributes (namespace,
+/// verb, group, version, resource, subresource, name) or non-resource ones (path, verb).
+fn access_review_spec(b: &[u8]) -> Result<Value, ProtoError> {
+    let mut spec = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => {
+                let layout = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
+                spec.insert("resourceAttributes".into(), strings_of(x, &layout)?);
+            }
+            (2, Field::Bytes(x)) => {
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    strings_of(x, &[(1, "path"), (2, "verb")])?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
+}
+
 fn token_request_spec(b: &[u8]) -> Result<Value, ProtoError> {
     let mut audiences = Vec::new();
     let mut spec = Map::new();
@@ -222,6 +263,19 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
     obj.insert("kind".into(), json!(kind));
     // TokenRequest is the body of the `serviceaccounts/token` subresource, not a kind of its
     // own; every other body is laid out as its kind says.
+    if kind == "SelfSubjectAccessReview" || kind == "SelfSubjectRulesReview" {
+        for (n, f) in fields(raw)? {
+            if let (2, Field::Bytes(x)) = (n, f) {
+                let spec = if kind == "SelfSubjectAccessReview" {
+                    access_review_spec(x)?
+                } else {
+                    strings_of(x, &[(1, "namespace")])?
+                };
+                obj.insert("spec".into(), spec);
+            }
+        }
+        return Ok(Value::Object(obj));
+    }
     if kind == "TokenRequest" {
         for (n, f) in fields(raw)? {
             match (n, f) {

@@ -106,6 +106,59 @@ fn subject_matches(subject: &Value, binding_ns: &str, sa_ns: &str, sa_name: &str
     }
 }
 
+/// The rules a user holds in namespace `ns` (a `SelfSubjectRulesReview`'s `resourceRules`):
+/// everything for an administrator, the rules of the Roles bound to a service account.
+pub fn rules_in(store: &Store, user: &User, ns: &str) -> Vec<Value> {
+    let (sa_ns, sa_name) = match user {
+        User::Admin => {
+            return vec![
+                serde_json::json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+            ];
+        }
+        User::ServiceAccount { namespace, name } => (namespace.as_str(), name.as_str()),
+    };
+    let mut rules = Vec::new();
+    for binding in store.list("rolebindings", Some(ns)) {
+        let bound = binding
+            .get("subjects")
+            .and_then(Value::as_array)
+            .is_some_and(|subs| subs.iter().any(|s| subject_matches(s, ns, sa_ns, sa_name)));
+        if !bound || binding.pointer("/roleRef/kind").and_then(Value::as_str) != Some("Role") {
+            continue;
+        }
+        let role_name = binding
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(role) = store.get("roles", ns, role_name) {
+            rules.extend(
+                role.get("rules")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    rules
+}
+
+/// The verb names the authoriser knows, as the `'static` strings [`Attributes`] holds.
+pub fn known_verb(verb: &str) -> Option<&'static str> {
+    [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "*",
+    ]
+    .into_iter()
+    .find(|v| *v == verb)
+}
+
 /// Allows or refuses a resource request, with the real 403 Status on refusal.
 pub fn authorize(store: &Store, user: &User, a: &Attributes) -> Result<(), ApiError> {
     let (sa_ns, sa_name) = match user {

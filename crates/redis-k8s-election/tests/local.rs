@@ -359,6 +359,44 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cells.get(3), Some(&"1"), "{}: {line}", kubectl.display());
     }
+    // Issue 18: the node, and `auth can-i` (access reviews against the shipped Role), for the
+    // oldest and the newest kubectl. The sidecars' account may write its Lease, not delete
+    // StatefulSets (the control).
+    let sa_token = local
+        .kubectl(&["create", "token", "redis"])
+        .trim()
+        .to_string();
+    for kubectl in testkit::kubectl_versions() {
+        let run = |args: &[&str]| {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(local.kubeconfig())
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let v = kubectl.display();
+        let nodes = run(&["get", "nodes", "--no-headers"]);
+        assert!(nodes.contains(" Ready "), "{v}: {nodes}");
+        assert_eq!(run(&["auth", "can-i", "delete", "pods"]), "yes", "{v}");
+        let token = format!("--token={sa_token}");
+        assert_eq!(
+            run(&[&token, "auth", "can-i", "update", "leases/redis"]),
+            "yes",
+            "{v}"
+        );
+        assert_eq!(
+            run(&[&token, "auth", "can-i", "delete", "statefulsets"]),
+            "no",
+            "{v}"
+        );
+        let listed = run(&[&token, "auth", "can-i", "--list"]);
+        assert!(
+            listed.contains("leases.coordination.k8s.io"),
+            "{v}: {listed}"
+        );
+    }
     // Issue 18: installed as `kubectl-redis_election`, the binary is a kubectl plugin.
     let plugins = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(bin(), plugins.path().join("kubectl-redis_election")).unwrap();

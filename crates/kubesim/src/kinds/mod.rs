@@ -12,6 +12,7 @@ pub mod event;
 pub mod lease;
 pub mod namespace;
 pub mod network_policy;
+pub mod node;
 pub mod pdb;
 pub mod pod;
 pub mod pvc;
@@ -117,6 +118,7 @@ pub static ALL: &[&ResourceType] = &[
     &pdb::POD_DISRUPTION_BUDGETS,
     &network_policy::NETWORK_POLICIES,
     &pvc::PERSISTENT_VOLUME_CLAIMS,
+    &node::NODES,
 ];
 
 /// The defaults of a namespaced core kind; each kind names what differs.

@@ -214,6 +214,23 @@ impl Kubelet {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
         }
         let mount_namespaces = mount_namespaces_work(&config.state_dir);
+        // Register the node, as a kubelet does at start (`kubectl get nodes`).
+        {
+            let mut s = store.write().expect("store lock");
+            if s.get("nodes", "", &config.node_name).is_none() {
+                let nodes = crate::resources::lookup("", "v1", "nodes").expect("nodes served");
+                let _ = crate::api::create(
+                    &mut s,
+                    nodes,
+                    "",
+                    crate::kinds::node::registration(
+                        &config.node_name,
+                        &config.host_ip.to_string(),
+                    ),
+                    &crate::api::WriteOptions::default(),
+                );
+            }
+        }
         let shared = Arc::new(Shared {
             store,
             config,

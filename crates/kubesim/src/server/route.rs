@@ -91,6 +91,90 @@ pub(super) async fn handle(
         .unwrap_or_else(|e| error_response(&e)))
 }
 
+/// `kubectl auth can-i`: a SelfSubjectAccessReview answers whether the requester may do
+/// what it names (the same RBAC evaluation as every request), a SelfSubjectRulesReview lists
+/// the rules it holds in a namespace. Nothing is stored; anyone authenticated may ask.
+async fn self_subject_review(
+    shared: &Arc<Shared>,
+    user: &User,
+    kind: &str,
+    method: &Method,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if kind != "selfsubjectaccessreviews" && kind != "selfsubjectrulesreviews" {
+        return Ok(page_not_found());
+    }
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed(method.as_str()));
+    }
+    let (headers, body) = read_body(shared, req).await?;
+    let review = decode_write_body(&headers, &body)?;
+    let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let store = shared.store.read().expect("store lock");
+    let (kind_name, status) = if kind == "selfsubjectaccessreviews" {
+        let allowed = match spec.get("resourceAttributes") {
+            Some(ra) => {
+                let s = |k: &str| {
+                    ra.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                match rbac::known_verb(&s("verb")) {
+                    None => false,
+                    Some(verb) => rbac::authorize(
+                        &store,
+                        user,
+                        &Attributes {
+                            verb,
+                            group: s("group"),
+                            resource: s("resource"),
+                            subresource: s("subresource"),
+                            namespace: s("namespace"),
+                            name: s("name"),
+                        },
+                    )
+                    .is_ok(),
+                }
+            }
+            // Non-resource URLs (`/healthz`, `/version`, …) are open to every user here.
+            None => spec.get("nonResourceAttributes").is_some(),
+        };
+        (
+            "SelfSubjectAccessReview",
+            if allowed {
+                json!({"allowed": true, "reason": "allowed by kubesim's RBAC"})
+            } else {
+                json!({"allowed": false})
+            },
+        )
+    } else {
+        let ns = spec
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        (
+            "SelfSubjectRulesReview",
+            json!({
+                "resourceRules": rbac::rules_in(&store, user, ns),
+                "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["*"]}],
+                "incomplete": false,
+            }),
+        )
+    };
+    Ok(json_response(
+        201,
+        &json!({
+            "kind": kind_name,
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": spec,
+            "status": status,
+        }),
+        &[],
+    ))
+}
+
 pub(super) async fn route(
     shared: Arc<Shared>,
     user: User,
@@ -129,6 +213,10 @@ pub(super) async fn route(
             return Ok(json_response(200, &discovery::resource_list(g, v), &[]));
         }
         ["api", "v1", rest @ ..] => ("", "v1", rest.to_vec()),
+        ["apis", "authorization.k8s.io", "v1", kind] => {
+            let kind = kind.to_string();
+            return self_subject_review(&shared, &user, &kind, &method, req).await;
+        }
         ["apis", g, v, rest @ ..] if discovery::serves(g, v) => (g, v, rest.to_vec()),
         _ => return Ok(page_not_found()),
     };
