@@ -13,9 +13,22 @@ use testkit::kubectl_versions;
 struct Kubectl {
     bin: PathBuf,
     kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Kubectl {
+    /// kubectl `bin` against `s`, as the administrator, in namespace `ns`.
+    fn against(bin: &std::path::Path, s: &Sim) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
+        Kubectl {
+            bin: bin.to_path_buf(),
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
     async fn run(&self, args: &[&str]) -> String {
         let out = tokio::time::timeout(
             Duration::from_secs(60),
@@ -44,13 +57,7 @@ impl Kubectl {
 async fn kubectl_oldest_and_newest() {
     for bin in kubectl_versions() {
         let s = Sim::new().await;
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
-        let k = Kubectl {
-            bin: bin.clone(),
-            kubeconfig,
-        };
+        let k = Kubectl::against(&bin, &s);
         let v = bin.display().to_string();
 
         s.lease("l1", "a").await;
@@ -169,13 +176,7 @@ async fn kubectl_oldest_and_newest() {
 async fn pod_specs_get_the_apis_defaults_as_describe_shows_them() {
     for bin in kubectl_versions() {
         let s = Sim::new().await;
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        s.server.write_kubeconfig(&kubeconfig, TOKEN, "ns").unwrap();
-        let k = Kubectl {
-            bin: bin.clone(),
-            kubeconfig,
-        };
+        let k = Kubectl::against(&bin, &s);
         let r = s
             .post(
                 "/api/v1/namespaces/ns/pods",

@@ -148,50 +148,58 @@ fn make_secret_writes_a_valid_secret_with_fresh_strong_values() {
     assert_ne!(runs[0].2, runs[1].2);
 }
 
+/// A kustomization of the shipped base with `components`, in a directory under `target/`
+/// (kustomize loads bases and components only by relative paths), rendered by kubectl's
+/// kustomize and validated; the directory (holding only the kustomization again) and the
+/// rendered text.
+fn render_with_components(components: &[&str]) -> (tempfile::TempDir, String) {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    std::fs::create_dir_all(&target).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("kustomize-")
+        .tempdir_in(&target)
+        .unwrap();
+    let mut k = String::from("resources:\n  - ../../deploy/kubernetes\n");
+    if !components.is_empty() {
+        k.push_str("components:\n");
+    }
+    for c in components {
+        k.push_str(&format!("  - ../../deploy/kubernetes/components/{c}\n"));
+    }
+    std::fs::write(dir.path().join("kustomization.yaml"), &k).unwrap();
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .expect("kubectl on PATH");
+    assert!(
+        out.status.success(),
+        "{components:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = dir.path().join("rendered.yaml");
+    std::fs::write(&rendered, &out.stdout).unwrap();
+    let v = validate(std::slice::from_ref(&rendered));
+    assert!(
+        v.status.success(),
+        "{components:?}: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    std::fs::remove_file(&rendered).unwrap();
+    (dir, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The persistence components render with kubectl's kustomize, validate, and mean the same
 /// to kubesim's reader (which `local --persistence` and the tests use).
 #[test]
 fn each_persistence_component_renders_validates_and_reads_the_same_in_kubesim() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = root.join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    // kustomize loads bases and components only by relative paths.
     for (component, appendonly, claims) in [
         (None, "appendonly yes", true),
         (Some("persistence-rdb"), "appendonly no", true),
         (Some("persistence-none"), "appendonly no", false),
     ] {
-        let dir = tempfile::Builder::new()
-            .prefix("kustomize-")
-            .tempdir_in(&target)
-            .unwrap();
-        let mut k = String::from("resources:\n  - ../../deploy/kubernetes\n");
-        if let Some(c) = component {
-            k.push_str(&format!(
-                "components:\n  - ../../deploy/kubernetes/components/{c}\n"
-            ));
-        }
-        std::fs::write(dir.path().join("kustomization.yaml"), &k).unwrap();
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(dir.path())
-            .output()
-            .expect("kubectl on PATH");
-        assert!(
-            out.status.success(),
-            "{component:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rendered = dir.path().join("rendered.yaml");
-        std::fs::write(&rendered, &out.stdout).unwrap();
-        let v = validate(std::slice::from_ref(&rendered));
-        assert!(
-            v.status.success(),
-            "{component:?}: {}{}",
-            String::from_utf8_lossy(&v.stdout),
-            String::from_utf8_lossy(&v.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (dir, text) = render_with_components(component.as_slice());
         assert!(text.contains(appendonly), "{component:?}");
         assert_eq!(
             text.contains("volumeClaimTemplates"),
@@ -199,7 +207,6 @@ fn each_persistence_component_renders_validates_and_reads_the_same_in_kubesim() 
             "{component:?}"
         );
         // kubesim's reader of the same kustomization.
-        std::fs::remove_file(&rendered).unwrap();
         let objs = kubesim::manifest::load_dir(dir.path()).unwrap();
         let conf = objs
             .iter()
@@ -222,44 +229,12 @@ fn each_persistence_component_renders_validates_and_reads_the_same_in_kubesim() 
 /// containers, the sidecar told the three files. The persistence `--include` stays last.
 #[test]
 fn the_tls_component_renders_validates_and_reads_the_same_in_kubesim() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = root.join("target");
-    std::fs::create_dir_all(&target).unwrap();
     for others in [&[][..], &["persistence-rdb", "announce-pod-ip"]] {
-        let dir = tempfile::Builder::new()
-            .prefix("kustomize-")
-            .tempdir_in(&target)
-            .unwrap();
-        let mut k = String::from(
-            "resources:\n  - ../../deploy/kubernetes\ncomponents:\n  - ../../deploy/kubernetes/components/tls\n",
-        );
-        for c in others {
-            k.push_str(&format!("  - ../../deploy/kubernetes/components/{c}\n"));
-        }
-        std::fs::write(dir.path().join("kustomization.yaml"), &k).unwrap();
-        let out = Command::new("kubectl")
-            .arg("kustomize")
-            .arg(dir.path())
-            .output()
-            .expect("kubectl on PATH");
-        assert!(
-            out.status.success(),
-            "{others:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rendered = dir.path().join("rendered.yaml");
-        std::fs::write(&rendered, &out.stdout).unwrap();
-        let v = validate(std::slice::from_ref(&rendered));
-        assert!(
-            v.status.success(),
-            "{others:?}: {}{}",
-            String::from_utf8_lossy(&v.stdout),
-            String::from_utf8_lossy(&v.stderr)
-        );
+        let mut components = vec!["tls"];
+        components.extend_from_slice(others);
+        let (dir, text) = render_with_components(&components);
         let from_kubectl: Vec<serde_json::Value> =
-            kubesim::manifest::parse_documents("rendered", &String::from_utf8_lossy(&out.stdout))
-                .unwrap();
-        std::fs::remove_file(&rendered).unwrap();
+            kubesim::manifest::parse_documents("rendered", &text).unwrap();
         let from_kubesim = kubesim::manifest::load_dir(dir.path()).unwrap();
         let set = |objs: &[serde_json::Value]| {
             objs.iter()
