@@ -177,6 +177,7 @@ impl Cluster {
                 kubelet_config.backoff_initial = initial;
                 kubelet_config.backoff_max = max;
             }
+            server.set_pod_dirs(kubelet_config.state_dir.join("pods"));
             let kubelet = Kubelet::start(server.store(), kubelet_config).map_err(|source| {
                 ClusterError::Files {
                     what: "starting the kubelet".into(),

@@ -527,6 +527,55 @@ fn shipped_manifests_run_fail_over_on_delete_restart_crashes_and_stop_cleanly() 
         },
     );
 
+    // Issue 18: `kubectl logs`, oldest and newest kubectl: a container's output, the run
+    // before its restart (`-p`), `--tail`, `-f`; an unknown container is refused.
+    for kubectl in testkit::kubectl_versions() {
+        let v = kubectl.display().to_string();
+        let logs = |args: &[&str]| {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(local.kubeconfig())
+                .arg("logs")
+                .args(args)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, out, err) = logs(&[&next, "-c", "sidecar"]);
+        assert!(ok && out.contains("starting"), "{v}: {out}{err}");
+        let (ok, out, _) = logs(&[&next, "-c", "sidecar", "--tail=1"]);
+        assert!(ok && out.trim_end().lines().count() == 1, "{v}: {out}");
+        // The sidecar killed above: its run before the restart.
+        let (ok, out, err) = logs(&[&next, "-c", "sidecar", "-p"]);
+        assert!(ok && out.contains("starting"), "{v}: {out}{err}");
+        let (ok, _, err) = logs(&[&next, "-c", "nosuch"]);
+        assert!(
+            !ok && err.contains("container nosuch is not valid for pod"),
+            "{v}: {err}"
+        );
+        // -f: the output so far, then it keeps streaming until stopped.
+        let mut follow = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(local.kubeconfig())
+            .args(["logs", "-f", "--tail=1", &next, "-c", "redis"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(follow.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{v}: -f streamed nothing");
+        assert!(follow.try_wait().unwrap().is_none(), "{v}: -f ended");
+        let _ = follow.kill();
+        let _ = follow.wait();
+    }
+
     // Ctrl-C: everything stops and nothing is left behind.
     let pids: Vec<u32> = ["redis-0", "redis-1", "redis-2"]
         .iter()

@@ -16,10 +16,12 @@ pub(super) async fn run_container(
     let mut stop = rt.stop.subscribe();
     let mut failures: u32 = 0;
     let log = rt.dir.join("logs").join(format!("{}.log", c.name));
+    let mut runs = 0u32;
     loop {
         if rt.stop_deadline().is_some() {
             return;
         }
+
         let plan = plan::launch_plan(
             &c,
             &facts,
@@ -44,6 +46,11 @@ pub(super) async fn run_container(
                 }
             }
         };
+        // A restart keeps the last run's output as the previous log (`kubectl logs -p`).
+        if runs > 0 {
+            let _ = std::fs::rename(&log, log.with_extension("previous.log"));
+        }
+        runs += 1;
         let started = Instant::now();
         let started_at = util::now_time();
         let spawned = container_command(

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 mod admin;
 mod auth;
 mod listener;
+mod logs;
 mod params;
 mod route;
 mod watch_stream;
@@ -93,6 +94,9 @@ struct Shared {
     server_address: String,
     header_timeout: Duration,
     body_timeout: Duration,
+    /// Where the node's kubelet keeps each pod's files (`<ns>_<name>_<uid>/logs/<c>.log`),
+    /// for `pods/log`; unset without a node.
+    pod_dirs: RwLock<Option<std::path::PathBuf>>,
 }
 
 /// A running kubesim API server.
@@ -131,6 +135,7 @@ impl ApiServer {
             server_address: addr.to_string(),
             header_timeout: config.header_timeout,
             body_timeout: config.body_timeout,
+            pod_dirs: RwLock::new(None),
             requests: std::sync::atomic::AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -196,6 +201,11 @@ impl ApiServer {
     ) -> Result<String, ApiError> {
         let mut store = self.shared.store.write().expect("store lock");
         issue_token(&mut store, namespace, name, ttl.as_secs() as i64)
+    }
+
+    /// Serves `pods/log` from the kubelet's pod directories under `dir`.
+    pub fn set_pod_dirs(&self, dir: std::path::PathBuf) {
+        *self.shared.pod_dirs.write().expect("pod dirs lock") = Some(dir);
     }
 
     /// The store, shared with in-process components such as the service proxy.

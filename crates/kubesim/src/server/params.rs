@@ -121,6 +121,7 @@ pub(super) fn parse_resource_path(
         "" => true,
         "status" => rt.status_subresource,
         "token" => rt.token_subresource,
+        "log" => rt.kind == "Pod",
         _ => false,
     };
     if !sub_ok {

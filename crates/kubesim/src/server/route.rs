@@ -288,6 +288,13 @@ pub(super) async fn route(
         Part::Main
     };
     match verb {
+        "get" if target.subresource == "log" => {
+            let pod = {
+                let store = shared.store.read().expect("store lock");
+                api::get(&store, rt, &ns, &target.name)?
+            };
+            super::logs::pod_log(&shared, &pod, &q).await
+        }
         "get" => {
             let store = shared.store.read().expect("store lock");
             let obj = api::get(&store, rt, &ns, &target.name)?;
