@@ -136,6 +136,7 @@ fn check_namespace(store: &Store, rt: &ResourceType, ns: &str, name: &str) -> Re
 }
 
 fn warnings_or_strict(
+    rt: &ResourceType,
     unknown: Vec<String>,
     fv: FieldValidation,
     patch: bool,
@@ -163,7 +164,13 @@ fn warnings_or_strict(
                     ..ApiError::bad_request(msg)
                 })
             } else {
-                Err(ApiError::bad_request(msg))
+                // A create or update wraps the decoder's error as every decode error
+                // (`transformDecodeError` in the real server's handlers).
+                Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: {msg}",
+                    kind = rt.kind,
+                    version = rt.version
+                )))
             }
         }
     }
@@ -414,7 +421,7 @@ fn decode_body(
     is_patch: bool,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let (mut obj, unknown) = rt.decode(body)?;
-    let warnings = warnings_or_strict(unknown, opts.field_validation, is_patch)?;
+    let warnings = warnings_or_strict(rt, unknown, opts.field_validation, is_patch)?;
     settle_namespace(rt, &mut obj, ns)?;
     Ok((obj, warnings))
 }

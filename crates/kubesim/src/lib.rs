@@ -21,6 +21,7 @@ mod faults;
 mod kinds;
 pub mod kubelet;
 pub mod manifest;
+mod openapi;
 mod patch;
 mod podspec;
 mod protobuf;

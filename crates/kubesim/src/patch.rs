@@ -66,7 +66,7 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
 }
 
 /// The merge key of a list field under strategic merge, or `None` for atomic lists.
-fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
         "containers"
         | "initContainers"
@@ -90,7 +90,7 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
 }
 
 /// Primitive lists that strategic merge unions rather than replaces.
-fn is_set_list(field: &str) -> bool {
+pub(crate) fn is_set_list(field: &str) -> bool {
     field == "finalizers"
 }
 

@@ -51,6 +51,28 @@ impl Kubectl {
         );
         stdout
     }
+
+    /// Runs a command that must fail; returns its standard error.
+    async fn fail(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(&self.bin)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("kubectl finished")
+        .expect("kubectl ran");
+        assert!(
+            !out.status.success(),
+            "{} {args:?} succeeded",
+            self.bin.display()
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
 }
 
 #[tokio::test]
@@ -201,5 +223,90 @@ async fn pod_specs_get_the_apis_defaults_as_describe_shows_them() {
         ] {
             assert!(out.contains(needle), "{v}: {needle:?} not in\n{out}");
         }
+    }
+}
+
+/// Issue 18: kubesim serves the OpenAPI documents (v3 per group-version, v2 as protobuf), so
+/// `kubectl apply` validates without `--validate=false`: kubectl finds `fieldValidation` on
+/// the kind's PATCH operation and the server refuses an unknown field; `explain` renders the
+/// schemas; and `apply`'s strategic merge patch uses the documents' merge keys, so a Service
+/// port dropped from the manifest is dropped from the object (with the list taken as atomic,
+/// kubectl would send the remaining port and the server's merge by `port` would keep the
+/// dropped one).
+#[tokio::test]
+async fn openapi_documents_let_kubectl_validate_explain_and_merge() {
+    for bin in kubectl_versions() {
+        let s = Sim::new().await;
+        let k = Kubectl::against(&bin, &s);
+        let v = bin.display().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+
+        let cm = file(
+            "cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n",
+        );
+        let out = k.run(&["apply", "-f", &cm]).await;
+        assert!(out.contains("configmap/settings created"), "{v}: {out}");
+
+        let bad = file(
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndata:\n  a: b\ndatta:\n  c: d\n",
+        );
+        let err = k.fail(&["apply", "-f", &bad]).await;
+        assert!(
+            err.contains(r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "datta""#),
+            "{v}: {err}"
+        );
+        assert_eq!(
+            s.get("/api/v1/namespaces/ns/configmaps/typo").await.code,
+            404
+        );
+
+        let explained = k.run(&["explain", "pod.spec.containers"]).await;
+        for needle in [
+            "KIND:",
+            "Pod",
+            "containers",
+            "[]Container",
+            "FIELDS:",
+            "image",
+        ] {
+            assert!(
+                explained.contains(needle),
+                "{v}: {needle} missing in\n{explained}"
+            );
+        }
+        let explained = k.run(&["explain", "leases.spec.holderIdentity"]).await;
+        assert!(
+            explained.contains("holderIdentity") && explained.contains("string"),
+            "{v}: {explained}"
+        );
+
+        let svc = |ports: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n{ports}"
+            )
+        };
+        let two = file(
+            "svc2.yaml",
+            &svc("  - name: a\n    port: 80\n  - name: b\n    port: 81\n"),
+        );
+        k.run(&["apply", "-f", &two]).await;
+        let one = file("svc1.yaml", &svc("  - name: a\n    port: 80\n"));
+        let out = k.run(&["apply", "-f", &one]).await;
+        assert!(out.contains("service/web configured"), "{v}: {out}");
+        let ports = s.get(&format!("{SVCS}/web")).await.body["spec"]["ports"].clone();
+        let ports: Vec<i64> = ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ports, [80], "{v}");
     }
 }

@@ -684,11 +684,10 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
         .expect("sh runs");
     assert!(made.status.success());
     std::fs::write(&secret, &made.stdout).unwrap();
-    let made = local.kubectl(&["apply", "--validate=false", "-f", secret.to_str().unwrap()]);
+    let made = local.kubectl(&["apply", "-f", secret.to_str().unwrap()]);
     assert!(made.contains("secret/redis-auth created"), "{made}");
-    // kubesim serves no OpenAPI documents, hence --validate=false (the server still checks
-    // the objects).
-    let applied = local.kubectl(&["apply", "--validate=false", "-k", dir]);
+    // No --validate=false: kubesim serves the OpenAPI documents kubectl validates with.
+    let applied = local.kubectl(&["apply", "-k", dir]);
     assert!(
         applied.contains("statefulset.apps/redis created")
             && applied.contains("networkpolicy.networking.k8s.io/redis created"),
@@ -699,7 +698,7 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
     // Applied again, nothing is created. (The StatefulSet reads "configured": the server
     // adds apiVersion, kind and defaults to its claim templates, a list kubectl replaces
     // whole, as it does against a real API server.)
-    let again = local.kubectl(&["apply", "--validate=false", "-k", dir]);
+    let again = local.kubectl(&["apply", "-k", dir]);
     assert!(
         !again.contains(" created") && again.contains("statefulset.apps/redis "),
         "{again}"

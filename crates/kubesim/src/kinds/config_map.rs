@@ -39,6 +39,10 @@ impl Strategy for ConfigMap {
         roundtrip::<k8s_openapi::api::core::v1::ConfigMap>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::ConfigMap>()
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             ("Name", "string", 0),

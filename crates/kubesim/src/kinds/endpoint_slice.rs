@@ -26,6 +26,10 @@ impl Strategy for EndpointSlice {
         roundtrip::<k8s_openapi::api::discovery::v1::EndpointSlice>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::discovery::v1::EndpointSlice>()
+    }
+
     fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         let at = obj
             .get("addressType")

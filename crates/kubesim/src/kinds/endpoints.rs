@@ -27,6 +27,10 @@ impl Strategy for Endpoints {
         roundtrip::<k8s_openapi::api::core::v1::Endpoints>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Endpoints>()
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             ("Name", "string", 0),

@@ -76,6 +76,10 @@ impl Strategy for CoreEvent {
         roundtrip::<k8s_openapi::api::core::v1::Event>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Event>()
+    }
+
     fn micro_time_paths(&self) -> &'static [&'static [&'static str]] {
         &[&["eventTime"], &["series", "lastObservedTime"]]
     }
@@ -100,6 +104,10 @@ pub struct EventV1;
 impl Strategy for EventV1 {
     fn canonicalize(&self, v: &Value) -> Result<Value, String> {
         roundtrip::<k8s_openapi::api::events::v1::Event>(v)
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::events::v1::Event>()
     }
 
     fn micro_time_paths(&self) -> &'static [&'static [&'static str]] {

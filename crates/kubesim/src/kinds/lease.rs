@@ -28,6 +28,10 @@ impl Strategy for Lease {
         roundtrip::<k8s_openapi::api::coordination::v1::Lease>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::coordination::v1::Lease>()
+    }
+
     fn micro_time_paths(&self) -> &'static [&'static [&'static str]] {
         &[&["spec", "acquireTime"], &["spec", "renewTime"]]
     }

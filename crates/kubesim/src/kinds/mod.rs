@@ -49,6 +49,12 @@ pub trait Strategy: Sync + std::fmt::Debug {
     /// wrong field type a 400 and drops unknown fields.
     fn canonicalize(&self, v: &Value) -> Result<Value, String>;
 
+    /// The kind's schema, from the same k8s-openapi type `canonicalize` decodes with (its
+    /// `schemars` implementation): a `$ref` into the generator's definitions. The OpenAPI
+    /// documents ([`crate::openapi`]) are built from it, so what kubectl validates and explains
+    /// is what the server decodes.
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
+
     /// Top-level paths holding MicroTime values (strictly formatted on input).
     fn micro_time_paths(&self) -> &'static [&'static [&'static str]] {
         &[]
@@ -159,6 +165,10 @@ pub(crate) struct Unset;
 impl Strategy for Unset {
     fn canonicalize(&self, _v: &Value) -> Result<Value, String> {
         Err("kubesim has no decoder for this kind".into())
+    }
+
+    fn schema(&self, _generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::Schema::default()
     }
 }
 

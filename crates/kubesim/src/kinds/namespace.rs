@@ -35,6 +35,10 @@ impl Strategy for Namespace {
         roundtrip::<k8s_openapi::api::core::v1::Namespace>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Namespace>()
+    }
+
     fn defaults_on_create(&self, obj: &mut Value, _cluster_ips: &mut u32) {
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});

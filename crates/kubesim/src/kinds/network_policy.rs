@@ -27,6 +27,10 @@ impl Strategy for NetworkPolicy {
         roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             ("Name", "string", 0),

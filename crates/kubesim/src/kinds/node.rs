@@ -28,6 +28,10 @@ impl Strategy for Node {
         roundtrip::<k8s_openapi::api::core::v1::Node>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Node>()
+    }
+
     fn columns(&self) -> Vec<super::Column> {
         vec![
             ("Name", "string", 0),

@@ -27,6 +27,10 @@ impl Strategy for PodDisruptionBudget {
         roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             ("Name", "string", 0),

@@ -59,6 +59,10 @@ impl Strategy for Pod {
         roundtrip::<k8s_openapi::api::core::v1::Pod>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Pod>()
+    }
+
     fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         validate_pod(obj, old, causes);
     }

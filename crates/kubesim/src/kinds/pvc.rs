@@ -27,6 +27,10 @@ impl Strategy for PersistentVolumeClaim {
         roundtrip::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+    }
+
     fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         let modes = obj
             .pointer("/spec/accessModes")

@@ -41,6 +41,10 @@ impl Strategy for Role {
         roundtrip::<k8s_openapi::api::rbac::v1::Role>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::rbac::v1::Role>()
+    }
+
     fn validate(&self, obj: &Value, _old: Option<&Value>, causes: &mut Vec<Cause>) {
         if let Some(Value::Array(rules)) = obj.get("rules") {
             for (i, r) in rules.iter().enumerate() {
@@ -69,6 +73,10 @@ pub struct RoleBinding;
 impl Strategy for RoleBinding {
     fn canonicalize(&self, v: &Value) -> Result<Value, String> {
         roundtrip::<k8s_openapi::api::rbac::v1::RoleBinding>(v)
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::rbac::v1::RoleBinding>()
     }
 
     fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {

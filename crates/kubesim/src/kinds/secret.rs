@@ -40,6 +40,10 @@ impl Strategy for Secret {
         roundtrip::<k8s_openapi::api::core::v1::Secret>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Secret>()
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             ("Name", "string", 0),

@@ -35,6 +35,10 @@ impl Strategy for Service {
         roundtrip::<k8s_openapi::api::core::v1::Service>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::core::v1::Service>()
+    }
+
     fn validate(&self, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         validate_service(obj, old, causes);
     }

@@ -29,6 +29,10 @@ impl Strategy for StatefulSet {
         roundtrip::<k8s_openapi::api::apps::v1::StatefulSet>(v)
     }
 
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<k8s_openapi::api::apps::v1::StatefulSet>()
+    }
+
     fn validate(&self, obj: &Value, _old: Option<&Value>, causes: &mut Vec<Cause>) {
         let sel = obj.pointer("/spec/selector");
         if sel.is_none() {

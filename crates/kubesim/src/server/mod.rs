@@ -8,6 +8,7 @@
 use crate::api::{self, DeleteOptions, FieldValidation, ListOptions, Part, WriteOptions};
 use crate::discovery;
 use crate::faults::{Fault, Faults, Verdict};
+use crate::openapi;
 use crate::patch::PatchType;
 use crate::rbac::{self, Attributes, User};
 use crate::resources::{self, ResourceType};

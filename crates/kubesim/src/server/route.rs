@@ -40,6 +40,25 @@ pub(super) fn error_response(e: &ApiError) -> Response<Body> {
     r
 }
 
+/// `GET /openapi/v2`: the gnostic protobuf when asked for it (kubectl always is), else JSON.
+fn openapi_v2<B>(req: &Request<B>) -> Response<Body> {
+    let docs = openapi::documents();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains(openapi::V2_PROTOBUF) {
+        full(
+            200,
+            openapi::V2_PROTOBUF_CONTENT_TYPE,
+            docs.v2_protobuf.clone(),
+        )
+    } else {
+        full(200, "application/json", docs.v2_json.clone())
+    }
+}
+
 pub(super) fn page_not_found() -> Response<Body> {
     full(404, "text/plain; charset=utf-8", "404 page not found\n")
 }
@@ -203,6 +222,31 @@ pub(super) async fn route(
             ));
         }
         ["apis"] => return Ok(json_response(200, &discovery::api_group_list(), &[])),
+        ["openapi", "v2"] => return Ok(openapi_v2(&req)),
+        ["openapi", "v3"] => {
+            return Ok(full(
+                200,
+                "application/json",
+                openapi::documents().v3_index.clone(),
+            ));
+        }
+        ["openapi", "v3", gv @ ..] => {
+            return Ok(match openapi::documents().v3.get(&gv.join("/")) {
+                Some((hash, body)) => {
+                    let mut r = full(200, "application/json", body.clone());
+                    // The URL names the content by its hash (the index hands it out): a
+                    // client may keep it, as with the real server.
+                    if q.get("hash") == Some(hash) {
+                        r.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            header::HeaderValue::from_static("public, immutable"),
+                        );
+                    }
+                    r
+                }
+                None => page_not_found(),
+            });
+        }
         ["apis", g] => {
             return Ok(discovery::api_group(g)
                 .map(|v| json_response(200, &v, &[]))
