@@ -104,7 +104,12 @@ impl Local {
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new("kubectl")
+        self.kubectl_with(Path::new("kubectl"), args)
+    }
+
+    /// `kubectl` of a given version (see `testkit::kubectl_versions`).
+    fn kubectl_with(&self, bin: &Path, args: &[&str]) -> String {
+        let out = Command::new(bin)
             .arg("--kubeconfig")
             .arg(self.kubeconfig())
             .args(args)
@@ -686,8 +691,11 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
     std::fs::write(&secret, &made.stdout).unwrap();
     let made = local.kubectl(&["apply", "-f", secret.to_str().unwrap()]);
     assert!(made.contains("secret/redis-auth created"), "{made}");
-    // No --validate=false: kubesim serves the OpenAPI documents kubectl validates with.
-    let applied = local.kubectl(&["apply", "-k", dir]);
+    // No --validate=false: kubesim serves the OpenAPI documents kubectl validates with. The
+    // oldest kubectl creates (it also downloads and parses /openapi/v2), the newest applies
+    // again below.
+    let versions = testkit::kubectl_versions();
+    let applied = local.kubectl_with(&versions[0], &["apply", "-k", dir]);
     assert!(
         applied.contains("statefulset.apps/redis created")
             && applied.contains("networkpolicy.networking.k8s.io/redis created"),
@@ -698,7 +706,7 @@ fn kubectl_apply_brings_up_the_group_in_an_empty_local_cluster() {
     // Applied again, nothing is created. (The StatefulSet reads "configured": the server
     // adds apiVersion, kind and defaults to its claim templates, a list kubectl replaces
     // whole, as it does against a real API server.)
-    let again = local.kubectl(&["apply", "-k", dir]);
+    let again = local.kubectl_with(versions.last().unwrap(), &["apply", "-k", dir]);
     assert!(
         !again.contains(" created") && again.contains("statefulset.apps/redis "),
         "{again}"
