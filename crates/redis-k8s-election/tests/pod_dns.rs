@@ -70,7 +70,7 @@ async fn follow_by_name(g: &KubeGroup, leader: &str, leader_ip: Ipv4Addr) {
         .map(|p| dns_name(p))
         .collect();
     want.sort();
-    assert_eq!(listed, want, "the leader's replicas");
+    assert_eq!(listed, want, "the leader's replicas\n{}", g.logs(40));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
