@@ -29,8 +29,9 @@ impl Kubectl {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(
+    /// Runs kubectl with `args`, within a minute.
+    async fn output(&self, args: &[&str]) -> std::process::Output {
+        tokio::time::timeout(
             Duration::from_secs(60),
             tokio::process::Command::new(&self.bin)
                 .arg("--kubeconfig")
@@ -41,7 +42,12 @@ impl Kubectl {
         )
         .await
         .expect("kubectl finished")
-        .expect("kubectl ran");
+        .expect("kubectl ran")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    async fn run(&self, args: &[&str]) -> String {
+        let out = self.output(args).await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
@@ -54,18 +60,7 @@ impl Kubectl {
 
     /// Runs a command that must fail; returns its standard error.
     async fn fail(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::new(&self.bin)
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(args)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("kubectl finished")
-        .expect("kubectl ran");
+        let out = self.output(args).await;
         assert!(
             !out.status.success(),
             "{} {args:?} succeeded",
