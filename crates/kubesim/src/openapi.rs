@@ -17,21 +17,23 @@
 //! are added here from the merge keys [`crate::patch`] merges by: one table for both.
 
 use crate::resources::{RESOURCES, ResourceType};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
-/// The documents, built once on first use (they depend only on the served kinds).
+/// The documents, built once on first use (they depend only on the served kinds). Held as
+/// `Bytes`, so that answering a request shares them instead of copying them.
 pub struct Documents {
     /// `GET /openapi/v3`: every group-version's path and the URL of its document.
-    pub v3_index: Vec<u8>,
+    pub v3_index: Bytes,
     /// `GET /openapi/v3/<path>`, keyed by `api/v1`, `apis/apps/v1`, ...: (hash, JSON).
-    pub v3: BTreeMap<String, (String, Vec<u8>)>,
+    pub v3: BTreeMap<String, (String, Bytes)>,
     /// `GET /openapi/v2` as JSON.
-    pub v2_json: Vec<u8>,
+    pub v2_json: Bytes,
     /// `GET /openapi/v2` as the gnostic `openapi.v2.Document` protobuf.
-    pub v2_protobuf: Vec<u8>,
+    pub v2_protobuf: Bytes,
 }
 
 /// The media type kubectl asks `/openapi/v2` for.
@@ -73,13 +75,15 @@ fn build() -> Documents {
             path.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
         );
-        v3.insert(path, (hash, body));
+        v3.insert(path, (hash, Bytes::from(body)));
     }
     Documents {
-        v3_index: serde_json::to_vec(&json!({"paths": index})).expect("serializes"),
+        v3_index: serde_json::to_vec(&json!({"paths": index}))
+            .expect("serializes")
+            .into(),
         v3,
-        v2_json: serde_json::to_vec(&v2).expect("serializes"),
-        v2_protobuf: gnostic::document(&v2),
+        v2_json: serde_json::to_vec(&v2).expect("serializes").into(),
+        v2_protobuf: gnostic::document(&v2).into(),
     }
 }
 
@@ -122,10 +126,13 @@ fn schemas() -> (Vec<Kind>, Map<String, Value>) {
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta>();
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
     let mut definitions = generator.take_definitions(false);
+    definitions.extend(operation_definitions());
     for k in &kinds {
-        let gvk = json!({"group": k.rt.group, "version": k.rt.version, "kind": k.rt.kind});
         if let Some(Value::Object(d)) = definitions.get_mut(&k.definition) {
-            d.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+            d.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([gvk_extension(k.rt)]),
+            );
         }
         let list = list_schema(k);
         definitions.insert(format!("{}List", k.definition), list);
@@ -462,8 +469,6 @@ fn v3_document(kinds: &[&Kind], definitions: &Map<String, Value>) -> Value {
             paths.insert(path, Value::Object(item));
         }
     }
-    let mut all = definitions.clone();
-    all.extend(operation_definitions());
     let mut roots: Vec<String> = Vec::new();
     for k in kinds {
         roots.push(k.definition.clone());
@@ -472,8 +477,8 @@ fn v3_document(kinds: &[&Kind], definitions: &Map<String, Value>) -> Value {
     roots.push("io.k8s.apimachinery.pkg.apis.meta.v1.Status".into());
     roots.push("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into());
     let mut schemas = Map::new();
-    for name in reachable(&roots, &all) {
-        if let Some(s) = all.get(&name) {
+    for name in reachable(&roots, definitions) {
+        if let Some(s) = definitions.get(&name) {
             schemas.insert(name, to_v3_schema(s));
         }
     }
@@ -559,13 +564,11 @@ fn v2_document(kinds: &[Kind], definitions: &Map<String, Value>) -> Value {
             paths.insert(path, Value::Object(item));
         }
     }
-    let mut all = definitions.clone();
-    all.extend(operation_definitions());
     json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", crate::discovery::MAJOR, crate::discovery::MINOR)},
         "paths": paths,
-        "definitions": all,
+        "definitions": definitions,
     })
 }
 
@@ -577,7 +580,8 @@ fn v2_document(kinds: &[Kind], definitions: &Map<String, Value>) -> Value {
 mod gnostic {
     use serde_json::{Map, Value};
 
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
+    /// A protobuf varint (LEB128).
+    pub(super) fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
@@ -981,14 +985,10 @@ mod tests {
         let pb = gnostic::document(&json!({"swagger": "2.0"}));
         assert_eq!(pb, [0x0a, 3, b'2', b'.', b'0']);
         let mut v = Vec::new();
-        gnostic_varint_for_test(&mut v, 300);
+        gnostic::varint(&mut v, 300);
         assert_eq!(v, [0xac, 0x02]);
-    }
-
-    fn gnostic_varint_for_test(out: &mut Vec<u8>, v: u64) {
-        // Same algorithm through the public surface: a 300-byte string's length prefix.
-        let s = "x".repeat(v as usize);
-        let pb = gnostic::document(&json!({ "swagger": s }));
-        out.extend_from_slice(&pb[1..3]);
+        // A 300-byte string carries that varint as its length prefix.
+        let pb = gnostic::document(&json!({ "swagger": "x".repeat(300) }));
+        assert_eq!(pb[1..3], [0xac, 0x02]);
     }
 }
